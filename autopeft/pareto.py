@@ -1,0 +1,84 @@
+"""The Pareto set of a study, and the choice of one point from it (``best``, ``knee``, a trial number).
+
+The knee is the Pareto point farthest from the straight line (plane, for three objectives) through
+the extreme points, with every objective scaled to [0, 1] over the Pareto set: the point after
+which further savings in trainable parameters start to cost the most metric. With one or two Pareto
+points, the knee is the one with the best metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+
+from autopeft.errors import AutopeftError
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The non-dominated finished trials, sorted by the first objective (best first).
+
+    Args:
+        study: the study.
+    """
+    trials = study.best_trials if len(study.directions) > 1 else _single_best(study)
+    sign = 1 if study.directions[0] == StudyDirection.MAXIMIZE else -1
+    return sorted(trials, key=lambda t: (-sign * t.values[0], t.number))
+
+
+def _single_best(study: optuna.Study) -> list[FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [study.best_trial] if complete else []
+
+
+def knee_index(values: np.ndarray, maximize: list[bool]) -> int:
+    """Index of the knee among Pareto points.
+
+    Args:
+        values: ``n x m`` objective values of the Pareto points.
+        maximize: per objective, whether larger is better.
+    """
+    n = len(values)
+    if n <= 2:
+        return int(np.argmax(values[:, 0] if maximize[0] else -values[:, 0]))
+    scaled = np.where(maximize, values, -values).astype(float)  # larger is better everywhere
+    low, high = scaled.min(axis=0), scaled.max(axis=0)
+    scaled = (scaled - low) / np.where(high > low, high - low, 1.0)
+    if scaled.shape[1] == 2:
+        a, b = scaled[np.argmax(scaled[:, 0])], scaled[np.argmax(scaled[:, 1])]
+        normal = np.array([b[1] - a[1], a[0] - b[0]])  # perpendicular to the line a -> b
+        if not normal.any():
+            return 0
+        if normal @ (np.ones(2) - a) < 0:
+            normal = -normal  # point it towards the ideal corner (1, 1)
+        return int(np.argmax((scaled - a) @ normal))
+    # Three or more objectives: the point closest to the ideal point (1, ..., 1).
+    return int(np.argmin(np.linalg.norm(1.0 - scaled, axis=1)))
+
+
+def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
+    """Choose one trial: ``knee``, ``best`` (best metric on the Pareto set) or a trial number.
+
+    Args:
+        study: the study.
+        pick: ``knee``, ``best`` or a trial number.
+    """
+    front = pareto_trials(study)
+    if pick in ("knee", "best"):
+        if not front:
+            raise AutopeftError(f"study {study.study_name!r} has no finished trial yet")
+        if pick == "best":
+            return front[0]
+        values = np.asarray([t.values for t in front], dtype=float)
+        maximize = [d == StudyDirection.MAXIMIZE for d in study.directions]
+        return front[knee_index(values, maximize)]
+    if not pick.isdigit():
+        raise AutopeftError(f"--pick {pick!r}: use knee, best or a trial number")
+    number = int(pick)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number == number:
+            if trial.state != optuna.trial.TrialState.COMPLETE:
+                raise AutopeftError(f"trial {number} of study {study.study_name!r} did not finish ({trial.state.name})")
+            return trial
+    raise AutopeftError(f"study {study.study_name!r} has no trial {number}")

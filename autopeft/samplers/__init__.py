@@ -1,0 +1,62 @@
+"""Optimisers: our multi-objective BO and Optuna's baselines, all respecting the parameter budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from autopeft.errors import AutopeftError
+from autopeft.samplers._botorch import BoTorchMOSampler
+from autopeft.samplers._feasible import FeasibleSampler
+from autopeft.space import SearchSpace
+
+__all__ = ["SAMPLERS", "BoTorchMOSampler", "FeasibleSampler", "create_sampler", "register_sampler"]
+
+SamplerFactory = Callable[[SearchSpace, int, "int | None"], optuna.samplers.BaseSampler]
+SAMPLERS: dict[str, SamplerFactory] = {}
+
+
+def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
+    """Decorator adding a factory ``fn(space, limit, seed) -> sampler`` under ``name``."""
+
+    def wrap(factory: SamplerFactory) -> SamplerFactory:
+        SAMPLERS[name] = factory
+        return factory
+
+    return wrap
+
+
+@register_sampler("botorch")
+def _botorch(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    return BoTorchMOSampler(space, limit, seed=seed)
+
+
+@register_sampler("random")
+def _random(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    return FeasibleSampler(optuna.samplers.RandomSampler(seed=seed), space, limit)
+
+
+@register_sampler("tpe")
+def _tpe(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    base = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
+    return FeasibleSampler(base, space, limit)
+
+
+@register_sampler("nsga2")
+def _nsga2(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    return FeasibleSampler(optuna.samplers.NSGAIISampler(seed=seed, population_size=16), space, limit)
+
+
+def create_sampler(name: str, space: SearchSpace, limit: int, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Build a registered sampler.
+
+    Args:
+        name: ``botorch`` (default), ``random``, ``tpe`` or ``nsga2``.
+        space: the bound search space.
+        limit: the largest allowed trainable-parameter count.
+        seed: random seed.
+    """
+    if name not in SAMPLERS:
+        raise AutopeftError(f"--sampler {name!r} is unknown; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](space, limit, seed)

@@ -1,0 +1,178 @@
+"""The search: study spec -> space -> sampler -> Ray Tune proxy trials -> Optuna + MLflow -> Pareto set."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft.pareto import pareto_trials
+from autopeft.samplers import create_sampler
+from autopeft.space import TrialConfig
+from autopeft.study import BoundStudy, StudySpec, open_study, trial_record
+from autopeft.tracking import Tracker
+from autopeft.training import ProxyRequest
+from autopeft.training.data import tokenized_split
+
+logger = logging.getLogger(__name__)
+
+# Measured on this project's 2-core CPU machine with all-MiniLM-L6-v2 (22.7M backbone parameters)
+# and one torch thread: seconds per token of a training step and of evaluation.
+_TRAIN_S_PER_TOKEN = 7.4e-4
+_EVAL_S_PER_TOKEN = 3.8e-4
+_REFERENCE_PARAMS = 22.7e6
+_TRIAL_OVERHEAD_S = 8.0
+
+
+@dataclass
+class SearchSummary:
+    """What a search did.
+
+    Attributes:
+        bound: the study it ran.
+        finished: finished trials in the study.
+        failed_now: trials that failed in this run.
+        pareto: records of the Pareto set.
+        seconds: wall time of this run.
+        estimate_seconds: the estimate printed at start.
+    """
+
+    bound: BoundStudy
+    finished: int
+    failed_now: int
+    pareto: list[dict[str, Any]]
+    seconds: float
+    estimate_seconds: float
+
+
+def cpus_per_trial(workers: int) -> int:
+    """CPU threads each of ``workers`` concurrent trials gets on this machine (at least one)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def estimate_trial_seconds(bound: BoundStudy, train_tokens_per_example: float, eval_tokens: int, threads: int) -> float:
+    """A rough CPU estimate of one proxy trial, calibrated on this project's reference machine.
+
+    Args:
+        bound: the study.
+        train_tokens_per_example: mean tokens of a training example.
+        eval_tokens: tokens in the evaluated dev examples.
+        threads: torch threads per trial.
+    """
+    proxy = bound.spec.proxy
+    n_train = proxy.max_train_samples or 10**9
+    steps = math.ceil(proxy.epochs * math.ceil(n_train / proxy.batch_size))
+    train_tokens = steps * proxy.batch_size * train_tokens_per_example
+    scale = bound.info.backbone_params / _REFERENCE_PARAMS / max(1, threads) ** 0.7
+    return _TRIAL_OVERHEAD_S + scale * (train_tokens * _TRAIN_S_PER_TOKEN + eval_tokens * _EVAL_S_PER_TOKEN)
+
+
+def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
+    """Tokenise train and dev once (into the cache the workers read); return their token statistics.
+
+    Args:
+        bound: the study.
+        cache_dir: the tokenisation cache folder.
+    """
+    spec = bound.spec
+    train = tokenized_split(bound.task, "train", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
+    dev = tokenized_split(bound.task, "dev", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
+    train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
+    dev_lengths = [len(x) for x in dev["input_ids"]][: spec.proxy.max_eval_samples or None]
+    n_train = len(train["input_ids"])
+    if spec.proxy.max_train_samples and n_train < spec.proxy.max_train_samples:
+        logger.info("the train split has %d examples, fewer than --max-train-samples", n_train)
+    return train_mean, int(sum(dev_lengths))
+
+
+def run_search(
+    spec: StudySpec,
+    max_failures: int | None = None,
+    on_start: Callable[[BoundStudy, float], None] | None = None,
+    on_trial_end: Callable[[BoundStudy, FrozenTrial], None] | None = None,
+) -> SearchSummary:
+    """Run (or continue) a study until it holds ``spec.trials`` finished trials.
+
+    Args:
+        spec: the study to run.
+        max_failures: failed trials in this run after which no new trial starts (default:
+            ``max(5, trials // 4)``).
+        on_start: called once with the bound study and the estimated seconds.
+        on_trial_end: called after each trial is stored and tracked.
+    """
+    import torch
+
+    from autopeft.execution import StudySearcher, init_ray, run_with_ray
+
+    torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bound = open_study(spec)
+    runs_dir = os.path.abspath(spec.runs_dir)
+    cache_dir = os.path.join(runs_dir, "cache", "tokenized")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
+    bound.study.sampler = create_sampler(spec.sampler, bound.space, bound.limit, spec.seed)
+
+    tracker = Tracker(str(spec.tracking_uri), bound.study.study_name, os.path.join(runs_dir, "mlartifacts"), spec.to_dict())
+    for trial in bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        tracker.log_trial(trial_record(trial), trial.params)  # trials finished while tracking was down
+
+    train_mean, eval_tokens = prepare_data(bound, cache_dir)
+    threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
+    finished_before = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    remaining = max(0, spec.trials - finished_before)
+    per_trial = estimate_trial_seconds(bound, train_mean, eval_tokens, threads)
+    estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
+    if on_start is not None:
+        on_start(bound, estimate)
+
+    def make_request(number: int, config: TrialConfig) -> ProxyRequest:
+        return ProxyRequest(
+            model=spec.model,
+            task=bound.task.name,
+            data_dir=spec.data_dir,
+            config=config.to_dict(),
+            settings=spec.proxy,
+            seed=spec.seed + number,
+            threads=threads,
+            cache_dir=cache_dir,
+        )
+
+    def trial_ended(trial: FrozenTrial) -> None:
+        tracker.log_trial(trial_record(trial), trial.params)
+        if on_trial_end is not None:
+            on_trial_end(bound, trial)
+
+    failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
+    searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended)
+    if remaining:
+        init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
+        try:
+            run_with_ray(searcher, Path(runs_dir, "ray"), bound.study.study_name, spec.workers, threads, spec.gpus_per_trial)
+        finally:
+            searcher.close()
+    front = pareto_trials(bound.study)
+    records = [trial_record(t) for t in bound.study.get_trials(deepcopy=False)]
+    tracker.mark_pareto(records, {t.number for t in front})
+    tracker.finish()
+    finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return SearchSummary(
+        bound=bound,
+        finished=finished,
+        failed_now=searcher.failures,
+        pareto=[trial_record(t) for t in front],
+        seconds=time.perf_counter() - started,
+        estimate_seconds=estimate,
+    )

@@ -1,0 +1,315 @@
+"""Search spaces: a YAML file, validated, bound to a backbone, and turned into Optuna dimensions.
+
+The flow is ``space file -> SpaceFile (pydantic) -> SearchSpace (bound to a BackboneInfo)``; a
+sampled ``params`` dict decodes into a :class:`TrialConfig` whose trainable-parameter count is known
+exactly before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from pydantic import BaseModel, Field, ValidationError
+
+from autopeft.errors import ConfigError
+from autopeft.methods.base import METHODS
+from autopeft.models import BackboneInfo
+from autopeft.space.values import Strict, ValueSpec, distribution, fixed_value, numbers
+
+_EMPTY = 2**62  # repair score of a configuration that places no module (exact integer arithmetic)
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+class TrainingSection(Strict):
+    """The ``training`` section: optimisation knobs searched alongside the adapters."""
+
+    learning_rate: ValueSpec = Field(1e-3, description="AdamW learning rate")
+
+
+class SpaceFile(Strict):
+    """A whole space file."""
+
+    name: str = Field(description="short name of the space")
+    description: str = Field("", description="what the space is for")
+    methods: dict[str, Any] = Field(min_length=1, description="PEFT methods in play, by name")
+    training: TrainingSection = Field(default_factory=TrainingSection)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One PEFT configuration: a plan per method in use, and the training knobs.
+
+    Attributes:
+        methods: method name -> plan (see each method's ``decode``).
+        training: ``learning_rate`` and other training values.
+    """
+
+    methods: dict[str, dict]
+    training: dict[str, float]
+
+    def to_dict(self) -> dict:
+        """JSON-able form, stored with each trial and in exports."""
+        return {"methods": self.methods, "training": self.training}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrialConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(methods=dict(data["methods"]), training=dict(data["training"]))
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    errors = exc.errors()
+    err = errors[0]
+    key = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{key}: {msg}{more}"
+
+
+def resolve_space_path(space: str | Path) -> Path:
+    """A space file path, or the name of a shipped space (``default`` -> ``search_spaces/default.yaml``).
+
+    Args:
+        space: file path or shipped space name.
+    """
+    path = Path(space)
+    if path.is_file():
+        return path
+    shipped = SPACES_DIR / f"{space}.yaml"
+    if shipped.is_file() and path.suffix == "":
+        return shipped
+    raise ConfigError(f"space file {str(space)!r} does not exist")
+
+
+def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseModel]]:
+    """Read and validate a space file (YAML, ``safe_load`` only).
+
+    Args:
+        space: file path or shipped space name.
+
+    Returns:
+        The path, the parsed file, and each method's parsed section.
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    path = resolve_space_path(space)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys name, methods, training")
+    try:
+        parsed = SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    sections = {}
+    for name, body in parsed.methods.items():
+        if name not in METHODS:
+            raise ConfigError(f"{path}: methods.{name}: unknown method; allowed: {', '.join(sorted(METHODS))}")
+        try:
+            sections[name] = METHODS[name].section.model_validate(body)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {_first_error(exc, f'methods.{name}')}") from None
+    return path, parsed, sections
+
+
+@dataclass
+class SearchSpace:
+    """A space file bound to a backbone: its dimensions, decoding, exact counting and repair.
+
+    Attributes:
+        path: the space file.
+        spec: the parsed file.
+        sections: parsed section of each method in play.
+        info: the backbone.
+        dimensions: searched dimensions (name -> Optuna distribution), in a fixed order.
+    """
+
+    path: Path
+    spec: SpaceFile
+    sections: dict[str, BaseModel]
+    info: BackboneInfo
+    dimensions: dict[str, BaseDistribution] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, space: str | Path, info: BackboneInfo) -> SearchSpace:
+        """Load a space file and bind it to a backbone, validating module names, layers and sizes.
+
+        Args:
+            space: file path or shipped space name.
+            info: the backbone the search runs on.
+        """
+        path, spec, sections = load_space_file(space)
+        for name, section in sections.items():
+            problem = METHODS[name].check(section, info)
+            if problem:
+                raise ConfigError(f"{path}: methods.{name}.{problem}")
+        lr = numbers(spec.training.learning_rate)
+        if min(lr) <= 0:
+            raise ConfigError(f"{path}: training.learning_rate: values must be positive, got {lr}")
+        dims: dict[str, BaseDistribution] = {}
+        for name, section in sections.items():
+            dims.update(METHODS[name].dimensions(section, info))
+        lr_dist = distribution(spec.training.learning_rate)
+        if lr_dist is not None:
+            dims["train.learning_rate"] = lr_dist
+        return cls(path=path, spec=spec, sections=sections, info=info, dimensions=dims)
+
+    @property
+    def name(self) -> str:
+        """The space's name."""
+        return self.spec.name
+
+    # -- decoding and counting ------------------------------------------------------------------
+    def decode(self, params: dict[str, Any]) -> TrialConfig | None:
+        """The configuration of sampled values, or ``None`` when it places no PEFT module.
+
+        Args:
+            params: a value for every searched dimension.
+        """
+
+        def value_of(name: str, spec: Any) -> Any:
+            return params[name] if name in self.dimensions else fixed_value(spec)
+
+        plans = {}
+        for name, section in self.sections.items():
+            plan = METHODS[name].decode(section, value_of, self.info)
+            if plan is not None:
+                plans[name] = plan
+        if not plans:
+            return None
+        lr = float(value_of("train.learning_rate", self.spec.training.learning_rate))
+        return TrialConfig(methods=plans, training={"learning_rate": lr})
+
+    def count(self, config: TrialConfig) -> int:
+        """Exact trainable parameters of a configuration's PEFT modules (head excluded).
+
+        Args:
+            config: a decoded configuration.
+        """
+        return count_trainable(config, self.info)
+
+    def count_params(self, params: dict[str, Any]) -> int | None:
+        """Trainable parameters of sampled values, or ``None`` when they place nothing."""
+        config = self.decode(params)
+        return None if config is None else self.count(config)
+
+    def minimal_count(self) -> int:
+        """The fewest trainable parameters any configuration of this space can have."""
+        return min(METHODS[name].minimal_count(section, self.info) for name, section in self.sections.items())
+
+    def is_feasible(self, params: dict[str, Any], limit: int) -> bool:
+        """Whether the values place something and stay within ``limit`` trainable parameters."""
+        count = self.count_params(params)
+        return count is not None and count <= limit
+
+    # -- sampling, repair and encoding for optimisers -----------------------------------------------
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """Uniformly random values for every dimension (log-uniform for log ranges).
+
+        Args:
+            rng: the random generator.
+        """
+        return {name: self.from_unit(name, rng.random()) for name, dist in self.dimensions.items()}
+
+    def from_unit(self, name: str, u: float) -> Any:
+        """Map ``u`` in [0, 1] to a value of dimension ``name`` (inverse of :meth:`to_unit`)."""
+        dist = self.dimensions[name]
+        u = min(max(float(u), 0.0), 1.0)
+        if isinstance(dist, CategoricalDistribution):
+            return dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
+        assert isinstance(dist, FloatDistribution)
+        if dist.log:
+            return float(math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low))))
+        return float(dist.low + u * (dist.high - dist.low))
+
+    def to_unit(self, params: dict[str, Any]) -> np.ndarray:
+        """Encode values in [0, 1]^d: choices by their index (ordinal), ranges (log-)linearly.
+
+        Args:
+            params: a value for every searched dimension.
+        """
+        out = np.empty(len(self.dimensions))
+        for i, (name, dist) in enumerate(self.dimensions.items()):
+            value = params[name]
+            if isinstance(dist, CategoricalDistribution):
+                n = len(dist.choices)
+                out[i] = dist.choices.index(value) / (n - 1) if n > 1 else 0.0
+            elif dist.log:
+                out[i] = (math.log(value) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
+            else:
+                out[i] = (value - dist.low) / (dist.high - dist.low)
+        return out
+
+    def neighbours(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every configuration that differs from ``params`` in one choice dimension.
+
+        Args:
+            params: a value for every searched dimension.
+        """
+        result = []
+        for name, dist in self.dimensions.items():
+            if isinstance(dist, CategoricalDistribution):
+                for choice in dist.choices:
+                    if choice != params[name]:
+                        result.append({**params, name: choice})
+        return result
+
+    def repair(self, params: dict[str, Any], limit: int) -> dict[str, Any]:
+        """The nearest feasible values: change one choice at a time until within ``limit``.
+
+        Each step takes the feasible neighbour with the most parameters (the smallest cut), or,
+        when no neighbour is feasible yet, the one that reduces the count most. Values that are
+        already feasible come back unchanged.
+
+        Args:
+            params: sampled values.
+            limit: the largest allowed trainable-parameter count.
+
+        Raises:
+            BudgetError-like ConfigError when no sequence of single changes reaches the budget.
+        """
+        current = dict(params)
+
+        def violation(values: dict[str, Any]) -> int:
+            count = self.count_params(values)
+            if count is None:  # places nothing: every switch turned on brings it closer
+                return _EMPTY - sum(v is True for v in values.values())
+            return count
+
+        current_v = violation(current)
+        while current_v > limit:
+            scored = [(violation(n), n) for n in self.neighbours(current)]
+            feasible = [(v, n) for v, n in scored if v <= limit]
+            if feasible:
+                return max(feasible, key=lambda item: item[0])[1]
+            better = [(v, n) for v, n in scored if v < current_v]
+            if not better:
+                raise ConfigError(f"no configuration near {current} fits {limit} trainable parameters")
+            current_v, current = min(better, key=lambda item: item[0])
+        return current
+
+
+def count_trainable(config: TrialConfig, info: BackboneInfo) -> int:
+    """Exact trainable PEFT parameters of a configuration on a backbone (head excluded).
+
+    Args:
+        config: the configuration.
+        info: the backbone.
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    return sum(METHODS[name].count(plan, info) for name, plan in config.methods.items())

@@ -1,0 +1,78 @@
+"""Value specifications shared by every section of a space file.
+
+A value is written as a plain number (fixed), ``{choices: [...]}`` (a categorical/ordinal
+dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base for space-file sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Choices(Strict):
+    """A dimension that takes one of a list of values."""
+
+    choices: list[Any] = Field(min_length=1, description="the values to choose from")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Choices:
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be distinct, got {self.choices}")
+        return self
+
+
+class Range(Strict):
+    """A continuous dimension between ``low`` and ``high`` (log-uniform when ``log``)."""
+
+    low: float = Field(description="smallest value")
+    high: float = Field(description="largest value")
+    log: bool = Field(False, description="search on a log scale")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+ValueSpec = Union[float, Choices, Range]
+
+
+def distribution(spec: ValueSpec) -> BaseDistribution | None:
+    """The Optuna distribution of a value spec, or ``None`` when the value is fixed.
+
+    Args:
+        spec: a fixed number, :class:`Choices` or :class:`Range`.
+    """
+    if isinstance(spec, Choices):
+        return CategoricalDistribution(spec.choices) if len(spec.choices) > 1 else None
+    if isinstance(spec, Range):
+        return FloatDistribution(spec.low, spec.high, log=spec.log)
+    return None
+
+
+def fixed_value(spec: ValueSpec) -> Any:
+    """The value of a spec that is not searched (a number, or a single choice)."""
+    if isinstance(spec, Choices):
+        return spec.choices[0]
+    return spec
+
+
+def numbers(spec: ValueSpec) -> list[float]:
+    """Every value a spec can take, where that is a finite list; a range gives its two ends."""
+    if isinstance(spec, Choices):
+        return list(spec.choices)
+    if isinstance(spec, Range):
+        return [spec.low, spec.high]
+    return [spec]

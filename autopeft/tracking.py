@@ -1,0 +1,161 @@
+"""MLflow tracking: one experiment and one parent run per study, one child run per trial.
+
+Runs are found again by tags (``autopeft.study``, ``autopeft.role``, ``autopeft.trial``), so a
+continued study reuses its parent run and never logs a trial twice. Tracking never stops a search:
+the first MLflow error is reported once as a warning and tracking is switched off; Optuna storage
+keeps everything.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autopeft.study import mask_url
+
+logger = logging.getLogger(__name__)
+
+PARETO_TAG = "autopeft.pareto"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+class Tracker:
+    """Logs a study's trials to MLflow.
+
+    Args:
+        uri: MLflow tracking URI (``sqlite:///...`` or ``http://host:port``).
+        study: the study's name (also the experiment's name).
+        artifact_dir: where artifacts go for a local SQLite store (ignored for servers).
+        spec: the study's settings, logged as parameters of the parent run.
+    """
+
+    def __init__(self, uri: str, study: str, artifact_dir: str | Path | None = None, spec: dict | None = None) -> None:
+        self.uri = uri
+        self.study = study
+        self.enabled = True
+        self.parent_id: str | None = None
+        self._guard(self._open, artifact_dir, spec or {})
+
+    # -- failure handling ------------------------------------------------------------------------
+    def _guard(self, fn, *args):
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop a search
+            self.enabled = False
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            logger.warning("MLflow tracking at %s is off for this run: %s", mask_url(self.uri), first)
+            return None
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _open(self, artifact_dir: str | Path | None, spec: dict) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(self.study)
+        if experiment is None:
+            location = None
+            if self.uri.startswith("sqlite:") and artifact_dir is not None:
+                location = Path(artifact_dir).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(self.study, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        parents = self._runs("tags.`autopeft.role` = 'parent'")
+        if parents:
+            self.parent_id = parents[0].info.run_id
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=self.study, tags={"autopeft.study": self.study, "autopeft.role": "parent"}
+            )
+            self.parent_id = run.info.run_id
+            for key, value in _flatten("", spec, {}).items():
+                self.client.log_param(self.parent_id, key, str(value)[:500])
+
+    def _runs(self, filter_string: str) -> list:
+        return list(
+            self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`autopeft.study` = '{self.study}' and {filter_string}", max_results=5000
+            )
+        )
+
+    def _child_ids(self) -> dict[int, str]:
+        return {int(r.data.tags["autopeft.trial"]): r.info.run_id for r in self._runs("tags.`autopeft.role` = 'trial'")}
+
+    # -- logging -----------------------------------------------------------------------------------
+    def log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str | None:
+        """Log one finished or failed trial as a child run (once: a trial already logged is skipped).
+
+        Args:
+            record: the trial's record (see :func:`autopeft.study.trial_record`).
+            optuna_params: the sampled values, logged as parameters.
+        """
+        return self._guard(self._log_trial, record, optuna_params)
+
+    def _log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str:
+        existing = self._child_ids().get(record["trial"])
+        if existing is not None:
+            return existing
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "autopeft.study": self.study,
+            "autopeft.role": "trial",
+            "autopeft.trial": str(record["trial"]),
+            "autopeft.state": record["state"],
+        }
+        if "fail_reason" in record:
+            tags["autopeft.fail_reason"] = str(record["fail_reason"])[:5000]
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{record['trial']}", tags=tags)
+        run_id = run.info.run_id
+        for key, value in optuna_params.items():
+            self.client.log_param(run_id, key, value)
+        metrics = {
+            "trainable_params": record.get("trainable_params"),
+            "trainable_fraction": record.get("trainable_fraction"),
+            "head_params": record.get("head_params"),
+            "seconds": record.get("seconds"),
+        }
+        if record["state"] == "COMPLETE":
+            metrics["metric"] = record["metric"]
+            metrics.update(record.get("metrics") or {})
+        for key, value in metrics.items():
+            if value is not None:
+                self.client.log_metric(run_id, key, float(value))
+        if record.get("params") is not None:
+            self.client.log_dict(run_id, record["params"], "config.json")
+        self.client.set_terminated(run_id, "FINISHED" if record["state"] == "COMPLETE" else "FAILED")
+        return run_id
+
+    def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
+        """Tag every child run ``autopeft.pareto=true|false`` and attach ``pareto.csv`` to the parent.
+
+        Args:
+            records: records of every trial of the study.
+            pareto: trial numbers of the Pareto set.
+        """
+        self._guard(self._mark_pareto, records, pareto)
+
+    def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
+        for trial, run_id in self._child_ids().items():
+            self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
+        rows = [{k: v for k, v in r.items() if k not in ("params", "metrics")} | {"params": r["params"]} for r in records if r["trial"] in pareto]
+        buffer = io.StringIO()
+        pd.DataFrame(rows).to_csv(buffer, index=False)
+        self.client.log_text(self.parent_id, buffer.getvalue(), "pareto.csv")
+        self.client.set_tag(self.parent_id, "autopeft.pareto_trials", ",".join(str(t) for t in sorted(pareto)))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the parent run finished (a continued study re-opens it)."""
+        self._guard(self.client.set_terminated, self.parent_id, status)

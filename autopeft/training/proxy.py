@@ -1,0 +1,199 @@
+"""Low-cost proxy training of one configuration: a short fine-tune, then evaluation on the dev split."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from autopeft.errors import TrialFailed
+from autopeft.methods.build import apply_config, peft_trainable_params
+from autopeft.models import backbone_info, load_model
+from autopeft.space import TrialConfig, count_trainable
+from autopeft.tasks import compute_metrics, get_task
+from autopeft.training.data import collate, length_grouped_batches, subset, tokenized_split
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How cheaply each configuration is trained.
+
+    Attributes:
+        epochs: passes over the (sub-sampled) training split; fractions allowed.
+        max_train_samples: training examples drawn (fixed subset per seed) from the train split.
+        max_eval_samples: dev examples evaluated (``None``: the whole dev split).
+        batch_size: training batch size.
+        eval_batch_size: evaluation batch size (no gradients, so larger).
+        max_length: truncation length in tokens.
+        warmup_ratio: fraction of steps with linear learning-rate warm-up.
+    """
+
+    epochs: float = 1.0
+    max_train_samples: int | None = 512
+    max_eval_samples: int | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 128
+    max_length: int = 128
+    warmup_ratio: float = 0.06
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """Everything a worker needs to train one configuration (plain data, sent through Ray).
+
+    Attributes:
+        model: HF id or folder of the backbone.
+        task: task name.
+        data_dir: local GLUE folder (``None``: the hub).
+        config: the configuration, as :meth:`TrialConfig.to_dict`.
+        settings: the proxy settings.
+        seed: random seed of this trial.
+        threads: torch CPU threads this trial may use.
+        cache_dir: tokenisation cache folder.
+    """
+
+    model: str
+    task: str
+    data_dir: str | None
+    config: dict
+    settings: ProxySettings
+    seed: int = 0
+    threads: int = 1
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain-dict form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProxyRequest:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "settings": ProxySettings(**data["settings"])})
+
+
+_BACKBONES: dict[tuple[str, int], torch.nn.Module] = {}
+
+
+def _fresh_backbone(model: str, num_labels: int) -> torch.nn.Module:
+    """A fresh copy of the pretrained model; the weights are read from disk once per process."""
+    key = (model, num_labels)
+    if key not in _BACKBONES:
+        _BACKBONES[key] = load_model(model, num_labels)
+    return copy.deepcopy(_BACKBONES[key])
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression: bool, batch_size: int) -> dict:
+    """Metrics of ``model`` on a tokenised split, without gradients.
+
+    Args:
+        model: the model.
+        split: a tokenised split.
+        metrics: metric names.
+        regression: whether the task is a regression.
+        batch_size: examples per forward pass.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    lengths = np.asarray([len(x) for x in split["input_ids"]])
+    outputs = np.empty(len(lengths), dtype=np.float32 if regression else np.int64)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for indices in length_grouped_batches(lengths, batch_size, None):
+            batch = {k: v.to(device) for k, v in collate(split, indices, regression).items() if k != "labels"}
+            logits = model(**batch).logits.float()
+            outputs[indices] = (logits.squeeze(-1) if regression else logits.argmax(-1)).cpu().numpy()
+    return compute_metrics(metrics, outputs, np.asarray(split["labels"]))
+
+
+def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]:
+    """Train one configuration cheaply and evaluate it on the dev split.
+
+    Args:
+        request: what to train and how.
+        report: optional callable receiving progress dicts (unused by the default executor).
+
+    Returns:
+        ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
+        ``trainable_params`` (counted on the built model, head excluded), timings and step counts.
+
+    Raises:
+        TrialFailed: the loss became NaN/inf, or the built model's count differs from the prediction.
+    """
+    torch.set_num_threads(max(1, int(request.threads)))
+    torch.manual_seed(request.seed)
+    rng = np.random.default_rng(request.seed)
+    task = get_task(request.task)
+    settings = request.settings
+    config = TrialConfig.from_dict(request.config)
+    info = backbone_info(request.model, task.num_labels)
+    started = time.perf_counter()
+
+    train = tokenized_split(task, "train", request.model, settings.max_length, request.data_dir, request.cache_dir)
+    dev = tokenized_split(task, "dev", request.model, settings.max_length, request.data_dir, request.cache_dir)
+    n_train = len(train["labels"])
+    if settings.max_train_samples and settings.max_train_samples < n_train:
+        train = subset(train, np.random.default_rng(request.seed).choice(n_train, settings.max_train_samples, replace=False))
+    if settings.max_eval_samples and settings.max_eval_samples < len(dev["labels"]):
+        dev = subset(dev, np.arange(settings.max_eval_samples))
+
+    device = _device()
+    model = apply_config(_fresh_backbone(request.model, task.num_labels), config, info).to(device)
+    predicted, actual = count_trainable(config, info), peft_trainable_params(model)
+    if predicted != actual:
+        raise TrialFailed(f"trainable count mismatch: predicted {predicted}, built model has {actual}")
+
+    lengths = np.asarray([len(x) for x in train["input_ids"]])
+    steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
+    total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
+    warmup = int(settings.warmup_ratio * total_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.training["learning_rate"], weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
+    model.train()
+    step, tokens = 0, 0
+    train_started = time.perf_counter()
+    while step < total_steps:
+        for indices in length_grouped_batches(lengths, settings.batch_size, rng):
+            batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(batch["attention_mask"].sum())
+            step += 1
+            if report is not None:
+                report({"step": step, "loss": float(loss)})
+            if step >= total_steps:
+                break
+    train_seconds = time.perf_counter() - train_started
+
+    eval_started = time.perf_counter()
+    metrics = evaluate(model, dev, list(task.metrics), task.is_regression, settings.eval_batch_size)
+    finished = time.perf_counter()
+    return {
+        "metric": metrics[task.metric],
+        "metrics": metrics,
+        "trainable_params": actual,
+        "steps": step,
+        "train_examples": step * settings.batch_size,
+        "train_seconds": train_seconds,
+        "eval_seconds": finished - eval_started,
+        "seconds": finished - started,
+        "train_tokens": tokens,
+        "final_loss": float(loss),
+    }
