@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from autopeft.errors import AutopeftError
 
-DEFAULTS = {"trials": 24, "workers": 2, "epochs": 1.0, "max_train_samples": 1024}
+DEFAULTS = {"trials": 24, "workers": 2, "epochs": 1.0, "max_train_samples": 2048}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     search = commands.add_parser("search", help="run or continue a search", description="Run (or continue) a multi-objective search of PEFT configurations.")
-    search.add_argument("--task", required=True, help="task name: rte, mrpc, cola, sst2, stsb")
+    search.add_argument("--spec", help="a study spec YAML (see studies/) whose keys are these options; options given here win")
+    search.add_argument("--task", help="task name: rte, mrpc, cola, sst2, stsb (required, here or in --spec)")
     search.add_argument(
         "--budget",
-        required=True,
         help="max trainable parameters of the PEFT modules: a percentage (0.5%%) or fraction (0.005) of the "
         "backbone's parameters, or a count (120k). The classification head is not counted (it is reported separately).",
     )
@@ -119,10 +119,44 @@ def _open_existing(args: argparse.Namespace):
     return load_study(name, storage)
 
 
+def spec_file_arguments(path: str, known: set[str]) -> list[str]:
+    """Turn a study spec YAML (see ``studies/``) into ``search`` options.
+
+    Args:
+        path: the spec file.
+        known: option names (underscored) that ``search`` accepts.
+    """
+    import yaml
+
+    spec = Path(path)
+    if not spec.is_file():
+        raise AutopeftError(f"--spec {path!r}: no such file")
+    try:
+        raw = yaml.safe_load(spec.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AutopeftError(f"{spec}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise AutopeftError(f"{spec}: expected a mapping of search options")
+    options: list[str] = []
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise AutopeftError(f"{spec}: {key}: unknown key; allowed: {', '.join(sorted(known))}")
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            options += [flag] if value else []
+        else:
+            options += [flag, str(value)]
+    return options
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """``autopeft search``."""
     from rich.console import Console
 
+    for name in ("task", "budget"):
+        if not getattr(args, name):
+            raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
     from autopeft.report import SearchDisplay, print_pareto
     from autopeft.search import run_search
     from autopeft.study import StudySpec
@@ -241,9 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (default: ``sys.argv[1:]``).
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     _quiet_libraries()
     try:
+        if getattr(args, "spec", None):
+            # Options from the file come first, so the same options on the command line win.
+            known = {key for key in vars(args) if key not in ("command", "spec")}
+            args = parser.parse_args(["search", *spec_file_arguments(args.spec, known), *argv[1:]])
         return COMMANDS[args.command](args)
     except AutopeftError as exc:
         print(f"autopeft: error: {exc}", file=sys.stderr)

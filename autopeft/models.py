@@ -190,8 +190,8 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
     hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            model, config=config, trust_remote_code=trust_remote_code
-        )
+            model, config=config, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
+        )  # a checkpoint's own head of another size is replaced by a fresh one
     finally:
         hf_logging.set_verbosity(verbosity)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from autopeft.errors import ConfigError
 from autopeft.methods.base import METHODS
@@ -37,7 +37,14 @@ class SpaceFile(Strict):
 
     name: str = Field(description="short name of the space")
     description: str = Field("", description="what the space is for")
-    methods: dict[str, Any] = Field(min_length=1, description="PEFT methods in play, by name")
+    methods: dict[str, Any] = Field(description="PEFT methods in play, by name")
+
+    @field_validator("methods")
+    @classmethod
+    def _some_method(cls, methods: dict[str, Any]) -> dict[str, Any]:
+        if not methods:
+            raise ValueError("name at least one method")
+        return methods
     training: TrainingSection = Field(default_factory=TrainingSection)
 
 

@@ -6,10 +6,10 @@ dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -46,7 +46,26 @@ class Range(Strict):
         return self
 
 
-ValueSpec = Union[float, Choices, Range]
+def _parse_value_spec(value: Any) -> float | Choices | Range:
+    """Pick the form by shape, so an error speaks of the form the user meant."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (Choices, Range)):
+        return value
+    if isinstance(value, dict) and ("choices" in value or "low" in value or "high" in value):
+        model = Choices if "choices" in value else Range
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}: {msg}" if where else msg) from None
+    raise ValueError(f"expected a number, {{choices: [...]}} or {{low: ..., high: ..., log: ...}}, got {value!r}")
+
+
+ValueSpec = Annotated[Union[float, Choices, Range], PlainValidator(_parse_value_spec)]
+"""A fixed number, :class:`Choices` or :class:`Range`."""
 
 
 def distribution(spec: ValueSpec) -> BaseDistribution | None:

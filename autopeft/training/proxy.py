@@ -34,7 +34,7 @@ class ProxySettings:
     """
 
     epochs: float = 1.0
-    max_train_samples: int | None = 512
+    max_train_samples: int | None = 2048
     max_eval_samples: int | None = None
     batch_size: int = 16
     eval_batch_size: int = 128

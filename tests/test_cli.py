@@ -1,0 +1,83 @@
+"""The command line: help on every command, and one-line errors (exit 2, no traceback) for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from autopeft.cli import main
+
+COMMANDS = ["search", "pareto", "trials", "export", "ui"]
+
+
+def autopeft(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = autopeft(command, "--help")
+    assert result.returncode == 0 and "usage: autopeft" in result.stdout
+
+
+def test_budget_help_says_the_head_is_not_counted():
+    assert "classification head is not counted" in " ".join(autopeft("search", "--help").stdout.split())
+
+
+def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
+    """Run ``autopeft search`` in this process (imports paid once) and return (exit status, stderr)."""
+    args = {"--task": "rte", "--budget": "1%", "--model": tiny_model, "--data-dir": data_dir, "--runs-dir": str(tmp_path / "runs"),
+            "--trials": "1"}
+    args.update(overrides)
+    flat = [x for key, value in args.items() if value is not None for x in (key, value)]
+    try:
+        status = main(["search", *flat])
+    except SystemExit as exc:  # argparse errors
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"--budget": "lots"}, "--budget 'lots' is not a budget"),
+        ({"--budget": "0"}, "must be greater than zero"),
+        ({"--budget": "100%"}, "must be below 100%"),
+        ({"--budget": "10"}, "but the smallest configuration of space 'default' needs"),
+        ({"--task": "squad"}, "unknown task 'squad'"),
+        ({"--trials": "0"}, "--trials must be at least 1"),
+        ({"--model": "/no/such/model"}, "--model '/no/such/model': no such folder"),
+        ({"--data-dir": "/no/such/glue"}, "data folder '/no/such/glue' does not exist"),
+        ({"--space": "/no/such/space.yaml"}, "space file '/no/such/space.yaml' does not exist"),
+        ({"--sampler": "grid"}, "--sampler 'grid' is unknown"),
+        ({"--objectives": "metric,speed"}, "unknown objective 'speed'"),
+        ({"--storage": "postgresql://user:secret@127.0.0.1:1/db"}, "cannot be opened"),
+        ({"--trials": "x"}, "invalid int value: 'x'"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, overrides, message):
+    status, err = bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides)
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and "secret" not in err
+
+
+def test_bad_input_from_the_installed_command_has_no_traceback(tmp_path):
+    result = autopeft("search", "--task", "squad", "--budget", "1%", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip() == "autopeft: error: unknown task 'squad'; built-in tasks: cola, mrpc, rte, sst2, stsb"
+
+
+def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("name: x\nmethods:\n  lora:\n    modules: {choices: [query, mlp]}\n    rank: {choices: [2]}\n")
+    status, err = bad_search(tmp_path, tiny_model, data_dir, capsys, **{"--space": str(space)})
+    assert status == 2
+    assert f"{space}: methods.lora.modules.choices: 'mlp' is not a module of this bert model; allowed: query, key" in err
+
+
+def test_missing_study_is_a_clear_error(tmp_path):
+    result = autopeft("pareto", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "no study storage at" in result.stderr

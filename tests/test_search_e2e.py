@@ -1,0 +1,100 @@
+"""A real small search, as a user runs it: the CLI, a local Ray, SQLite Optuna storage, an MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def autopeft(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, tiny_model, data_dir):
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["search", "--task", "rte", "--budget", "2%", "--model", tiny_model, "--workers", "2", "--epochs", "0.5",
+            "--max-train-samples", "64", "--max-eval-samples", "64", "--data-dir", data_dir, "--runs-dir", str(runs),
+            "--study", "e2e"]
+    first = autopeft(*args, "--trials", "4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    return runs, args, first
+
+
+def children(client: MlflowClient):
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if r.data.tags.get("autopeft.role") == "trial"], [r for r in runs if r.data.tags.get("autopeft.role") == "parent"]
+
+
+def test_study_holds_the_finished_trials_within_budget(search):
+    runs, _, _ = search
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 4
+    limit = study.user_attrs["autopeft.limit"]
+    for trial in complete:
+        assert trial.user_attrs["trainable_params"] <= limit
+        assert trial.user_attrs["trainable_fraction"] <= 0.02
+        assert trial.values[1] == trial.user_attrs["trainable_fraction"]
+
+
+def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
+    runs, _, _ = search
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    trials, parents = children(client)
+    assert len(parents) == 1 and len(trials) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
+    pareto = json.loads(autopeft("pareto", "--runs-dir", str(runs), "--json").stdout)
+    tagged = {int(r.data.tags["autopeft.trial"]) for r in trials if r.data.tags["autopeft.pareto"] == "true"}
+    assert tagged == {p["trial"] for p in pareto} and tagged
+    for entry in pareto:
+        assert {"trial", "metric", "trainable_params", "trainable_fraction", "params"} <= set(entry)
+    artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+    assert "pareto.csv" in artifacts
+    one = trials[0]
+    assert {"metric", "trainable_params", "trainable_fraction", "accuracy"} <= set(one.data.metrics)
+    assert "config.json" in [a.path for a in client.list_artifacts(one.info.run_id)]
+
+
+def test_trials_json_lists_every_trial_with_its_state(search):
+    runs, _, _ = search
+    trials = json.loads(autopeft("trials", "--runs-dir", str(runs), "--study", "e2e", "--json").stdout)
+    assert [t["state"] for t in trials] == ["COMPLETE"] * 4
+
+
+def test_export_knee_loads_in_peft_with_the_recorded_count(search, tmp_path, tiny_model):
+    from peft import PeftConfig, get_peft_model
+
+    from autopeft.methods.build import peft_trainable_params
+    from autopeft.models import load_model
+
+    runs, _, _ = search
+    out = tmp_path / "best"
+    result = autopeft("export", "--runs-dir", str(runs), "--study", "e2e", "--pick", "knee", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "autopeft.json").read_text())
+    assert {"model", "task", "study", "trial", "trainable_params", "metric"} <= set(meta)
+    assert meta["model"] == tiny_model and meta["task"] == "rte" and meta["study"] == "e2e"
+    model = get_peft_model(load_model(tiny_model, 2), PeftConfig.from_pretrained(str(out)))
+    assert peft_trainable_params(model) == meta["trainable_params"]
+
+
+def test_the_same_command_continues_the_study(search):
+    runs, args, _ = search
+    storage = f"sqlite:///{runs}/optuna.db"
+    before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=storage).get_trials()}
+    again = autopeft(*args, "--trials", "5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = optuna.load_study(study_name="e2e", storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(after) == 5
+    assert {t.number: t.values for t in after if t.number in before} == before
+    trials, parents = children(MlflowClient(f"sqlite:///{runs}/mlflow.db"))
+    assert len(parents) == 1 and len(trials) == 5

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from autopeft.errors import TrialFailed
+from autopeft.space import SearchSpace
+from autopeft.tasks import get_task
+from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
+from autopeft.training.data import collate, length_grouped_batches, tokenized_split
+
+SETTINGS = ProxySettings(epochs=1, max_train_samples=64, max_eval_samples=64, batch_size=16)
+
+
+def test_length_grouped_batches_cover_every_example_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=1000)
+    batches = length_grouped_batches(lengths, 16, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    naive = sum(len(b) * lengths[b].max() for b in np.array_split(rng.permutation(1000), len(batches)))
+    assert padded < 0.75 * naive
+
+
+def test_tokenisation_is_cached_and_collation_pads_per_batch(tmp_path, tiny_model, data_dir):
+    task = get_task("rte")
+    first = tokenized_split(task, "dev", tiny_model, 64, data_dir, tmp_path)
+    assert len(list(tmp_path.glob("rte-dev-*.pt"))) == 1
+    again = tokenized_split(task, "dev", tiny_model, 64, data_dir, tmp_path)
+    assert again["input_ids"][:5] == first["input_ids"][:5]
+    batch = collate(first, np.array([0, 1, 2]), regression=False)
+    width = max(len(first["input_ids"][i]) for i in range(3))
+    assert batch["input_ids"].shape == (3, width) <= (3, 64)
+    assert batch["attention_mask"].sum() == sum(len(first["input_ids"][i]) for i in range(3))
+
+
+@pytest.mark.parametrize("task", ["rte", "stsb"])
+def test_proxy_trial_trains_and_evaluates(task, tmp_path, tiny_model, tiny_info, data_dir):
+    from autopeft.models import backbone_info
+
+    info = backbone_info(tiny_model, get_task(task).num_labels)
+    space = SearchSpace.load("default", info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6))
+    request = ProxyRequest(tiny_model, task, data_dir, config.to_dict(), SETTINGS, seed=1, cache_dir=str(tmp_path))
+    result = run_proxy_trial(request)
+    assert result["trainable_params"] == space.count(config)
+    assert result["steps"] == 4
+    assert set(result["metrics"]) == set(get_task(task).metrics)
+    assert np.isfinite(result["metric"])
+
+
+def test_diverging_training_fails_the_trial(tmp_path, tiny_model, tiny_info, data_dir):
+    space = SearchSpace.load("default", tiny_info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
+    config["training"]["learning_rate"] = 1e30  # the first update blows the weights up
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path))
+    with pytest.raises(TrialFailed, match="non-finite loss"):
+        run_proxy_trial(request)
