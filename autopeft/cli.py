@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from autopeft.errors import AutopeftError
+from autopeft.errors import AutopeftError, SearchAborted
 
 DEFAULTS = {"trials": 24, "workers": 2, "epochs": 1.0, "max_train_samples": 2048}
 
@@ -39,11 +39,19 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    parser = _Parser(prog="autopeft", description="Search PEFT configurations: a Pareto set of task metric vs trainable parameters.")
+    parser = _Parser(
+        prog="autopeft", description="Search PEFT configurations: a Pareto set of task metric vs trainable parameters."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    search = commands.add_parser("search", help="run or continue a search", description="Run (or continue) a multi-objective search of PEFT configurations.")
-    search.add_argument("--spec", help="a study spec YAML (see studies/) whose keys are these options; options given here win")
+    search = commands.add_parser(
+        "search",
+        help="run or continue a search",
+        description="Run (or continue) a multi-objective search of PEFT configurations.",
+    )
+    search.add_argument(
+        "--spec", help="a study spec YAML (see studies/) whose keys are these options; options given here win"
+    )
     search.add_argument("--task", help="task name: rte, mrpc, cola, sst2, stsb (required, here or in --spec)")
     search.add_argument(
         "--budget",
@@ -51,44 +59,106 @@ def build_parser() -> argparse.ArgumentParser:
         "backbone's parameters, or a count (120k). The classification head is not counted (it is reported separately).",
     )
     search.add_argument("--model", help="HF model id or local folder (default: the packaged all-MiniLM-L6-v2)")
-    search.add_argument("--space", default="default", help="search space file, or a name under search_spaces/ (default: default)")
-    search.add_argument("--objectives", default="metric,params", help="objectives: names (metric,params) or a file under objectives/")
-    search.add_argument("--sampler", default="botorch", help="botorch (default: multi-objective BO), random, tpe, nsga2")
-    search.add_argument("--trials", type=int, default=DEFAULTS["trials"], help=f"finished trials the study should hold (default {DEFAULTS['trials']})")
-    search.add_argument("--workers", type=int, default=DEFAULTS["workers"], help=f"concurrent trials (default {DEFAULTS['workers']})")
-    search.add_argument("--epochs", type=float, default=DEFAULTS["epochs"], help=f"proxy training epochs, fractions allowed (default {DEFAULTS['epochs']})")
     search.add_argument(
-        "--max-train-samples", type=int, default=DEFAULTS["max_train_samples"],
+        "--space", default="default", help="search space file, or a name under search_spaces/ (default: default)"
+    )
+    search.add_argument(
+        "--objectives", default="metric,params", help="objectives: names (metric,params) or a file under objectives/"
+    )
+    search.add_argument(
+        "--sampler",
+        default="botorch",
+        help="botorch (default: multi-objective BO), random, tpe, nsga2, gp (Optuna's GPSampler)",
+    )
+    search.add_argument(
+        "--trials",
+        type=int,
+        default=DEFAULTS["trials"],
+        help=f"finished trials the study should hold (default {DEFAULTS['trials']})",
+    )
+    search.add_argument(
+        "--workers", type=int, default=DEFAULTS["workers"], help=f"concurrent trials (default {DEFAULTS['workers']})"
+    )
+    search.add_argument(
+        "--epochs",
+        type=float,
+        default=DEFAULTS["epochs"],
+        help=f"proxy training epochs, fractions allowed (default {DEFAULTS['epochs']})",
+    )
+    search.add_argument(
+        "--max-train-samples",
+        type=int,
+        default=DEFAULTS["max_train_samples"],
         help=f"training examples per trial (default {DEFAULTS['max_train_samples']}; 0 = all)",
     )
     search.add_argument("--max-eval-samples", type=int, default=0, help="dev examples evaluated (default 0 = all)")
     search.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
     search.add_argument("--max-length", type=int, default=128, help="truncation length in tokens (default 128)")
     search.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    search.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"), help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`")
+    search.add_argument(
+        "--data-dir",
+        default=os.environ.get("AUTOPEFT_DATA_DIR"),
+        help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`",
+    )
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
-    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack several trials on one GPU")
-    search.add_argument("--ray-address", help="an existing Ray cluster: auto, host:port or ray://host:port (default: start a local one)")
-    search.add_argument("--max-failures", type=int, help="stop starting trials after this many failures (default max(5, trials/4))")
-    search.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from its repository (off by default)")
-    search.add_argument("--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study")
+    search.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack several trials on one GPU"
+    )
+    search.add_argument(
+        "--ray-address", help="an existing Ray cluster: auto, host:port or ray://host:port (default: start a local one)"
+    )
+    search.add_argument(
+        "--max-failures", type=int, help="stop starting trials after this many failures (default max(5, trials/4))"
+    )
+    search.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's own code from its repository (off by default)",
+    )
+    search.add_argument(
+        "--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study"
+    )
     _runs_dir_options(search)
 
     for name, what in (("pareto", "the Pareto set"), ("trials", "every trial")):
-        sub = commands.add_parser(name, help=f"print {what} of a study", description=f"Print {what} of a study as a table or JSON.")
+        sub = commands.add_parser(
+            name, help=f"print {what} of a study", description=f"Print {what} of a study as a table or JSON."
+        )
         _study_options(sub)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    export = commands.add_parser("export", help="export a trial as a peft configuration", description=(
-        "Write adapter_config.json (peft.PeftConfig.from_pretrained loads it) and autopeft.json. --pick knee takes the "
-        "Pareto point farthest from the line through the extreme points (objectives scaled to [0, 1]): where saving "
-        "more parameters starts to cost the most metric; best takes the best metric on the Pareto set."))
+    export = commands.add_parser(
+        "export",
+        help="export a trial as a peft configuration",
+        description=(
+            "Write adapter_config.json (peft.PeftConfig.from_pretrained loads it) and autopeft.json. "
+            "--pick knee takes the Pareto point farthest from the line through the extreme points "
+            "(objectives scaled to [0, 1]): where saving more parameters starts to cost the most metric; "
+            "best takes the best metric on the Pareto set."
+        ),
+    )
     _study_options(export)
     export.add_argument("--pick", default="knee", help="knee (default), best, or a trial number")
     export.add_argument("--out", required=True, help="output folder")
 
-    ui = commands.add_parser("ui", help="start the MLflow UI over the studies", description="Start the MLflow UI on the runs folder's tracking store.")
-    ui.add_argument("--runs-dir", default=os.environ.get("AUTOPEFT_RUNS_DIR", "autopeft-runs"), help="runs folder (env AUTOPEFT_RUNS_DIR)")
+    sync = commands.add_parser(
+        "sync",
+        help="log to MLflow the trials it missed",
+        description="Write the MLflow runs missing for a study's trials (after a tracking outage); tag its Pareto set.",
+    )
+    _study_options(sync)
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+
+    ui = commands.add_parser(
+        "ui",
+        help="start the MLflow UI over the studies",
+        description="Start the MLflow UI on the runs folder's tracking store.",
+    )
+    ui.add_argument(
+        "--runs-dir",
+        default=os.environ.get("AUTOPEFT_RUNS_DIR", "autopeft-runs"),
+        help="runs folder (env AUTOPEFT_RUNS_DIR)",
+    )
     ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<runs-dir>/mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -174,22 +244,39 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
     spec = StudySpec(
-        task=args.task, budget=args.budget, space=args.space, objectives=args.objectives, sampler=args.sampler,
-        trials=args.trials, workers=args.workers, seed=args.seed, data_dir=args.data_dir, runs_dir=args.runs_dir,
-        storage=args.storage, tracking_uri=args.tracking_uri, study_name=args.study, proxy=proxy,
-        gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, trust_remote_code=args.trust_remote_code,
+        task=args.task,
+        budget=args.budget,
+        space=args.space,
+        objectives=args.objectives,
+        sampler=args.sampler,
+        trials=args.trials,
+        workers=args.workers,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        runs_dir=args.runs_dir,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        study_name=args.study,
+        proxy=proxy,
+        gpus_per_trial=args.gpus_per_trial,
+        ray_address=args.ray_address,
+        trust_remote_code=args.trust_remote_code,
         **kwargs,
     )
     console = Console(stderr=True)
     display = SearchDisplay(console)
     try:
-        summary = run_search(spec, max_failures=args.max_failures, on_start=display.start, on_trial_end=display.trial_ended)
+        summary = run_search(
+            spec, max_failures=args.max_failures, on_start=display.start, on_trial_end=display.trial_ended
+        )
     finally:
         display.stop()
     print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
+    name = summary.bound.study.study_name
     console.print(
-        f"{summary.finished} finished trials ({summary.failed_now} failed in this run) in {summary.seconds / 60:.1f} min. "
-        f"Next: autopeft export --study {summary.bound.study.study_name} --runs-dir {args.runs_dir} --pick knee --out best/"
+        f"{summary.finished} finished trials ({summary.failed_now} failed in this run) "
+        f"in {summary.seconds / 60:.1f} min. "
+        f"Next: autopeft export --study {name} --runs-dir {args.runs_dir} --pick knee --out best/"
     )
     return 0
 
@@ -230,6 +317,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``autopeft sync``."""
+    from autopeft.study import default_tracking_uri, mask_url, spec_of
+    from autopeft.tracking import Tracker
+
+    study = _open_existing(args)
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    artifacts = Path(args.runs_dir).resolve() / "mlartifacts"
+    tracker = Tracker(uri, study.study_name, artifacts, spec_of(study))
+    logged = tracker.sync(study)
+    if not tracker.enabled:
+        raise AutopeftError(f"MLflow at {mask_url(uri)} is unreachable; nothing was synced")
+    tracker.finish()
+    print(f"logged {logged} missing trial runs of {study.study_name} to {mask_url(uri)}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """``autopeft ui``: the MLflow UI, one worker, on 127.0.0.1 unless ``--host`` says otherwise."""
     import shutil
@@ -245,15 +349,32 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     artifacts = Path(args.runs_dir).resolve() / "mlartifacts"
     command = [
-        mlflow, "server", "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri(),
-        "--host", args.host, "--port", str(args.port), "--workers", "1",
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifacts.as_uri(),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
     ]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
     os.execv(mlflow, command)
     return 0  # not reached
 
 
-COMMANDS = {"search": cmd_search, "pareto": cmd_list, "trials": cmd_list, "export": cmd_export, "ui": cmd_ui}
+COMMANDS = {
+    "search": cmd_search,
+    "pareto": cmd_list,
+    "trials": cmd_list,
+    "export": cmd_export,
+    "sync": cmd_sync,
+    "ui": cmd_ui,
+}
 
 
 def _quiet_libraries() -> None:
@@ -284,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             known = {key for key in vars(args) if key not in ("command", "spec")}
             args = parser.parse_args(["search", *spec_file_arguments(args.spec, known), *argv[1:]])
         return COMMANDS[args.command](args)
+    except SearchAborted as exc:
+        print(f"autopeft: search aborted: {exc}", file=sys.stderr)
+        return 1
     except AutopeftError as exc:
         print(f"autopeft: error: {exc}", file=sys.stderr)
         return 2

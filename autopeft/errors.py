@@ -21,3 +21,7 @@ class DataError(AutopeftError):
 
 class TrialFailed(RuntimeError):
     """A trial that cannot produce a result (non-finite loss, out of memory, ...)."""
+
+
+class SearchAborted(AutopeftError):
+    """The search stopped early (too many failed trials); what finished is kept (exit status 1)."""

@@ -65,7 +65,9 @@ def parse_objectives(text: str) -> list[Objective]:
         source = "--objectives"
     unknown = [n for n in names if n not in OBJECTIVES]
     if unknown or not names:
-        raise ConfigError(f"{source}: unknown objective {unknown[0] if unknown else ''!r}; allowed: {', '.join(OBJECTIVES)}")
+        raise ConfigError(
+            f"{source}: unknown objective {unknown[0] if unknown else ''!r}; allowed: {', '.join(OBJECTIVES)}"
+        )
     if names[0] != "metric" or len(set(names)) != len(names):
         raise ConfigError(f"{source}: the list must start with 'metric' and name each objective once, got {names}")
     return [OBJECTIVES[n] for n in names]

@@ -66,7 +66,14 @@ def print_trials(console: Console, study: optuna.Study) -> None:
         metric = f"{record['metric']:.4f}" if record["metric"] is not None else ""
         count = f"{record['trainable_params']:,}" if record["trainable_params"] is not None else ""
         fraction = f"{100 * record['trainable_fraction']:.3f}" if record["trainable_fraction"] is not None else ""
-        table.add_row(str(record["trial"]), record["state"], metric, count, fraction, record.get("fail_reason") or _describe(record["params"]))
+        table.add_row(
+            str(record["trial"]),
+            record["state"],
+            metric,
+            count,
+            fraction,
+            record.get("fail_reason") or _describe(record["params"]),
+        )
     console.print(table)
 
 
@@ -81,8 +88,13 @@ class SearchDisplay:
         self.console = console
         self.live: Live | None = None
         self.progress = Progress(
-            TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"),
-            TimeRemainingColumn(), console=console,
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
         )
         self.task_id = None
         self.failed = 0
@@ -108,6 +120,14 @@ class SearchDisplay:
         """Advance the bar and redraw the Pareto set."""
         if trial.state == TrialState.COMPLETE:
             self.progress.advance(self.task_id)
+            if not self.console.is_terminal:  # a log file gets one line per trial instead of a live bar
+                done = int(self.progress.tasks[0].completed)
+                record = trial_record(trial)
+                self.console.print(
+                    f"trial {trial.number} finished ({done}/{bound.spec.trials}): {bound.task.metric} "
+                    f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
+                    f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s"
+                )
         else:
             self.failed += 1
             reason = trial.user_attrs.get("fail_reason", "")

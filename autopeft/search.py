@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft.errors import SearchAborted
 from autopeft.pareto import pareto_trials
 from autopeft.samplers import create_sampler
 from autopeft.space import TrialConfig
@@ -123,11 +124,12 @@ def run_search(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
-    bound.study.sampler = create_sampler(spec.sampler, bound.space, bound.limit, spec.seed)
+    bound.study.sampler = create_sampler(spec.sampler, bound.space, bound.limit, spec.seed, bound.known_objectives())
 
-    tracker = Tracker(str(spec.tracking_uri), bound.study.study_name, os.path.join(runs_dir, "mlartifacts"), spec.to_dict())
-    for trial in bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        tracker.log_trial(trial_record(trial), trial.params)  # trials finished while tracking was down
+    tracker = Tracker(
+        str(spec.tracking_uri), bound.study.study_name, os.path.join(runs_dir, "mlartifacts"), spec.to_dict()
+    )
+    tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
     train_mean, eval_tokens = prepare_data(bound, cache_dir)
     threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
@@ -160,13 +162,24 @@ def run_search(
     if remaining:
         init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
         try:
-            run_with_ray(searcher, Path(runs_dir, "ray"), bound.study.study_name, spec.workers, threads, spec.gpus_per_trial)
+            run_with_ray(
+                searcher, Path(runs_dir, "ray"), bound.study.study_name, spec.workers, threads, spec.gpus_per_trial
+            )
         finally:
             searcher.close()
-    front = pareto_trials(bound.study)
-    records = [trial_record(t) for t in bound.study.get_trials(deepcopy=False)]
-    tracker.mark_pareto(records, {t.number for t in front})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(bound.study)  # left by a killed run less than a grace period ago
+    tracker.sync(bound.study)
     tracker.finish()
+    if searcher.failures >= failures_allowed and finished_before + searcher.completed < spec.trials:
+        last = bound.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1].user_attrs.get("fail_reason", "?")
+        raise SearchAborted(
+            f"stopped after {searcher.failures} failed trials (--max-failures {failures_allowed}); "
+            f"{finished_before + searcher.completed} of {spec.trials} trials finished and are kept; "
+            f"last failure: {last}"
+        )
+    front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return SearchSummary(
         bound=bound,

@@ -159,6 +159,15 @@ class BoundStudy:
         """Trainable fraction of ``params`` relative to the backbone."""
         return params / self.info.backbone_params
 
+    def known_objectives(self) -> dict[int, Any]:
+        """Objectives whose value is exact before training, by index: ``params`` (count / budget limit)."""
+        space, limit = self.space, self.limit
+        return {
+            i: (lambda values: (space.count_params(values) or 0) / limit)
+            for i, objective in enumerate(self.objectives)
+            if objective.name == "params"
+        }
+
     def objective_values(self, result: dict[str, Any]) -> list[float]:
         """The study's objective values from a trial's result fields."""
         return [float(result[o.field]) for o in self.objectives]
@@ -174,7 +183,10 @@ def connect_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=3 * HEARTBEAT_SECONDS,
         )
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

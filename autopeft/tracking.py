@@ -31,6 +31,13 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_server(uri: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+        pass
+
+
 class Tracker:
     """Logs a study's trials to MLflow.
 
@@ -64,6 +71,8 @@ class Tracker:
     def _open(self, artifact_dir: str | Path | None, spec: dict) -> None:
         from mlflow.tracking import MlflowClient
 
+        if self.uri.startswith(("http://", "https://")):
+            _check_server(self.uri)  # fail in seconds, not after MLflow's minutes of retries
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(self.study)
         if experiment is None:
@@ -73,21 +82,31 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(self.study, artifact_location=location)
         else:
             self.experiment_id = experiment.experiment_id
-        parents = self._runs("tags.`autopeft.role` = 'parent'")
-        if parents:
-            self.parent_id = parents[0].info.run_id
-        else:
+        parents = self._parents()
+        if not parents:
             run = self.client.create_run(
                 self.experiment_id, run_name=self.study, tags={"autopeft.study": self.study, "autopeft.role": "parent"}
             )
-            self.parent_id = run.info.run_id
             for key, value in _flatten("", spec, {}).items():
-                self.client.log_param(self.parent_id, key, str(value)[:500])
+                self.client.log_param(run.info.run_id, key, str(value)[:500])
+            parents = self._parents()
+            # Several workers may have started one each at the same moment: all keep the oldest.
+            for extra in parents[1:]:
+                if extra.info.run_id == run.info.run_id:
+                    self.client.delete_run(extra.info.run_id)
+        self.parent_id = parents[0].info.run_id
+        self.client.update_run(self.parent_id, status="RUNNING")
+
+    def _parents(self) -> list:
+        runs = self._runs("tags.`autopeft.role` = 'parent'")
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
     def _runs(self, filter_string: str) -> list:
         return list(
             self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`autopeft.study` = '{self.study}' and {filter_string}", max_results=5000
+                [self.experiment_id],
+                filter_string=f"tags.`autopeft.study` = '{self.study}' and {filter_string}",
+                max_results=5000,
             )
         )
 
@@ -150,11 +169,40 @@ class Tracker:
     def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
         for trial, run_id in self._child_ids().items():
             self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
-        rows = [{k: v for k, v in r.items() if k not in ("params", "metrics")} | {"params": r["params"]} for r in records if r["trial"] in pareto]
+        rows = [
+            {k: v for k, v in r.items() if k not in ("params", "metrics")} | {"params": r["params"]}
+            for r in records
+            if r["trial"] in pareto
+        ]
         buffer = io.StringIO()
         pd.DataFrame(rows).to_csv(buffer, index=False)
         self.client.log_text(self.parent_id, buffer.getvalue(), "pareto.csv")
         self.client.set_tag(self.parent_id, "autopeft.pareto_trials", ",".join(str(t) for t in sorted(pareto)))
+
+    def sync(self, study) -> int:
+        """Log every finished or failed trial of ``study`` that has no run yet, then tag the Pareto set.
+
+        Args:
+            study: the Optuna study.
+
+        Returns:
+            How many trials were logged now.
+        """
+        from optuna.trial import TrialState
+
+        from autopeft.pareto import pareto_trials
+        from autopeft.study import trial_record
+
+        if not self.enabled:
+            return 0
+        logged = self._guard(self._child_ids) or {}
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        missing = [t for t in trials if t.number not in logged]
+        for trial in missing:
+            self.log_trial(trial_record(trial), trial.params)
+        records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+        self.mark_pareto(records, {t.number for t in pareto_trials(study)})
+        return len(missing) if self.enabled else 0
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the parent run finished (a continued study re-opens it)."""

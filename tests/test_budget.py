@@ -6,8 +6,15 @@ from autopeft.errors import BudgetError
 
 @pytest.mark.parametrize(
     ("text", "fraction", "count"),
-    [("0.5%", 0.005, None), ("0.005", 0.005, None), ("120k", None, 120_000), ("2M", None, 2_000_000),
-     ("50000", None, 50_000), (" 1.5 % ", 0.015, None), ("1e-3", 0.001, None)],
+    [
+        ("0.5%", 0.005, None),
+        ("0.005", 0.005, None),
+        ("120k", None, 120_000),
+        ("2M", None, 2_000_000),
+        ("50000", None, 50_000),
+        (" 1.5 % ", 0.015, None),
+        ("1e-3", 0.001, None),
+    ],
 )
 def test_parses_fractions_and_counts(text, fraction, count):
     budget = parse_budget(text)

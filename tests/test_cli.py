@@ -9,11 +9,13 @@ import pytest
 
 from autopeft.cli import main
 
-COMMANDS = ["search", "pareto", "trials", "export", "ui"]
+COMMANDS = ["search", "pareto", "trials", "export", "sync", "ui"]
 
 
 def autopeft(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -28,8 +30,14 @@ def test_budget_help_says_the_head_is_not_counted():
 
 def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
     """Run ``autopeft search`` in this process (imports paid once) and return (exit status, stderr)."""
-    args = {"--task": "rte", "--budget": "1%", "--model": tiny_model, "--data-dir": data_dir, "--runs-dir": str(tmp_path / "runs"),
-            "--trials": "1"}
+    args = {
+        "--task": "rte",
+        "--budget": "1%",
+        "--model": tiny_model,
+        "--data-dir": data_dir,
+        "--runs-dir": str(tmp_path / "runs"),
+        "--trials": "1",
+    }
     args.update(overrides)
     flat = [x for key, value in args.items() if value is not None for x in (key, value)]
     try:
@@ -67,7 +75,11 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsy
 
 def test_bad_input_from_the_installed_command_has_no_traceback(tmp_path):
     result = autopeft("search", "--task", "squad", "--budget", "1%", "--runs-dir", str(tmp_path))
-    assert result.returncode == 2 and result.stderr.strip() == "autopeft: error: unknown task 'squad'; built-in tasks: cola, mrpc, rte, sst2, stsb"
+    assert (
+        result.returncode == 2
+        and result.stderr.strip()
+        == "autopeft: error: unknown task 'squad'; built-in tasks: cola, mrpc, rte, sst2, stsb"
+    )
 
 
 def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
@@ -75,7 +87,9 @@ def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
     space.write_text("name: x\nmethods:\n  lora:\n    modules: {choices: [query, mlp]}\n    rank: {choices: [2]}\n")
     status, err = bad_search(tmp_path, tiny_model, data_dir, capsys, **{"--space": str(space)})
     assert status == 2
-    assert f"{space}: methods.lora.modules.choices: 'mlp' is not a module of this bert model; allowed: query, key" in err
+    assert (
+        f"{space}: methods.lora.modules.choices: 'mlp' is not a module of this bert model; allowed: query, key" in err
+    )
 
 
 def test_missing_study_is_a_clear_error(tmp_path):

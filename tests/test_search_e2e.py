@@ -8,30 +8,23 @@ import sys
 
 import optuna
 import pytest
+from helpers import autopeft, mlflow_runs, tiny_search_args
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 
-def autopeft(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def search(tmp_path_factory, tiny_model, data_dir):
     runs = tmp_path_factory.mktemp("runs")
-    args = ["search", "--task", "rte", "--budget", "2%", "--model", tiny_model, "--workers", "2", "--epochs", "0.5",
-            "--max-train-samples", "64", "--max-eval-samples", "64", "--data-dir", data_dir, "--runs-dir", str(runs),
-            "--study", "e2e"]
-    first = autopeft(*args, "--trials", "4")
+    args = tiny_search_args(tiny_model, data_dir, runs, "e2e", 4, "--workers", "2")
+    first = autopeft(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     return runs, args, first
 
 
 def children(client: MlflowClient):
-    experiment = client.get_experiment_by_name("e2e")
-    runs = client.search_runs([experiment.experiment_id])
-    return [r for r in runs if r.data.tags.get("autopeft.role") == "trial"], [r for r in runs if r.data.tags.get("autopeft.role") == "parent"]
+    return mlflow_runs(client.tracking_uri, "e2e")
 
 
 def test_study_holds_the_finished_trials_within_budget(search):
@@ -91,10 +84,45 @@ def test_the_same_command_continues_the_study(search):
     runs, args, _ = search
     storage = f"sqlite:///{runs}/optuna.db"
     before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=storage).get_trials()}
-    again = autopeft(*args, "--trials", "5")
+    again = autopeft(*args[:-1], "5")  # the same command, asking for one more trial
     assert again.returncode == 0, again.stderr[-3000:]
     after = optuna.load_study(study_name="e2e", storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(after) == 5
     assert {t.number: t.values for t in after if t.number in before} == before
     trials, parents = children(MlflowClient(f"sqlite:///{runs}/mlflow.db"))
     assert len(parents) == 1 and len(trials) == 5
+
+
+def test_ui_serves_the_study_on_loopback(search):
+    import socket
+    import time
+    import urllib.request
+
+    runs, _, _ = search
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "autopeft.cli", "ui", "--runs-dir", str(runs), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, body = time.monotonic() + 120, None
+        while time.monotonic() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=e2e", timeout=5
+                ) as reply:
+                    body = json.loads(reply.read())
+            except OSError:
+                assert server.poll() is None, "autopeft ui exited"
+                time.sleep(1)
+        assert body is not None and body["experiment"]["name"] == "e2e"
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

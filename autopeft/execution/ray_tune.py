@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,6 @@ from ray.tune.search import Searcher
 from autopeft.space import TrialConfig
 from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, mask_url
 from autopeft.training import ProxyRequest
-
 
 
 def proxy_trainable(config: dict[str, Any]) -> None:
@@ -68,6 +69,7 @@ class StudySearcher(Searcher):
         self.max_failures = max_failures
         self.on_trial_end = on_trial_end
         self.failures = 0
+        self.completed = 0
         self._running: dict[str, optuna.Trial] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -91,14 +93,24 @@ class StudySearcher(Searcher):
         self._stop.set()
 
     # -- Tune interface --------------------------------------------------------------------------
-    def _finished(self) -> int:
-        return len(self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    def _counts(self) -> tuple[int, int]:
+        """Finished and running trials in the storage (every worker process's, not only ours)."""
+        states = [
+            t.state
+            for t in self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        ]
+        return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
 
     def suggest(self, trial_id: str) -> dict | None:
-        done = self._finished()
+        done, running = self._counts()
         if done >= self.target or self.failures >= self.max_failures:
             return Searcher.FINISHED if not self._running else None
-        if done + len(self._running) >= self.target:
+        if done + running >= self.target:
+            if running > len(self._running):  # another worker's trials: fail them if their process died
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.bound.study)
+            time.sleep(0.5)
             return None  # enough trials in flight; wait for them
         study, space = self.bound.study, self.bound.space
         trial = study.ask(dict(space.dimensions))
@@ -106,7 +118,9 @@ class StudySearcher(Searcher):
         config = space.decode(trial.params)
         count = None if config is None else space.count(config)
         if config is None or count > self.bound.limit:  # never happens with our samplers: guard anyway
-            trial.set_user_attr("fail_reason", f"rejected before training: {count} parameters > budget {self.bound.limit}")
+            trial.set_user_attr(
+                "fail_reason", f"rejected before training: {count} parameters > budget {self.bound.limit}"
+            )
             study.tell(trial, state=TrialState.FAIL)
             return None
         trial.set_user_attr("config", config.to_dict())
@@ -145,6 +159,7 @@ class StudySearcher(Searcher):
                     if key in result:
                         trial.set_user_attr(key, result[key])
                 study.tell(trial, values)
+                self.completed += 1
         self.on_trial_end(study._storage.get_trial(trial._trial_id))
 
     def __getstate__(self) -> dict:
@@ -221,7 +236,9 @@ def run_with_ray(
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(proxy_trainable, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=workers, reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=workers, reuse_actors=True
+        ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(run_dir.resolve()),

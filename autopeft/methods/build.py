@@ -16,7 +16,7 @@ def peft_config(config: TrialConfig, info: BackboneInfo):
     """
     if len(config.methods) != 1:
         raise NotImplementedError(f"combining methods {sorted(config.methods)} is not supported yet")
-    (name, plan), = config.methods.items()
+    ((name, plan),) = config.methods.items()
     return METHODS[name].peft_config(plan, info)
 
 
@@ -35,6 +35,4 @@ def apply_config(model, config: TrialConfig, info: BackboneInfo):
 
 def peft_trainable_params(model) -> int:
     """Trainable parameters of a peft model outside the classification head (``modules_to_save``)."""
-    return sum(
-        p.numel() for name, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in name
-    )
+    return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in name)

@@ -13,12 +13,13 @@ from autopeft.space import SearchSpace
 
 __all__ = ["SAMPLERS", "BoTorchMOSampler", "FeasibleSampler", "create_sampler", "register_sampler"]
 
-SamplerFactory = Callable[[SearchSpace, int, "int | None"], optuna.samplers.BaseSampler]
+SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
+"""``factory(space, limit, seed, known) -> sampler``; ``known`` maps objective indices to exact values."""
 SAMPLERS: dict[str, SamplerFactory] = {}
 
 
 def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
-    """Decorator adding a factory ``fn(space, limit, seed) -> sampler`` under ``name``."""
+    """Decorator adding a factory ``fn(space, limit, seed, known) -> sampler`` under ``name``."""
 
     def wrap(factory: SamplerFactory) -> SamplerFactory:
         SAMPLERS[name] = factory
@@ -28,35 +29,50 @@ def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
 
 
 @register_sampler("botorch")
-def _botorch(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
-    return BoTorchMOSampler(space, limit, seed=seed)
+def _botorch(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+    return BoTorchMOSampler(space, limit, known=known, seed=seed)
 
 
 @register_sampler("random")
-def _random(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+def _random(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
     return FeasibleSampler(optuna.samplers.RandomSampler(seed=seed), space, limit)
 
 
 @register_sampler("tpe")
-def _tpe(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+def _tpe(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
     base = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
     return FeasibleSampler(base, space, limit)
 
 
+@register_sampler("gp")
+def _gp(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+    return FeasibleSampler(optuna.samplers.GPSampler(seed=seed, n_startup_trials=8), space, limit)
+
+
 @register_sampler("nsga2")
-def _nsga2(space: SearchSpace, limit: int, seed: int | None) -> optuna.samplers.BaseSampler:
+def _nsga2(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
     return FeasibleSampler(optuna.samplers.NSGAIISampler(seed=seed, population_size=16), space, limit)
 
 
-def create_sampler(name: str, space: SearchSpace, limit: int, seed: int | None = None) -> optuna.samplers.BaseSampler:
+def create_sampler(
+    name: str,
+    space: SearchSpace,
+    limit: int,
+    seed: int | None = None,
+    known: dict[int, Callable[[dict], float]] | None = None,
+) -> optuna.samplers.BaseSampler:
     """Build a registered sampler.
 
     Args:
-        name: ``botorch`` (default), ``random``, ``tpe`` or ``nsga2``.
+        name: ``botorch`` (default), ``random``, ``tpe``, ``nsga2`` or ``gp`` (Optuna's GPSampler).
         space: the bound search space.
         limit: the largest allowed trainable-parameter count.
         seed: random seed.
+        known: objective index -> exact value from sampled values (default: objective 1 is the
+            trainable count relative to ``limit``, as in a ``metric,params`` study).
     """
     if name not in SAMPLERS:
         raise AutopeftError(f"--sampler {name!r} is unknown; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](space, limit, seed)
+    if known is None:
+        known = {1: lambda params: (space.count_params(params) or 0) / limit}
+    return SAMPLERS[name](space, limit, seed, known)

@@ -1,18 +1,19 @@
 """Multi-objective Bayesian optimisation for PEFT spaces, as an Optuna sampler.
 
-Only the task metric is unknown before training: the trainable-parameter fraction of a proposal is
-computed exactly from its values. So one GP models the metric, and qLogNEHVI (BoTorch) scores
-candidates with an objective that reads the exact parameter fraction from the candidate itself
-(the last input column). Candidates come from a pool of feasible configurations (random, repaired
-to the budget, plus one-change neighbours of the current Pareto set), so over-budget points are
-never proposed and categorical choices stay discrete. Running trials enter as pending points, so
-parallel workers receive different proposals.
+Some objectives are known exactly before training: the trainable-parameter fraction of a proposal
+is computed from its values. Only the others (the task metric) get a GP. qLogNEHVI (BoTorch) scores
+candidates with an objective that reads each known value from the candidate itself (extra input
+columns), so the hypervolume improvement of the parameter axis is exact. Candidates come from a
+pool of feasible configurations (random, repaired to the budget, plus one-change neighbours of the
+best trials), so over-budget points are never proposed and categorical choices stay discrete.
+Running trials enter as pending points, so parallel workers receive different proposals.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ from autopeft.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
+KnownObjective = Callable[[dict[str, Any]], float]
+"""The exact value of one objective for sampled values (in the study's units and direction)."""
+
 
 class BoTorchMOSampler(BaseSampler):
     """qLogNEHVI over a feasible candidate pool, after a scrambled-Sobol start.
@@ -33,6 +37,7 @@ class BoTorchMOSampler(BaseSampler):
     Args:
         space: the bound search space.
         limit: the largest allowed trainable-parameter count.
+        known: objective index -> its exact value from sampled values; the other objectives are modelled.
         n_startup_trials: quasi-random (Sobol, repaired to the budget) trials before the GP is used.
         pool_size: random feasible candidates scored per suggestion.
         seed: random seed.
@@ -42,12 +47,14 @@ class BoTorchMOSampler(BaseSampler):
         self,
         space: SearchSpace,
         limit: int,
+        known: dict[int, KnownObjective] | None = None,
         n_startup_trials: int = 8,
         pool_size: int = 512,
         seed: int | None = None,
     ) -> None:
         self._space = space
         self._limit = limit
+        self._known = dict(known or {})
         self._n_startup = n_startup_trials
         self._pool_size = pool_size
         self._seed = seed
@@ -73,33 +80,34 @@ class BoTorchMOSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and self._known(t)]
-        pending = [t for t in trials if t.state == TrialState.RUNNING and t.number != trial.number and self._known(t)]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and self._known_params(t)]
+        pending = [
+            t for t in trials if t.state == TrialState.RUNNING and t.number != trial.number and self._known_params(t)
+        ]
         if len(complete) < self._n_startup:
             return self._sobol(trial.number)
         try:
             return self._bayes(study, complete, pending)
         except Exception as exc:  # noqa: BLE001 - a failed model fit must not stop the study
-            logger.warning("BoTorch proposal failed (%s: %s); proposing a random feasible configuration", type(exc).__name__, exc)
+            logger.warning("BoTorch proposal failed (%s: %s); proposing a random feasible one", type(exc).__name__, exc)
             return self._random_feasible()
 
     # -- proposals -----------------------------------------------------------------------------
-    def _known(self, trial: FrozenTrial) -> bool:
+    def _known_params(self, trial: FrozenTrial) -> bool:
         return set(self._space.dimensions) <= set(trial.params)
 
     def _sobol(self, index: int) -> dict[str, Any]:
         engine = torch.quasirandom.SobolEngine(len(self._space.dimensions), scramble=True, seed=self._seed or 0)
         point = engine.draw(index + 1)[-1].numpy()
-        values = {name: self._space.from_unit(name, u) for name, u in zip(self._space.dimensions, point)}
+        values = {name: self._space.from_unit(name, u) for name, u in zip(self._space.dimensions, point, strict=True)}
         return self._space.repair(values, self._limit)
 
     def _random_feasible(self) -> dict[str, Any]:
         return self._space.repair(self._space.sample(self._rng), self._limit)
 
     def _features(self, params: dict[str, Any]) -> np.ndarray:
-        """Unit encoding of the values, plus the exact parameter fraction of the budget (last column)."""
-        count = self._space.count_params(params) or 0
-        return np.append(self._space.to_unit(params), count / self._limit)
+        """Unit encoding of the values, then the known objectives' exact values (last columns)."""
+        return np.append(self._space.to_unit(params), [fn(params) for fn in self._known.values()])
 
     def _bayes(self, study: Study, complete: list[FrozenTrial], pending: list[FrozenTrial]) -> dict[str, Any]:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
@@ -109,31 +117,49 @@ class BoTorchMOSampler(BaseSampler):
         from botorch.models.transforms.outcome import Standardize
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
+        n_obj = len(study.directions)
+        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        modelled = [i for i in range(n_obj) if i not in self._known]
+        known = list(self._known)
+        width = len(self._space.dimensions)
+
         x_train = torch.tensor(np.stack([self._features(t.params) for t in complete]), dtype=torch.double)
-        y_train = torch.tensor([[sign * t.values[0]] for t in complete], dtype=torch.double)
-        gp = SingleTaskGP(x_train, y_train, outcome_transform=Standardize(m=1))
+        y_all = torch.tensor([[signs[i] * t.values[i] for i in range(n_obj)] for t in complete], dtype=torch.double)
+        gp = SingleTaskGP(x_train, y_all[:, modelled], outcome_transform=Standardize(m=len(modelled)))
         if self._hyperparameters is not None:  # warm start: the previous fit is a good first guess
-            gp.load_state_dict(self._hyperparameters, strict=False)
+            try:
+                gp.load_state_dict(self._hyperparameters, strict=False)
+            except RuntimeError:  # shapes changed (another space): fit from scratch
+                pass
         fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
         self._hyperparameters = {k: v for k, v in gp.state_dict().items() if "raw_" in k or "mean_module" in k}
 
-        # objectives to maximise: the metric (modelled) and minus the parameter fraction (exact).
-        def exact_params(samples: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-            metric = samples[..., 0]
-            return torch.stack([metric, (-X[..., -1]).expand_as(metric)], dim=-1)
+        def objectives(samples: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+            """All objectives to maximise: GP samples for the modelled, exact columns for the known."""
+            shape = samples.shape[:-1]
+            columns = []
+            for i in range(n_obj):
+                if i in self._known:
+                    columns.append((signs[i] * X[..., width + known.index(i)]).expand(shape))
+                else:
+                    columns.append(samples[..., modelled.index(i)])
+            return torch.stack(columns, dim=-1)
 
-        objective = GenericMCMultiOutputObjective(exact_params)
-        spread = float(y_train.max() - y_train.min()) or 1.0
-        ref_point = [float(y_train.min()) - 0.1 * spread, -1.05]
+        low, high = y_all.min(dim=0).values, y_all.max(dim=0).values
+        ref_point = (low - 0.1 * torch.where(high > low, high - low, torch.ones_like(low))).tolist()
         x_pending = None
         if pending:
             x_pending = torch.tensor(np.stack([self._features(t.params) for t in pending]), dtype=torch.double)
         acqf = qLogNoisyExpectedHypervolumeImprovement(
-            model=gp, ref_point=ref_point, X_baseline=x_train, objective=objective, X_pending=x_pending, prune_baseline=True
+            model=gp,
+            ref_point=ref_point,
+            X_baseline=x_train,
+            objective=GenericMCMultiOutputObjective(objectives),
+            X_pending=x_pending,
+            prune_baseline=True,
         )
         seen = {self._key(t.params) for t in (*complete, *pending)}
-        pool = [c for c in self._candidates(complete, sign) if self._key(c) not in seen]
+        pool = [c for c in self._candidates(complete, signs) if self._key(c) not in seen]
         if not pool:
             return self._random_feasible()
         x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
@@ -141,12 +167,17 @@ class BoTorchMOSampler(BaseSampler):
             scores = torch.cat([acqf(chunk.unsqueeze(-2)) for chunk in x_pool.split(256)])
         return pool[int(scores.argmax())]
 
-    def _candidates(self, complete: list[FrozenTrial], sign: float) -> list[dict[str, Any]]:
+    def _candidates(self, complete: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
+        """Random feasible values, and the feasible one-change neighbours of the best trials."""
         pool = [self._random_feasible() for _ in range(self._pool_size)]
-        best = sorted(complete, key=lambda t: -sign * t.values[0])[:5]
+        best = sorted(complete, key=lambda t: -signs[0] * t.values[0])[:5]
         for trial in best:
-            pool.extend(n for n in self._space.neighbours(dict(trial.params)) if self._space.is_feasible(n, self._limit))
+            neighbours = self._space.neighbours(dict(trial.params))
+            pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))
         return pool
 
     def _key(self, params: dict[str, Any]) -> tuple:
-        return tuple(round(v, 12) if isinstance(v, float) and not math.isnan(v) else v for v in (params[n] for n in self._space.dimensions))
+        return tuple(
+            round(v, 12) if isinstance(v, float) and not math.isnan(v) else v
+            for v in (params[n] for n in self._space.dimensions)
+        )

@@ -45,6 +45,7 @@ class SpaceFile(Strict):
         if not methods:
             raise ValueError("name at least one method")
         return methods
+
     training: TrainingSection = Field(default_factory=TrainingSection)
 
 

@@ -6,7 +6,7 @@ dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
@@ -64,7 +64,7 @@ def _parse_value_spec(value: Any) -> float | Choices | Range:
     raise ValueError(f"expected a number, {{choices: [...]}} or {{low: ..., high: ..., log: ...}}, got {value!r}")
 
 
-ValueSpec = Annotated[Union[float, Choices, Range], PlainValidator(_parse_value_spec)]
+ValueSpec = Annotated[float | Choices | Range, PlainValidator(_parse_value_spec)]
 """A fixed number, :class:`Choices` or :class:`Range`."""
 
 

@@ -113,9 +113,7 @@ class TaskSpec:
         for row, value in enumerate(raw):
             key = str(value).strip()
             if key not in index:
-                raise DataError(
-                    f"{source}: row {row + 1}: label {key!r} is not one of {', '.join(self.labels)}"
-                )
+                raise DataError(f"{source}: row {row + 1}: label {key!r} is not one of {', '.join(self.labels)}")
             ids[row] = index[key]
         return ids
 

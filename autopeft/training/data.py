@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,12 @@ def tokenized_split(
     """
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{task.name}-{split}-{_cache_key(model, task, split, max_length, data_dir)}.pt"
-        if path.is_file():
-            return torch.load(path, weights_only=False)
+        key = _cache_key(model, task, split, max_length, data_dir)
+        path = Path(cache_dir) / f"{task.name}-{split}-{key}.json"
+        if path.is_file():  # plain JSON, never pickle: a cache file cannot run code
+            cached = json.loads(path.read_text())
+            cached["labels"] = np.asarray(cached["labels"], dtype=np.float32 if task.is_regression else np.int64)
+            return cached
     from autopeft.models import load_tokenizer
 
     data = task.load_split(split, data_dir)
@@ -53,8 +57,8 @@ def tokenized_split(
     }
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(result, tmp)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**result, "labels": data.labels.tolist()}))
         tmp.replace(path)  # atomic: concurrent trials never read a half-written file
     return result
 

@@ -140,7 +140,9 @@ def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]
     dev = tokenized_split(task, "dev", request.model, settings.max_length, request.data_dir, request.cache_dir)
     n_train = len(train["labels"])
     if settings.max_train_samples and settings.max_train_samples < n_train:
-        train = subset(train, np.random.default_rng(request.seed).choice(n_train, settings.max_train_samples, replace=False))
+        train = subset(
+            train, np.random.default_rng(request.seed).choice(n_train, settings.max_train_samples, replace=False)
+        )
     if settings.max_eval_samples and settings.max_eval_samples < len(dev["labels"]):
         dev = subset(dev, np.arange(settings.max_eval_samples))
 
@@ -157,7 +159,8 @@ def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.training["learning_rate"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+        optimizer,
+        lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
     )
     model.train()
     step, tokens = 0, 0
@@ -195,5 +198,5 @@ def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]
         "eval_seconds": finished - eval_started,
         "seconds": finished - started,
         "train_tokens": tokens,
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
     }

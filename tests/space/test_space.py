@@ -32,8 +32,13 @@ def test_shipped_spaces_load_and_decode(name, tiny_info):
     for _ in range(20):
         params = space.sample(rng)
         assert set(params) == set(space.dimensions)
-        np.testing.assert_allclose([space.from_unit(n, u) if isinstance(params[n], float) else params[n] for n, u in
-                                    zip(space.dimensions, space.to_unit(params))], list(params.values()))
+        np.testing.assert_allclose(
+            [
+                space.from_unit(n, u) if isinstance(params[n], float) else params[n]
+                for n, u in zip(space.dimensions, space.to_unit(params), strict=True)
+            ],
+            list(params.values()),
+        )
 
 
 def test_layer_count_comes_from_the_model(tiny_info):
@@ -44,16 +49,40 @@ def test_layer_count_comes_from_the_model(tiny_info):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, colour: red}}", "methods.lora.colour: unknown key"),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, colour: red}}",
+            "methods.lora.colour: unknown key",
+        ),
         ("name: t\nmethods: {lora: {modules: {choices: [query]}}}", "methods.lora.rank: required key is missing"),
         ("name: t\nmethods: {loraa: {}}", "methods.loraa: unknown method; allowed: lora"),
-        ("name: t\nmethods: {lora: {modules: {choices: [qkv]}, rank: {choices: [2]}}}", "'qkv' is not a module of this bert model"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [64]}}}", "rank 64 exceeds the module width 32"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, layers: [0, 7]}}", "layer 7 does not exist"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, dropout: {low: 0.5, high: 0.1}}}", "must be below high"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, dropout: 1.5}}", "dropout: values must lie in [0, 1)"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [0]}}}", "rank.choices.0: Input should be greater than 0"),
-        ("name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}}\ntraining: {learning_rate: {low: 0, high: 1, log: true}}", "log range needs low > 0"),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [qkv]}, rank: {choices: [2]}}}",
+            "'qkv' is not a module of this bert model",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [64]}}}",
+            "rank 64 exceeds the module width 32",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, layers: [0, 7]}}",
+            "layer 7 does not exist",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, dropout: {low: 0.5, high: 0.1}}}",
+            "must be below high",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}, dropout: 1.5}}",
+            "dropout: values must lie in [0, 1)",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [0]}}}",
+            "rank.choices.0: Input should be greater than 0",
+        ),
+        (
+            "name: t\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}}\ntraining: {learning_rate: {low: 0, high: 1, log: true}}",
+            "log range needs low > 0",
+        ),
         ("name: t\nmethods: {}", "methods: name at least one method"),
         ("name: t\nmethods: [lora", "malformed YAML at line 2"),
         ("- just a list", "expected a mapping"),
@@ -76,8 +105,15 @@ def test_missing_space_file_is_a_clear_error(tiny_info):
 
 def test_decode_places_only_enabled_layers_and_modules(tmp_path, tiny_info):
     space = SearchSpace.load(write(tmp_path, LORA), tiny_info)
-    params = {"lora.layer.0": True, "lora.layer.1": False, "lora.layer.2": True, "lora.module.query": True,
-              "lora.module.value": False, "lora.rank.query": 4, "lora.rank.value": 2}
+    params = {
+        "lora.layer.0": True,
+        "lora.layer.1": False,
+        "lora.layer.2": True,
+        "lora.module.query": True,
+        "lora.module.value": False,
+        "lora.rank.query": 4,
+        "lora.rank.value": 2,
+    }
     config = space.decode(params)
     assert config.methods["lora"]["targets"] == [[0, "query", 4], [2, "query", 4]]
     assert space.count(config) == 2 * 4 * (32 + 32)
@@ -87,7 +123,7 @@ def test_decode_places_only_enabled_layers_and_modules(tmp_path, tiny_info):
 def _all_configs(space):
     names = list(space.dimensions)
     for values in itertools.product(*(space.dimensions[n].choices for n in names)):
-        yield dict(zip(names, values))
+        yield dict(zip(names, values, strict=True))
 
 
 def test_minimal_count_is_the_true_minimum(tmp_path, tiny_info):

@@ -45,7 +45,9 @@ def test_missing_folder_and_split_are_clear(tmp_path):
 
 def test_label_outside_the_task_labels_names_file_and_row(tmp_path):
     (tmp_path / "RTE").mkdir()
-    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    (tmp_path / "RTE" / "train.tsv").write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n"
+    )
     with pytest.raises(DataError, match=r"train.tsv: row 2: label 'maybe' is not one of entailment, not_entailment"):
         get_task("rte").load_split("train", tmp_path)
 
