@@ -411,6 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutopeftError as exc:
         print(f"autopeft: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line; AUTOPEFT_DEBUG=1 shows the traceback
+        if os.environ.get("AUTOPEFT_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(
+            f"autopeft: internal error: {type(exc).__name__}: {first} (AUTOPEFT_DEBUG=1 shows where)", file=sys.stderr
+        )
+        return 1
     except KeyboardInterrupt:
         print("autopeft: interrupted; finished trials are kept, run the same command to continue", file=sys.stderr)
         return 130

@@ -206,4 +206,4 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the parent run finished (a continued study re-opens it)."""
-        self._guard(self.client.set_terminated, self.parent_id, status)
+        self._guard(lambda: self.client.set_terminated(self.parent_id, status))

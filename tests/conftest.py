@@ -75,15 +75,16 @@ def _postgres_bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+def postgres_url():
     """A private PostgreSQL server on loopback for this test session (Debian's ``postgresql`` package)."""
     import shutil
     import subprocess
+    import tempfile
 
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does)")
-    root = tmp_path_factory.mktemp("postgres")
+    root = Path(tempfile.mkdtemp(prefix="autopeft-pg-"))  # not under pytest's root-only tmp: the server user reads it
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
     prefix: list[str] = []
@@ -104,6 +105,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
         yield f"postgresql://postgres:hunter2@127.0.0.1:{port}/autopeft"
     finally:
         run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture()

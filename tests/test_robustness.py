@@ -43,10 +43,25 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, tiny_model,
     assert all("non-finite loss" in r.data.tags["autopeft.fail_reason"] for r in failed_runs)
 
 
-def test_max_failures_aborts_with_a_summary(tmp_path, tiny_model, data_dir):
-    space = write_space(tmp_path, "1.0e30")  # every trial diverges
-    args = tiny_search_args(tiny_model, data_dir, tmp_path, "doomed", 3, "--space", space, "--workers", "1",
-                            "--max-failures", "2")  # fmt: skip
+@pytest.fixture()
+def broken_model(tmp_path, tiny_model):
+    """The tiny model with a NaN in its embeddings' LayerNorm: every forward pass gives NaN."""
+    import shutil
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model, folder)
+    model = BertForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.bert.embeddings.LayerNorm.weight[0] = float("nan")
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_max_failures_aborts_with_a_summary(tmp_path, broken_model, data_dir):
+    args = tiny_search_args(broken_model, data_dir, tmp_path, "doomed", 3, "--workers", "1", "--max-failures", "2")
     result = autopeft(*args)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -39,7 +39,8 @@ def proxy_trainable(config: dict[str, Any]) -> None:
     try:
         result = run_proxy_trial(ProxyRequest.from_dict(config["request"]))
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
-        result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000]}
+        # Tune requires the searcher's metric in every result: NaN marks "none".
+        result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
     tune.report(result)
 
 
@@ -101,6 +102,12 @@ class StudySearcher(Searcher):
         ]
         return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
 
+    def _surplus(self, number: int) -> bool:
+        """Whether trial ``number`` is one too many: workers that asked at the same moment keep the lower numbers."""
+        trials = self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        ahead = sum(t.state == TrialState.COMPLETE or t.number < number for t in trials if t.number != number)
+        return ahead >= self.target
+
     def suggest(self, trial_id: str) -> dict | None:
         done, running = self._counts()
         if done >= self.target or self.failures >= self.max_failures:
@@ -115,6 +122,10 @@ class StudySearcher(Searcher):
         study, space = self.bound.study, self.bound.space
         trial = study.ask(dict(space.dimensions))
         study._storage.record_heartbeat(trial._trial_id)
+        if self._surplus(trial.number):
+            trial.set_user_attr("fail_reason", "withdrawn before training: other workers already fill the study")
+            study.tell(trial, state=TrialState.FAIL)
+            return None
         config = space.decode(trial.params)
         count = None if config is None else space.count(config)
         if config is None or count > self.bound.limit:  # never happens with our samplers: guard anyway

@@ -6,6 +6,7 @@ dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
@@ -46,8 +47,22 @@ class Range(Strict):
         return self
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` and ``1.0e30`` as strings: take them as the numbers they are."""
+    return float(value) if isinstance(value, str) and _NUMBER.match(value.strip()) else value
+
+
 def _parse_value_spec(value: Any) -> float | Choices | Range:
     """Pick the form by shape, so an error speaks of the form the user meant."""
+    value = _number(value)
+    if isinstance(value, dict):
+        value = {
+            k: ([_number(c) for c in v] if k == "choices" and isinstance(v, list) else _number(v))
+            for k, v in value.items()
+        }
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, (Choices, Range)):

@@ -146,3 +146,10 @@ def test_repair_fails_clearly_when_nothing_fits(tmp_path, tiny_info):
     space = SearchSpace.load(write(tmp_path, LORA), tiny_info)
     with pytest.raises(ConfigError, match="fits 10 trainable parameters"):
         space.repair(space.sample(np.random.default_rng(0)), 10)
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path, tiny_info):
+    # YAML 1.1 (PyYAML) reads 1e-3 and 1.0e30 as strings; a space file means numbers.
+    text = LORA + "training:\n  learning_rate: {choices: [1e-3, 1.0e30, 2.0e-4]}\n"
+    space = SearchSpace.load(write(tmp_path, text), tiny_info)
+    assert space.dimensions["train.learning_rate"].choices == (1e-3, 1e30, 2e-4)
