@@ -11,7 +11,7 @@ from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import PeftMethod, ValueOf, register_method
 from autopeft.models import GENERIC_MODULES, BackboneInfo
-from autopeft.space.values import Choices, Strict, ValueSpec, distribution, numbers
+from autopeft.space.values import Strict, ValueSpec, distribution, numbers
 
 BOOL = CategoricalDistribution([False, True])
 
@@ -51,6 +51,9 @@ class Lora(PeftMethod):
 
     name = "lora"
     section = LoraSection
+
+    def __init__(self) -> None:
+        self._tables: dict[int, tuple] = {}
 
     def _layers(self, section: LoraSection, info: BackboneInfo) -> list[int]:
         return list(range(info.num_layers)) if isinstance(section.layers, str) else list(section.layers)
@@ -106,19 +109,35 @@ class Lora(PeftMethod):
                 dims[f"lora.{key}"] = dist
         return dims
 
-    def decode(self, section: LoraSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
+    def _site_table(self, section: LoraSection, info: BackboneInfo) -> list[tuple]:
+        """Per candidate site: (layer, module, layer dim, module dim, rank dim), computed once per space.
+
+        Decoding runs thousands of times per proposal (repair and candidate pools), so the names of
+        the dimensions deciding each site are worked out once and kept with the section.
+        """
+        cached = self._tables.get(id(section))
+        if cached is not None and cached[0] is section and cached[1] is info:
+            return cached[2]
         rank_dims = self._rank_dims(section, info)
-        rank_spec = Choices(choices=section.rank.choices)
         modules = section.modules
-        targets = []
+        table = []
         for layer in self._layers(section, info):
-            if section.layers == "searched" and not value_of(f"lora.layer.{layer}", True):
-                continue
+            layer_dim = f"lora.layer.{layer}" if section.layers == "searched" else None
             for module in modules.choices:
-                dim = f"lora.module.{layer}.{module}" if modules.per_layer else f"lora.module.{module}"
-                if modules.searched and not value_of(dim, True):
-                    continue
-                targets.append([layer, module, int(value_of(rank_dims[f"{layer}.{module}"], rank_spec))])
+                module_dim = None
+                if modules.searched:
+                    module_dim = f"lora.module.{layer}.{module}" if modules.per_layer else f"lora.module.{module}"
+                table.append((layer, module, layer_dim, module_dim, rank_dims[f"{layer}.{module}"]))
+        self._tables[id(section)] = (section, info, table)
+        return table
+
+    def decode(self, section: LoraSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
+        fixed_rank = section.rank.choices[0]
+        targets = [
+            [layer, module, int(value_of(rank_dim, fixed_rank))]
+            for layer, module, layer_dim, module_dim, rank_dim in self._site_table(section, info)
+            if (layer_dim is None or value_of(layer_dim, True)) and (module_dim is None or value_of(module_dim, True))
+        ]
         if not targets:
             return None
         return {

@@ -168,8 +168,19 @@ class BoTorchMOSampler(BaseSampler):
         return pool[int(scores.argmax())]
 
     def _candidates(self, complete: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
-        """Random feasible values, and the feasible one-change neighbours of the best trials."""
-        pool = [self._random_feasible() for _ in range(self._pool_size)]
+        """Random feasible values, and the feasible one-change neighbours of the best trials.
+
+        Random values are drawn at random densities of switched-on modules (sparse and dense
+        placements alike) and kept when feasible; repair, which is costlier, only tops the pool up.
+        """
+        pool = []
+        for _ in range(4 * self._pool_size):
+            values = self._space.sample(self._rng, density=float(self._rng.uniform(0.05, 0.7)))
+            if self._space.is_feasible(values, self._limit):
+                pool.append(values)
+                if len(pool) == self._pool_size:
+                    break
+        pool.extend(self._random_feasible() for _ in range(max(0, min(32, self._pool_size - len(pool)))))
         best = sorted(complete, key=lambda t: -signs[0] * t.values[0])[:5]
         for trial in best:
             neighbours = self._space.neighbours(dict(trial.params))

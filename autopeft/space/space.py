@@ -225,13 +225,21 @@ class SearchSpace:
         return count is not None and count <= limit
 
     # -- sampling, repair and encoding for optimisers -----------------------------------------------
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        """Uniformly random values for every dimension (log-uniform for log ranges).
+    def sample(self, rng: np.random.Generator, density: float | None = None) -> dict[str, Any]:
+        """Random values for every dimension (uniform; log-uniform for log ranges).
 
         Args:
             rng: the random generator.
+            density: probability that each on/off switch is on (default: the uniform 1/2); small
+                densities give the sparse placements that small budgets need.
         """
-        return {name: self.from_unit(name, rng.random()) for name, dist in self.dimensions.items()}
+        values = {}
+        for name, dist in self.dimensions.items():
+            if density is not None and isinstance(dist, CategoricalDistribution) and dist.choices == (False, True):
+                values[name] = bool(rng.random() < density)
+            else:
+                values[name] = self.from_unit(name, rng.random())
+        return values
 
     def from_unit(self, name: str, u: float) -> Any:
         """Map ``u`` in [0, 1] to a value of dimension ``name`` (inverse of :meth:`to_unit`)."""
