@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from autopeft import defaults
 from autopeft.errors import AutopeftError, SearchAborted
-
-DEFAULTS = {"trials": 24, "workers": 2, "epochs": 1.0, "max_train_samples": 2048}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,30 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="botorch",
         help="botorch (default: multi-objective BO), random, tpe, nsga2, gp (Optuna's GPSampler)",
     )
-    search.add_argument(
-        "--trials",
-        type=int,
-        default=DEFAULTS["trials"],
-        help=f"finished trials the study should hold (default {DEFAULTS['trials']})",
-    )
-    search.add_argument(
-        "--workers", type=int, default=DEFAULTS["workers"], help=f"concurrent trials (default {DEFAULTS['workers']})"
-    )
-    search.add_argument(
-        "--epochs",
-        type=float,
-        default=DEFAULTS["epochs"],
-        help=f"proxy training epochs, fractions allowed (default {DEFAULTS['epochs']})",
-    )
-    search.add_argument(
-        "--max-train-samples",
-        type=int,
-        default=DEFAULTS["max_train_samples"],
-        help=f"training examples per trial (default {DEFAULTS['max_train_samples']}; 0 = all)",
-    )
-    search.add_argument("--max-eval-samples", type=int, default=0, help="dev examples evaluated (default 0 = all)")
-    search.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
-    search.add_argument("--max-length", type=int, default=128, help="truncation length in tokens (default 128)")
+    numeric = [
+        ("--trials", int, defaults.TRIALS, "finished trials the study should hold"),
+        ("--workers", int, defaults.WORKERS, "concurrent trials"),
+        ("--epochs", float, defaults.EPOCHS, "proxy training epochs, fractions allowed"),
+        ("--max-train-samples", int, defaults.MAX_TRAIN_SAMPLES, "training examples per trial (0 = all)"),
+        ("--max-eval-samples", int, 0, "dev examples evaluated (0 = all)"),
+        ("--batch-size", int, defaults.BATCH_SIZE, "training batch size"),
+        ("--max-length", int, defaults.MAX_LENGTH, "truncation length in tokens"),
+    ]
+    for flag, kind, default, text in numeric:
+        search.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
     search.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     search.add_argument(
         "--data-dir",
@@ -242,27 +228,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
     )
-    kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
-    spec = StudySpec(
-        task=args.task,
-        budget=args.budget,
-        space=args.space,
-        objectives=args.objectives,
-        sampler=args.sampler,
-        trials=args.trials,
-        workers=args.workers,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        runs_dir=args.runs_dir,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        study_name=args.study,
-        proxy=proxy,
-        gpus_per_trial=args.gpus_per_trial,
-        ray_address=args.ray_address,
-        trust_remote_code=args.trust_remote_code,
-        **kwargs,
-    )
+    same_name = ["task", "budget", "space", "objectives", "sampler", "trials", "workers", "seed", "data_dir",
+                 "runs_dir", "storage", "tracking_uri", "gpus_per_trial", "ray_address", "trust_remote_code"]  # fmt: skip
+    kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name}
+    if args.model:
+        kwargs["model"] = args.model
+    spec = StudySpec(study_name=args.study, proxy=proxy, **kwargs)
     console = Console(stderr=True)
     display = SearchDisplay(console)
     try:

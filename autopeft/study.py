@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from autopeft import defaults
 from autopeft.budget import Budget, parse_budget
 from autopeft.errors import AutopeftError, BudgetError
 from autopeft.models import BackboneInfo, backbone_info, default_model
@@ -85,8 +86,8 @@ class StudySpec:
     space: str = "default"
     objectives: str = "metric,params"
     sampler: str = "botorch"
-    trials: int = 24
-    workers: int = 2
+    trials: int = defaults.TRIALS
+    workers: int = defaults.WORKERS
     seed: int = 0
     data_dir: str | None = field(default_factory=lambda: os.environ.get("AUTOPEFT_DATA_DIR"))
     runs_dir: str = field(default_factory=default_runs_dir)

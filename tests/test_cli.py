@@ -92,6 +92,35 @@ def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("malformed", "malformed YAML at line 4, column 1"),
+        ("unknown_key", "methods.lora.colour: unknown key"),
+        ("missing_split", "split file"),
+        ("bad_label", "row 1: label 'maybe' is not one of entailment, not_entailment"),
+    ],
+)
+def test_bad_files_are_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, case, message):
+    space = tmp_path / "space.yaml"
+    space.write_text("name: x\nmethods:\n  lora:\n    modules: {choices: [query]}\n    rank: {choices: [2]}\n")
+    overrides = {"--space": str(space)}
+    if case == "malformed":
+        space.write_text("name: x\nmethods:\n  lora: [query\n")
+    elif case == "unknown_key":
+        space.write_text(space.read_text() + "    colour: red\n")
+    else:
+        glue = tmp_path / "glue"
+        (glue / "RTE").mkdir(parents=True)
+        label = "maybe" if case == "bad_label" else "entailment"
+        (glue / "RTE" / "train.tsv").write_text(f"index\tsentence1\tsentence2\tlabel\n0\ta\tb\t{label}\n")
+        overrides["--data-dir"] = str(glue)
+    status, err = bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
 def test_missing_study_is_a_clear_error(tmp_path):
     result = autopeft("pareto", "--runs-dir", str(tmp_path))
     assert result.returncode == 2 and "no study storage at" in result.stderr

@@ -160,6 +160,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, tiny_model, data_dir, 
     assert len(configs) == len(set(configs)), "a configuration was evaluated twice"
     _, parents = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "shared")
     assert len(parents) == 1
+    assert not [v for v in parents[0].data.params.values() if "hunter2" in v], "a password reached MLflow"
+    assert "postgres:***@" in parents[0].data.params["storage"]
 
 
 def test_search_runs_on_an_existing_ray_cluster(tmp_path, tiny_model, data_dir, ray_cluster, monkeypatch):

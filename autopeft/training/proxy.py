@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autopeft import defaults
 from autopeft.errors import TrialFailed
 from autopeft.methods.build import apply_config, peft_trainable_params
 from autopeft.models import backbone_info, load_model
@@ -33,12 +34,12 @@ class ProxySettings:
         warmup_ratio: fraction of steps with linear learning-rate warm-up.
     """
 
-    epochs: float = 1.0
-    max_train_samples: int | None = 2048
+    epochs: float = defaults.EPOCHS
+    max_train_samples: int | None = defaults.MAX_TRAIN_SAMPLES
     max_eval_samples: int | None = None
-    batch_size: int = 16
+    batch_size: int = defaults.BATCH_SIZE
     eval_batch_size: int = 128
-    max_length: int = 128
+    max_length: int = defaults.MAX_LENGTH
     warmup_ratio: float = 0.06
 
 

@@ -1,0 +1,14 @@
+"""Default settings of a search, in one place (light to import: the CLI reads them for ``--help``)."""
+
+TRIALS = 24
+"""Finished trials a study should hold."""
+WORKERS = 2
+"""Trials run at the same time (fits a 2-core machine with one thread per trial)."""
+EPOCHS = 1.0
+"""Proxy training epochs over the sub-sampled training split."""
+MAX_TRAIN_SAMPLES = 2048
+"""Training examples per trial."""
+BATCH_SIZE = 16
+"""Training batch size."""
+MAX_LENGTH = 128
+"""Truncation length in tokens."""
