@@ -228,9 +228,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
     )
-    same_name = ["task", "budget", "space", "objectives", "sampler", "trials", "workers", "seed", "data_dir",
-                 "runs_dir", "storage", "tracking_uri", "gpus_per_trial", "ray_address", "trust_remote_code"]  # fmt: skip
-    kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name}
+    same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
+    same_name += " gpus_per_trial ray_address trust_remote_code"
+    kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
     spec = StudySpec(study_name=args.study, proxy=proxy, **kwargs)

@@ -49,7 +49,7 @@ class BoTorchMOSampler(BaseSampler):
         limit: int,
         known: dict[int, KnownObjective] | None = None,
         n_startup_trials: int = 8,
-        pool_size: int = 512,
+        pool_size: int = 256,
         seed: int | None = None,
     ) -> None:
         self._space = space
@@ -60,6 +60,13 @@ class BoTorchMOSampler(BaseSampler):
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._hyperparameters: dict[str, torch.Tensor] | None = None
+        self._feature_cache: dict[tuple, np.ndarray] = {}
+        self._pool: list[dict[str, Any]] = []
+
+    MC_SAMPLES = 64
+    """Quasi-Monte-Carlo samples of the posterior per acquisition value (BoTorch's default is 128)."""
+    NEIGHBOURHOODS = 3
+    """Best trials whose one-change neighbours join the candidate pool."""
 
     def __str__(self) -> str:
         return "BoTorchMOSampler"
@@ -107,7 +114,14 @@ class BoTorchMOSampler(BaseSampler):
 
     def _features(self, params: dict[str, Any]) -> np.ndarray:
         """Unit encoding of the values, then the known objectives' exact values (last columns)."""
-        return np.append(self._space.to_unit(params), [fn(params) for fn in self._known.values()])
+        key = self._key(params)
+        if key not in self._feature_cache:
+            if len(self._feature_cache) > 20_000:
+                self._feature_cache.clear()
+            self._feature_cache[key] = np.append(
+                self._space.to_unit(params), [fn(params) for fn in self._known.values()]
+            )
+        return self._feature_cache[key]
 
     def _bayes(self, study: Study, complete: list[FrozenTrial], pending: list[FrozenTrial]) -> dict[str, Any]:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
@@ -115,6 +129,7 @@ class BoTorchMOSampler(BaseSampler):
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms.outcome import Standardize
+        from botorch.sampling import SobolQMCNormalSampler
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
         n_obj = len(study.directions)
@@ -126,12 +141,14 @@ class BoTorchMOSampler(BaseSampler):
         x_train = torch.tensor(np.stack([self._features(t.params) for t in complete]), dtype=torch.double)
         y_all = torch.tensor([[signs[i] * t.values[i] for i in range(n_obj)] for t in complete], dtype=torch.double)
         gp = SingleTaskGP(x_train, y_all[:, modelled], outcome_transform=Standardize(m=len(modelled)))
-        if self._hyperparameters is not None:  # warm start: the previous fit is a good first guess
-            try:
+        options = {}
+        if self._hyperparameters is not None:  # warm start: the previous fit is a good first guess,
+            try:  # so a few optimiser steps refine it
                 gp.load_state_dict(self._hyperparameters, strict=False)
+                options = {"maxiter": 25}
             except RuntimeError:  # shapes changed (another space): fit from scratch
                 pass
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp), optimizer_kwargs={"options": options})
         self._hyperparameters = {k: v for k, v in gp.state_dict().items() if "raw_" in k or "mean_module" in k}
 
         def objectives(samples: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -154,6 +171,7 @@ class BoTorchMOSampler(BaseSampler):
             model=gp,
             ref_point=ref_point,
             X_baseline=x_train,
+            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.MC_SAMPLES]), seed=len(complete)),
             objective=GenericMCMultiOutputObjective(objectives),
             X_pending=x_pending,
             prune_baseline=True,
@@ -172,16 +190,20 @@ class BoTorchMOSampler(BaseSampler):
 
         Random values are drawn at random densities of switched-on modules (sparse and dense
         placements alike) and kept when feasible; repair, which is costlier, only tops the pool up.
+        The random part is kept between suggestions and a quarter of it is renewed each time.
         """
-        pool = []
-        for _ in range(4 * self._pool_size):
+        fresh = self._pool_size if not self._pool else self._pool_size // 4
+        drawn = []
+        for _ in range(4 * fresh):
             values = self._space.sample(self._rng, density=float(self._rng.uniform(0.05, 0.7)))
             if self._space.is_feasible(values, self._limit):
-                pool.append(values)
-                if len(pool) == self._pool_size:
+                drawn.append(values)
+                if len(drawn) == fresh:
                     break
-        pool.extend(self._random_feasible() for _ in range(max(0, min(32, self._pool_size - len(pool)))))
-        best = sorted(complete, key=lambda t: -signs[0] * t.values[0])[:5]
+        drawn.extend(self._random_feasible() for _ in range(max(0, min(32, fresh - len(drawn)))))
+        self._pool = (self._pool + drawn)[-self._pool_size :]
+        pool = list(self._pool)
+        best = sorted(complete, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
         for trial in best:
             neighbours = self._space.neighbours(dict(trial.params))
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))
