@@ -180,6 +180,7 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
         num_labels: output width of the head (1 for regression).
         trust_remote_code: allow custom modelling code.
     """
+    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -188,10 +189,13 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
+    hf_logging.disable_progress_bar()  # one bar per trial would drown the search's own display
     try:
+        # fp32 master weights whatever the checkpoint's dtype (autocast gives bf16 speed on GPUs);
+        # a checkpoint's own head of another size is replaced by a fresh one.
         return AutoModelForSequenceClassification.from_pretrained(
-            model, config=config, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
-        )  # a checkpoint's own head of another size is replaced by a fresh one
+            model, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
 

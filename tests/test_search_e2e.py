@@ -33,6 +33,8 @@ def test_study_holds_the_finished_trials_within_budget(search):
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 4
     limit = study.user_attrs["autopeft.limit"]
+    configs = [str(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(set(configs)) == len(configs), "two workers received the same configuration"
     for trial in complete:
         assert trial.user_attrs["trainable_params"] <= limit
         assert trial.user_attrs["trainable_fraction"] <= 0.02

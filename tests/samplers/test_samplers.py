@@ -28,7 +28,7 @@ def make_study(name, space, limit, seed=0):
 def test_proposals_always_fit_a_tight_budget(name, space):
     limit = 3 * space.minimal_count()
     study = make_study(name, space, limit)
-    n = 20 if name in ("botorch", "gp") else 200  # GP-based samplers are slower per proposal
+    n = 20 if name == "gp" else 200  # Optuna's GPSampler is slow per proposal
     for _ in range(n):
         trial = study.ask(dict(space.dimensions))
         count = space.count_params(trial.params)
