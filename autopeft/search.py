@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from autopeft.errors import SearchAborted
 from autopeft.pareto import pareto_trials
 from autopeft.samplers import create_sampler
 from autopeft.space import TrialConfig
-from autopeft.study import BoundStudy, StudySpec, open_study, trial_record
+from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
 from autopeft.training.data import tokenized_split
@@ -121,9 +120,7 @@ def run_search(
     bound = open_study(spec)
     runs_dir = os.path.abspath(spec.runs_dir)
     cache_dir = os.path.join(runs_dir, "cache", "tokenized")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
+    fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
     bound.study.sampler = create_sampler(spec.sampler, bound.space, bound.limit, spec.seed, bound.known_objectives())
 
     tracker = Tracker(
@@ -167,9 +164,7 @@ def run_search(
             )
         finally:
             searcher.close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(bound.study)  # left by a killed run less than a grace period ago
+    fail_stale_trials(bound.study)  # left by a killed run less than a grace period ago
     tracker.sync(bound.study)
     tracker.finish()
     if searcher.failures >= failures_allowed and finished_before + searcher.completed < spec.trials:

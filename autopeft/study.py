@@ -236,6 +236,19 @@ def open_study(spec: StudySpec) -> BoundStudy:
     return BoundStudy(spec, task, info, space, budget, limit, objectives, study)
 
 
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark FAIL the running trials whose heartbeat stopped (their process died) so they are re-run.
+
+    Args:
+        study: the study.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def load_study(name: str, storage: str) -> optuna.Study:
     """Load an existing study, with a one-line error listing the known ones when it is missing.
 

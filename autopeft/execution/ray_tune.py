@@ -12,7 +12,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from autopeft.space import TrialConfig
-from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, mask_url
+from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, fail_stale_trials, mask_url
 from autopeft.training import ProxyRequest
 
 
@@ -114,9 +113,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED if not self._running else None
         if done + running >= self.target:
             if running > len(self._running):  # another worker's trials: fail them if their process died
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(self.bound.study)
+                fail_stale_trials(self.bound.study)
             time.sleep(0.5)
             return None  # enough trials in flight; wait for them
         study, space = self.bound.study, self.bound.space

@@ -114,12 +114,11 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     return compute_metrics(metrics, outputs, np.asarray(split["labels"]))
 
 
-def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]:
+def run_proxy_trial(request: ProxyRequest) -> dict[str, Any]:
     """Train one configuration cheaply and evaluate it on the dev split.
 
     Args:
         request: what to train and how.
-        report: optional callable receiving progress dicts (unused by the default executor).
 
     Returns:
         ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
@@ -180,8 +179,6 @@ def run_proxy_trial(request: ProxyRequest, report: Any = None) -> dict[str, Any]
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
             step += 1
-            if report is not None:
-                report({"step": step, "loss": float(loss)})
             if step >= total_steps:
                 break
     train_seconds = time.perf_counter() - train_started
