@@ -296,7 +296,7 @@ class SearchSpace:
             limit: the largest allowed trainable-parameter count.
 
         Raises:
-            BudgetError-like ConfigError when no sequence of single changes reaches the budget.
+            ConfigError: no sequence of single changes reaches the budget.
         """
         current = dict(params)
 
