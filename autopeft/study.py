@@ -162,12 +162,9 @@ class BoundStudy:
 
     def known_objectives(self) -> dict[int, Any]:
         """Objectives whose value is exact before training, by index: ``params`` (count / budget limit)."""
-        space, limit = self.space, self.limit
-        return {
-            i: (lambda values: (space.count_params(values) or 0) / limit)
-            for i, objective in enumerate(self.objectives)
-            if objective.name == "params"
-        }
+        from autopeft.samplers import budget_fraction
+
+        return {i: budget_fraction(self.space, self.limit) for i, o in enumerate(self.objectives) if o.name == "params"}
 
     def objective_values(self, result: dict[str, Any]) -> list[float]:
         """The study's objective values from a trial's result fields."""

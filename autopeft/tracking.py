@@ -53,6 +53,7 @@ class Tracker:
         self.study = study
         self.enabled = True
         self.parent_id: str | None = None
+        self._logged: dict[int, str] = {}
         self._guard(self._open, artifact_dir, spec or {})
 
     # -- failure handling ------------------------------------------------------------------------
@@ -111,7 +112,10 @@ class Tracker:
         )
 
     def _child_ids(self) -> dict[int, str]:
-        return {int(r.data.tags["autopeft.trial"]): r.info.run_id for r in self._runs("tags.`autopeft.role` = 'trial'")}
+        """Trial number -> run id of every trial run of the study, read from the server (any worker's)."""
+        runs = self._runs("tags.`autopeft.role` = 'trial'")
+        self._logged = {int(r.data.tags["autopeft.trial"]): r.info.run_id for r in runs}
+        return self._logged
 
     # -- logging -----------------------------------------------------------------------------------
     def log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str | None:
@@ -124,7 +128,7 @@ class Tracker:
         return self._guard(self._log_trial, record, optuna_params)
 
     def _log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str:
-        existing = self._child_ids().get(record["trial"])
+        existing = self._logged.get(record["trial"])  # refreshed from the server by sync(), not per trial
         if existing is not None:
             return existing
         tags = {
@@ -155,6 +159,7 @@ class Tracker:
         if record.get("params") is not None:
             self.client.log_dict(run_id, record["params"], "config.json")
         self.client.set_terminated(run_id, "FINISHED" if record["state"] == "COMPLETE" else "FAILED")
+        self._logged[record["trial"]] = run_id
         return run_id
 
     def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
@@ -169,11 +174,7 @@ class Tracker:
     def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
         for trial, run_id in self._child_ids().items():
             self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
-        rows = [
-            {k: v for k, v in r.items() if k not in ("params", "metrics")} | {"params": r["params"]}
-            for r in records
-            if r["trial"] in pareto
-        ]
+        rows = [{k: v for k, v in r.items() if k != "metrics"} for r in records if r["trial"] in pareto]
         buffer = io.StringIO()
         pd.DataFrame(rows).to_csv(buffer, index=False)
         self.client.log_text(self.parent_id, buffer.getvalue(), "pareto.csv")

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from optuna.distributions import FloatDistribution  # noqa: E402
 
 from autopeft.models import backbone_info, default_model  # noqa: E402
-from autopeft.samplers import create_sampler  # noqa: E402
+from autopeft.samplers import budget_fraction, create_sampler  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
 
 SAMPLERS = ["botorch", "random", "tpe", "nsga2", "gp"]
@@ -55,7 +55,7 @@ class Problem:
         self.name, self.space, self.limit = name, space, limit
         if name == "peft":
             self.directions = ["maximize", "minimize"]
-            self.known = {1: lambda params: (space.count_params(params) or 0) / limit}
+            self.known = {1: budget_fraction(space, limit)}
             self.ref = torch.tensor([0.40, -1.0], dtype=torch.double)  # in "larger is better" terms
         else:
             from botorch.test_functions.multi_objective import ZDT1, ZDT2

@@ -11,7 +11,7 @@ from autopeft.samplers._botorch import BoTorchMOSampler
 from autopeft.samplers._feasible import FeasibleSampler
 from autopeft.space import SearchSpace
 
-__all__ = ["SAMPLERS", "BoTorchMOSampler", "FeasibleSampler", "create_sampler", "register_sampler"]
+__all__ = ["SAMPLERS", "BoTorchMOSampler", "FeasibleSampler", "budget_fraction", "create_sampler", "register_sampler"]
 
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 """``factory(space, limit, seed, known) -> sampler``; ``known`` maps objective indices to exact values."""
@@ -54,6 +54,16 @@ def _nsga2(space: SearchSpace, limit: int, seed: int | None, known: dict) -> opt
     return FeasibleSampler(optuna.samplers.NSGAIISampler(seed=seed, population_size=16), space, limit)
 
 
+def budget_fraction(space: SearchSpace, limit: int) -> Callable[[dict], float]:
+    """The exact ``params`` objective of sampled values, as a fraction of the budget limit.
+
+    Args:
+        space: the bound search space.
+        limit: the largest allowed trainable-parameter count.
+    """
+    return lambda params: (space.count_params(params) or 0) / limit
+
+
 def create_sampler(
     name: str,
     space: SearchSpace,
@@ -74,5 +84,5 @@ def create_sampler(
     if name not in SAMPLERS:
         raise AutopeftError(f"--sampler {name!r} is unknown; choose one of {', '.join(SAMPLERS)}")
     if known is None:
-        known = {1: lambda params: (space.count_params(params) or 0) / limit}
+        known = {1: budget_fraction(space, limit)}
     return SAMPLERS[name](space, limit, seed, known)
