@@ -73,18 +73,20 @@ def test_max_failures_aborts_with_a_summary(tmp_path, broken_model, data_dir):
 def test_kill_9_then_the_same_command_loses_nothing(tmp_path, tiny_model, data_dir):
     args = tiny_search_args(tiny_model, data_dir, tmp_path, "killed", 6, "--workers", "2")
     storage = f"sqlite:///{tmp_path}/optuna.db"
+    log = open(tmp_path / "killed.err", "w")  # noqa: SIM115 - kept open while the process runs
     process = subprocess.Popen([sys.executable, "-m", "autopeft.cli", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                               stderr=log, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if (tmp_path / "optuna.db").exists() and len(trials_of_safe("killed", storage)) >= 2:
-                break
-            assert process.poll() is None, "the search ended before it could be killed"
+        while time.monotonic() < deadline and finished_count(tmp_path / "optuna.db") < 2:
+            assert process.poll() is None, (
+                f"the search ended before it could be killed: {(tmp_path / 'killed.err').read_text()[-2000:]}"
+            )
             time.sleep(0.5)
         process.send_signal(signal.SIGKILL)  # the search process only, as `kill -9 <pid>` does
         process.wait(timeout=60)
     finally:
+        log.close()
         time.sleep(2)
         _kill_group(process.pid)  # Ray's processes left behind by the killed driver
     before = {t.number: t.values for t in trials_of("killed", storage, COMPLETE)}
@@ -103,11 +105,18 @@ def test_kill_9_then_the_same_command_loses_nothing(tmp_path, tiny_model, data_d
     assert len(logged) == len(set(logged)) and set(before) <= set(logged)
 
 
-def trials_of_safe(study, storage):
+def finished_count(db) -> int:
+    """Finished trials, read with plain SQL: opening an Optuna storage here could race the search's
+    own creation of the schema in the new file."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
     try:
-        return trials_of(study, storage, COMPLETE)
-    except Exception:  # noqa: BLE001 - the study may not exist yet
-        return []
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:  # the schema is not there yet
+        return 0
 
 
 def _kill_group(pgid: int) -> None:
