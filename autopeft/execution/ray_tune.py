@@ -111,11 +111,19 @@ class StudySearcher(Searcher):
         done, running = self._counts()
         if done >= self.target or self.failures >= self.max_failures:
             return Searcher.FINISHED if not self._running else None
+        # Enough trials in flight. When none of them is ours, they belong to another worker or to
+        # a killed run: wait here (Tune need not poll again) until their heartbeats prove them dead.
+        deadline = time.monotonic() + 4 * HEARTBEAT_SECONDS
+        while done + running >= self.target and done < self.target and not self._running:
+            if time.monotonic() > deadline:
+                return None
+            fail_stale_trials(self.bound.study)
+            time.sleep(1.0)
+            done, running = self._counts()
+        if done >= self.target:
+            return Searcher.FINISHED
         if done + running >= self.target:
-            if running > len(self._running):  # another worker's trials: fail them if their process died
-                fail_stale_trials(self.bound.study)
-            time.sleep(0.5)
-            return None  # enough trials in flight; wait for them
+            return None  # our own trials are in flight; Tune asks again when one ends
         study, space = self.bound.study, self.bound.space
         trial = study.ask(dict(space.dimensions))
         study._storage.record_heartbeat(trial._trial_id)
