@@ -97,8 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-failures", type=int, help="stop starting trials after this many failures (default max(5, trials/4))"
     )
     search.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop trials dominated at 1/3 and 2/3 of their training (multi-objective successive halving; "
+        "default on); stopped trials are kept as pruned, with their last metric",
+    )
+    search.add_argument(
+        "--early-stopping-grace",
+        type=int,
+        default=defaults.GRACE,
+        help=f"trials a rung must have seen before any stops there (default {defaults.GRACE})",
+    )
+    search.add_argument(
+        "--early-stopping-reduction",
+        type=float,
+        default=defaults.REDUCTION,
+        help="a trial stops when at least 1/REDUCTION of a rung's trials dominate it "
+        f"(default {defaults.REDUCTION:g}: successive halving's eta)",
+    )
+    search.add_argument(
         "--trust-remote-code",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="allow the model's own code from its repository (off by default)",
     )
     search.add_argument(
@@ -200,7 +221,7 @@ def spec_file_arguments(path: str, known: set[str]) -> list[str]:
             raise AutopeftError(f"{spec}: {key}: unknown key; allowed: {', '.join(sorted(known))}")
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):
-            options += [flag] if value else []
+            options.append(flag if value else f"--no-{flag[2:]}")
         else:
             options += [flag, str(value)]
     return options
@@ -213,6 +234,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for name in ("task", "budget"):
         if not getattr(args, name):
             raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
+    from autopeft.execution import EarlyStopping
     from autopeft.report import SearchDisplay, print_pareto
     from autopeft.search import run_search
     from autopeft.study import StudySpec
@@ -233,7 +255,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
-    spec = StudySpec(study_name=args.study, proxy=proxy, **kwargs)
+    early_stopping = None
+    if args.early_stopping:
+        early_stopping = EarlyStopping(grace=args.early_stopping_grace, reduction=args.early_stopping_reduction)
+    spec = StudySpec(study_name=args.study, proxy=proxy, early_stopping=early_stopping, **kwargs)
     console = Console(stderr=True)
     display = SearchDisplay(console)
     try:
@@ -245,7 +270,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
     name = summary.bound.study.study_name
     console.print(
-        f"{summary.finished} finished trials ({summary.failed_now} failed in this run) "
+        f"{summary.finished} finished trials, {summary.pruned} stopped early ({summary.failed_now} failed in this run) "
         f"in {summary.seconds / 60:.1f} min. "
         f"Next: autopeft export --study {name} --runs-dir {args.runs_dir} --pick knee --out best/"
     )

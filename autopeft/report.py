@@ -102,7 +102,7 @@ class SearchDisplay:
     def start(self, bound: BoundStudy, estimate_seconds: float) -> None:
         """Print the study's header and start the live display."""
         spec, info = bound.spec, bound.info
-        done = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        done = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         self.console.print(
             f"[bold]study[/] {bound.study.study_name}  [bold]task[/] {bound.task.name} ({bound.task.metric})  "
             f"[bold]model[/] {spec.model} ({info.backbone_params:,} params, {info.num_layers} layers)\n"
@@ -128,6 +128,14 @@ class SearchDisplay:
                     f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
                     f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s"
                 )
+        elif trial.state == TrialState.PRUNED:
+            self.progress.advance(self.task_id)
+            rungs = trial.user_attrs.get("rung_metrics", [])
+            self.console.print(
+                f"trial {trial.number} stopped early at rung {len(rungs)} (dominated): {bound.task.metric} "
+                f"{trial.user_attrs.get('metric', float('nan')):.4f}, {trial.user_attrs.get('trainable_params', 0):,} "
+                f"trainable, {trial.user_attrs.get('steps', 0)} steps"
+            )
         else:
             self.failed += 1
             reason = trial.user_attrs.get("fail_reason", "")

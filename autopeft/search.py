@@ -40,7 +40,8 @@ class SearchSummary:
 
     Attributes:
         bound: the study it ran.
-        finished: finished trials in the study.
+        finished: trials of the study trained to the end.
+        pruned: trials of the study stopped early (dominated at a rung).
         failed_now: trials that failed in this run.
         pareto: records of the Pareto set.
         seconds: wall time of this run.
@@ -49,6 +50,7 @@ class SearchSummary:
 
     bound: BoundStudy
     finished: int
+    pruned: int
     failed_now: int
     pareto: list[dict[str, Any]]
     seconds: float
@@ -112,7 +114,7 @@ def run_search(
     """
     import torch
 
-    from autopeft.execution import StudySearcher, init_ray, run_with_ray
+    from autopeft.execution import DONE_STATES, StudySearcher, init_ray, run_with_ray
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
     started = time.perf_counter()
@@ -130,7 +132,7 @@ def run_search(
 
     train_mean, eval_tokens = prepare_data(bound, cache_dir)
     threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
-    finished_before = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
     remaining = max(0, spec.trials - finished_before)
     per_trial = estimate_trial_seconds(bound, train_mean, eval_tokens, threads)
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
@@ -147,6 +149,7 @@ def run_search(
             seed=spec.seed + number,
             threads=threads,
             cache_dir=cache_dir,
+            rungs=spec.early_stopping.rungs if spec.early_stopping else (),
         )
 
     def trial_ended(trial: FrozenTrial) -> None:
@@ -160,7 +163,13 @@ def run_search(
         init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
         try:
             run_with_ray(
-                searcher, Path(runs_dir, "ray"), bound.study.study_name, spec.workers, threads, spec.gpus_per_trial
+                searcher,
+                Path(runs_dir, "ray"),
+                bound.study.study_name,
+                spec.workers,
+                threads,
+                spec.gpus_per_trial,
+                spec.early_stopping,
             )
         finally:
             searcher.close()
@@ -176,9 +185,11 @@ def run_search(
         )
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
     return SearchSummary(
         bound=bound,
         finished=finished,
+        pruned=pruned,
         failed_now=searcher.failures,
         pareto=[trial_record(t) for t in front],
         seconds=time.perf_counter() - started,

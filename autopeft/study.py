@@ -20,6 +20,7 @@ import optuna
 from autopeft import defaults
 from autopeft.budget import Budget, parse_budget
 from autopeft.errors import AutopeftError, BudgetError
+from autopeft.execution.early_stopping import EarlyStopping
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
 from autopeft.space import SearchSpace, TrialConfig
@@ -75,6 +76,7 @@ class StudySpec:
         tracking_uri: MLflow tracking URI (default: SQLite in ``runs_dir``).
         study_name: the study's name (default derived from task, model, budget and space).
         proxy: how each trial is trained.
+        early_stopping: when dominated trials stop early (``None``: every trial trains to the end).
         gpus_per_trial: GPUs per trial, fractions allowed (0 on CPU machines).
         ray_address: an existing Ray cluster (``auto``, ``ray://host:port``); ``None`` starts one.
         trust_remote_code: allow custom modelling code of the model.
@@ -95,6 +97,7 @@ class StudySpec:
     tracking_uri: str | None = None
     study_name: str | None = None
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    early_stopping: EarlyStopping | None = field(default_factory=EarlyStopping)
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
     trust_remote_code: bool = False
@@ -283,8 +286,9 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         record["objectives"] = list(trial.values)
     if "fail_reason" in attrs:
         record["fail_reason"] = attrs["fail_reason"]
-    if "seconds" in attrs:
-        record["seconds"] = attrs["seconds"]
+    for key in ("seconds", "steps", "rung_metrics"):
+        if key in attrs:
+            record[key] = attrs[key]
     return record
 
 

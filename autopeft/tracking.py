@@ -150,15 +150,18 @@ class Tracker:
             "head_params": record.get("head_params"),
             "seconds": record.get("seconds"),
         }
-        if record["state"] == "COMPLETE":
+        if record["state"] in ("COMPLETE", "PRUNED"):  # a pruned trial's metric is the one it was stopped at
             metrics["metric"] = record["metric"]
             metrics.update(record.get("metrics") or {})
+        for rung, value in enumerate(record.get("rung_metrics") or []):
+            metrics[f"rung{rung + 1}_metric"] = value
         for key, value in metrics.items():
             if value is not None:
                 self.client.log_metric(run_id, key, float(value))
         if record.get("params") is not None:
             self.client.log_dict(run_id, record["params"], "config.json")
-        self.client.set_terminated(run_id, "FINISHED" if record["state"] == "COMPLETE" else "FAILED")
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record["state"], "FAILED")
+        self.client.set_terminated(run_id, status)
         self._logged[record["trial"]] = run_id
         return run_id
 
@@ -197,7 +200,7 @@ class Tracker:
         if not self.enabled:
             return 0
         logged = self._guard(self._child_ids) or {}
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
         missing = [t for t in trials if t.number not in logged]
         for trial in missing:
             self.log_trial(trial_record(trial), trial.params)

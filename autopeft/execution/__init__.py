@@ -1,7 +1,23 @@
-"""Executors: run proxy trials in parallel (Ray Tune, locally or on an existing cluster)."""
+"""Executors: run proxy trials in parallel (Ray Tune, locally or on an existing cluster), stop dominated ones early.
+
+The Ray Tune part is imported on first use, so the light early-stopping policy can be read (by the
+study spec, the CLI) without importing Ray.
+"""
 
 from __future__ import annotations
 
-from autopeft.execution.ray_tune import StudySearcher, init_ray, proxy_trainable, run_with_ray
+from typing import Any
 
-__all__ = ["StudySearcher", "init_ray", "proxy_trainable", "run_with_ray"]
+from autopeft.execution.early_stopping import EarlyStopping, RungBoard, should_stop
+
+_RAY_TUNE = ("DONE_STATES", "StudySearcher", "init_ray", "proxy_trainable", "run_with_ray")
+
+__all__ = ["EarlyStopping", "RungBoard", "should_stop", *_RAY_TUNE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RAY_TUNE:
+        from autopeft.execution import ray_tune
+
+        return getattr(ray_tune, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

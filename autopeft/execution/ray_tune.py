@@ -20,23 +20,54 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from autopeft.execution.early_stopping import EarlyStopping, RungBoard
 from autopeft.space import TrialConfig
 from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, fail_stale_trials, mask_url
 from autopeft.training import ProxyRequest
+
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+"""Trials that count towards a study's target: finished, or stopped early."""
+RESULT_ATTRS = ("seconds", "train_seconds", "eval_seconds", "rung_eval_seconds", "steps", "final_loss", "rung_metrics")
+"""Fields of a proxy result kept as the trial's user attributes."""
+
+
+def _assigned_cpus(default: int) -> int:
+    """CPUs Ray reserved for the running trial (its torch thread count), or ``default`` outside Ray."""
+    try:
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - not inside a Ray worker
+        cpus = None
+    return max(1, int(cpus)) if cpus else default
 
 
 def proxy_trainable(config: dict[str, Any]) -> None:
     """The Tune function trainable: one proxy training; any exception becomes a failed result.
 
     Args:
-        config: ``{"trial_number": int, "request": ProxyRequest.to_dict()}``.
+        config: ``{"trial_number": int, "trainable_params": int, "request": ProxyRequest.to_dict(),
+            "rung_board": name of the early-stopping actor or None}``.
     """
+    import dataclasses
+
+    import ray
     from ray import tune
 
     from autopeft.training import run_proxy_trial
 
+    request = ProxyRequest.from_dict(config["request"])
+    request = dataclasses.replace(request, threads=_assigned_cpus(request.threads))
+    at_rung = None
+    if config.get("rung_board"):
+        board = ray.get_actor(config["rung_board"])
+        number, params = config["trial_number"], config["trainable_params"]
+
+        def at_rung(rung: int, fraction: float, metric: float) -> bool:
+            return ray.get(board.decide.remote(number, rung, metric, params))
+
     try:
-        result = run_proxy_trial(ProxyRequest.from_dict(config["request"]))
+        result = run_proxy_trial(request, at_rung)
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
         # Tune requires the searcher's metric in every result: NaN marks "none".
         result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
@@ -71,6 +102,8 @@ class StudySearcher(Searcher):
         self.failures = 0
         self.completed = 0
         self._running: dict[str, optuna.Trial] = {}
+        self.rung_board: str | None = None
+        self._board = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
@@ -93,18 +126,33 @@ class StudySearcher(Searcher):
         self._stop.set()
 
     # -- Tune interface --------------------------------------------------------------------------
+    def start_early_stopping(self, policy: EarlyStopping) -> None:
+        """Start the Ray actor that takes the stop decisions, fed with the rung metrics already stored.
+
+        Args:
+            policy: the early-stopping policy.
+        """
+        import ray
+
+        history: dict[int, dict[int, tuple[float, int]]] = {}
+        for trial in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES):
+            for rung, metric in enumerate(trial.user_attrs.get("rung_metrics", [])):
+                history.setdefault(rung, {})[trial.number] = (metric, trial.user_attrs["trainable_params"])
+        self.rung_board = f"autopeft-rungs-{self.bound.study.study_name}-{os.getpid()}-{time.time_ns()}"
+        actor = ray.remote(num_cpus=0)(RungBoard).options(name=self.rung_board)
+        self._board = actor.remote(policy, history)
+
     def _counts(self) -> tuple[int, int]:
-        """Finished and running trials in the storage (every worker process's, not only ours)."""
+        """Done (finished or stopped early) and running trials in the storage, every worker's."""
         states = [
-            t.state
-            for t in self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            t.state for t in self.bound.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
         ]
-        return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+        return len(states) - states.count(TrialState.RUNNING), states.count(TrialState.RUNNING)
 
     def _surplus(self, number: int) -> bool:
         """Whether trial ``number`` is one too many: workers that asked at the same moment keep the lower numbers."""
-        trials = self.bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        ahead = sum(t.state == TrialState.COMPLETE or t.number < number for t in trials if t.number != number)
+        trials = self.bound.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
+        ahead = sum(t.state != TrialState.RUNNING or t.number < number for t in trials if t.number != number)
         return ahead >= self.target
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -145,7 +193,12 @@ class StudySearcher(Searcher):
         trial.set_user_attr("head_params", self.bound.info.head_params)
         with self._lock:
             self._running[trial_id] = trial
-        return {"trial_number": trial.number, "request": self.make_request(trial.number, config).to_dict()}
+        return {
+            "trial_number": trial.number,
+            "trainable_params": count,
+            "request": self.make_request(trial.number, config).to_dict(),
+            "rung_board": self.rung_board,
+        }
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         with self._lock:
@@ -171,10 +224,25 @@ class StudySearcher(Searcher):
                     key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
                 }
                 trial.set_user_attr("metrics", metrics)
-                for key in ("seconds", "train_seconds", "eval_seconds", "steps", "final_loss"):
+                for key in (
+                    "seconds",
+                    "train_seconds",
+                    "eval_seconds",
+                    "rung_eval_seconds",
+                    "steps",
+                    "final_loss",
+                    "rung_metrics",
+                ):
                     if key in result:
                         trial.set_user_attr(key, result[key])
-                study.tell(trial, values)
+                if result.get("pruned"):
+                    # Optuna keeps no values for a pruned multi-objective trial: the objective values
+                    # at the stop are user attributes, which our sampler learns from.
+                    trial.set_user_attr("metric", result["metric"])
+                    trial.set_user_attr("values_at_stop", values)
+                    study.tell(trial, state=TrialState.PRUNED)
+                else:
+                    study.tell(trial, values)
                 self.completed += 1
         self.on_trial_end(study._storage.get_trial(trial._trial_id))
 
@@ -236,6 +304,7 @@ def run_with_ray(
     workers: int,
     cpus_per_trial: float,
     gpus_per_trial: float,
+    early_stopping: EarlyStopping | None = None,
 ) -> None:
     """Run the searcher's trials on Ray Tune until it reports the study finished.
 
@@ -246,9 +315,12 @@ def run_with_ray(
         workers: trials at the same time.
         cpus_per_trial: CPUs reserved per trial.
         gpus_per_trial: GPUs per trial (fractions pack several trials on one GPU).
+        early_stopping: stop dominated trials at rungs (``None``: every trial trains to the end).
     """
     from ray import tune
 
+    if early_stopping is not None:
+        searcher.start_early_stopping(early_stopping)
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(proxy_trainable, resources),

@@ -6,7 +6,9 @@ candidates with an objective that reads each known value from the candidate itse
 columns), so the hypervolume improvement of the parameter axis is exact. Candidates come from a
 pool of feasible configurations (random, repaired to the budget, plus one-change neighbours of the
 best trials), so over-budget points are never proposed and categorical choices stay discrete.
-Running trials enter as pending points, so parallel workers receive different proposals.
+Running trials enter as pending points, so parallel workers receive different proposals. Trials
+stopped early (pruned) are observations too, with the objective values they had when stopped
+(user attribute ``values_at_stop``): a pessimistic but informative point.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ logger = logging.getLogger(__name__)
 
 KnownObjective = Callable[[dict[str, Any]], float]
 """The exact value of one objective for sampled values (in the study's units and direction)."""
+
+
+def _observed_values(trial: FrozenTrial) -> list[float] | None:
+    """Objective values of a finished trial, or of a pruned one when it was stopped; else ``None``."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.values
+    if trial.state == TrialState.PRUNED:
+        return trial.user_attrs.get("values_at_stop")
+    return None
 
 
 class BoTorchMOSampler(BaseSampler):
@@ -87,14 +98,14 @@ class BoTorchMOSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and self._known_params(t)]
+        observed = [t for t in trials if _observed_values(t) is not None and self._known_params(t)]
         pending = [
             t for t in trials if t.state == TrialState.RUNNING and t.number != trial.number and self._known_params(t)
         ]
-        if len(complete) < self._n_startup:
+        if len(observed) < self._n_startup:
             return self._sobol(trial.number)
         try:
-            return self._bayes(study, complete, pending)
+            return self._bayes(study, observed, pending)
         except Exception as exc:  # noqa: BLE001 - a failed model fit must not stop the study
             logger.warning("BoTorch proposal failed (%s: %s); proposing a random feasible one", type(exc).__name__, exc)
             return self._random_feasible()
@@ -123,7 +134,7 @@ class BoTorchMOSampler(BaseSampler):
             )
         return self._feature_cache[key]
 
-    def _bayes(self, study: Study, complete: list[FrozenTrial], pending: list[FrozenTrial]) -> dict[str, Any]:
+    def _bayes(self, study: Study, observed: list[FrozenTrial], pending: list[FrozenTrial]) -> dict[str, Any]:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
         from botorch.fit import fit_gpytorch_mll
@@ -138,8 +149,10 @@ class BoTorchMOSampler(BaseSampler):
         known = list(self._known)
         width = len(self._space.dimensions)
 
-        x_train = torch.tensor(np.stack([self._features(t.params) for t in complete]), dtype=torch.double)
-        y_all = torch.tensor([[signs[i] * t.values[i] for i in range(n_obj)] for t in complete], dtype=torch.double)
+        x_train = torch.tensor(np.stack([self._features(t.params) for t in observed]), dtype=torch.double)
+        y_all = torch.tensor(
+            [[signs[i] * _observed_values(t)[i] for i in range(n_obj)] for t in observed], dtype=torch.double
+        )
         gp = SingleTaskGP(x_train, y_all[:, modelled], outcome_transform=Standardize(m=len(modelled)))
         options = {}
         if self._hyperparameters is not None:  # warm start: the previous fit is a good first guess,
@@ -171,13 +184,13 @@ class BoTorchMOSampler(BaseSampler):
             model=gp,
             ref_point=ref_point,
             X_baseline=x_train,
-            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.MC_SAMPLES]), seed=len(complete)),
+            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.MC_SAMPLES]), seed=len(observed)),
             objective=GenericMCMultiOutputObjective(objectives),
             X_pending=x_pending,
             prune_baseline=True,
         )
-        seen = {self._key(t.params) for t in (*complete, *pending)}
-        pool = [c for c in self._candidates(complete, signs) if self._key(c) not in seen]
+        seen = {self._key(t.params) for t in (*observed, *pending)}
+        pool = [c for c in self._candidates(observed, signs) if self._key(c) not in seen]
         if not pool:
             return self._random_feasible()
         x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
@@ -185,7 +198,7 @@ class BoTorchMOSampler(BaseSampler):
             scores = torch.cat([acqf(chunk.unsqueeze(-2)) for chunk in x_pool.split(256)])
         return pool[int(scores.argmax())]
 
-    def _candidates(self, complete: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
+    def _candidates(self, observed: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
         """Random feasible values, and the feasible one-change neighbours of the best trials.
 
         Random values are drawn at random densities of switched-on modules (sparse and dense
@@ -203,7 +216,8 @@ class BoTorchMOSampler(BaseSampler):
         drawn.extend(self._random_feasible() for _ in range(max(0, min(32, fresh - len(drawn)))))
         self._pool = (self._pool + drawn)[-self._pool_size :]
         pool = list(self._pool)
-        best = sorted(complete, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
+        finished = [t for t in observed if t.state == TrialState.COMPLETE]
+        best = sorted(finished, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
         for trial in best:
             neighbours = self._space.neighbours(dict(trial.params))
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ class ProxyRequest:
         seed: random seed of this trial.
         threads: torch CPU threads this trial may use.
         cache_dir: tokenisation cache folder.
+        rungs: fractions of training after which the dev metric is measured and ``at_rung`` asked
+            whether to go on (early stopping); empty: evaluate only at the end.
     """
 
     model: str
@@ -66,6 +69,7 @@ class ProxyRequest:
     seed: int = 0
     threads: int = 1
     cache_dir: str | None = None
+    rungs: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -74,7 +78,7 @@ class ProxyRequest:
     @classmethod
     def from_dict(cls, data: dict) -> ProxyRequest:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{**data, "settings": ProxySettings(**data["settings"])})
+        return cls(**{**data, "settings": ProxySettings(**data["settings"]), "rungs": tuple(data.get("rungs", ()))})
 
 
 _BACKBONES: dict[tuple[str, int], torch.nn.Module] = {}
@@ -92,6 +96,17 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision of a device: bf16 where the GPU has it, else fp16 on GPUs, none on CPUs."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+RungCallback = Callable[[int, float, float], bool]
+"""Called at each rung with (rung index, fraction of training done, main dev metric); true stops the trial."""
+
+
 def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression: bool, batch_size: int) -> dict:
     """Metrics of ``model`` on a tokenised split, without gradients.
 
@@ -106,7 +121,8 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     model.eval()
     lengths = np.asarray([len(x) for x in split["input_ids"]])
     outputs = np.empty(len(lengths), dtype=np.float32 if regression else np.int64)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    dtype = autocast_dtype(device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         for indices in length_grouped_batches(lengths, batch_size, None):
             batch = {k: v.to(device) for k, v in collate(split, indices, regression).items() if k != "labels"}
             logits = model(**batch).logits.float()
@@ -114,15 +130,18 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     return compute_metrics(metrics, outputs, np.asarray(split["labels"]))
 
 
-def run_proxy_trial(request: ProxyRequest) -> dict[str, Any]:
+def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) -> dict[str, Any]:
     """Train one configuration cheaply and evaluate it on the dev split.
 
     Args:
         request: what to train and how.
+        at_rung: asked after each of ``request.rungs`` whether to stop (early stopping).
 
     Returns:
         ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
-        ``trainable_params`` (counted on the built model, head excluded), timings and step counts.
+        ``trainable_params`` (counted on the built model, head excluded), timings and step counts,
+        ``rung_metrics`` (the main metric at each rung reached), and ``pruned`` (true when
+        ``at_rung`` stopped it: ``metric`` is then the last rung's).
 
     Raises:
         TrialFailed: the loss became NaN/inf, or the built model's count differs from the prediction.
@@ -162,30 +181,49 @@ def run_proxy_trial(request: ProxyRequest) -> dict[str, Any]:
         optimizer,
         lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
     )
+    dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    rung_steps = {max(1, math.ceil(f * total_steps)): (i, f) for i, f in enumerate(request.rungs)}
+    rung_metrics: list[float] = []
+
+    def evaluate_dev() -> dict[str, float]:
+        return evaluate(model, dev, list(task.metrics), task.is_regression, settings.eval_batch_size)
+
     model.train()
-    step, tokens = 0, 0
+    step, tokens, rung_seconds, pruned = 0, 0, 0.0, False
     train_started = time.perf_counter()
-    while step < total_steps:
+    while step < total_steps and not pruned:
         for indices in length_grouped_batches(lengths, settings.batch_size, rng):
             batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
             step += 1
-            if step >= total_steps:
+            if step in rung_steps and step < total_steps and at_rung is not None:
+                rung_started = time.perf_counter()
+                metrics = evaluate_dev()
+                rung_seconds += time.perf_counter() - rung_started
+                rung_metrics.append(metrics[task.metric])
+                pruned = bool(at_rung(*rung_steps[step], metrics[task.metric]))
+                model.train()
+            if step >= total_steps or pruned:
                 break
-    train_seconds = time.perf_counter() - train_started
+    train_seconds = time.perf_counter() - train_started - rung_seconds
 
     eval_started = time.perf_counter()
-    metrics = evaluate(model, dev, list(task.metrics), task.is_regression, settings.eval_batch_size)
+    if not pruned:
+        metrics = evaluate_dev()
     finished = time.perf_counter()
+    eval_seconds = finished - eval_started + rung_seconds
     return {
         "metric": metrics[task.metric],
         "metrics": metrics,
@@ -193,8 +231,11 @@ def run_proxy_trial(request: ProxyRequest) -> dict[str, Any]:
         "steps": step,
         "train_examples": step * settings.batch_size,
         "train_seconds": train_seconds,
-        "eval_seconds": finished - eval_started,
+        "eval_seconds": eval_seconds,
         "seconds": finished - started,
         "train_tokens": tokens,
         "final_loss": float(loss.detach()),
+        "rung_metrics": rung_metrics,
+        "rung_eval_seconds": rung_seconds,
+        "pruned": pruned,
     }

@@ -54,3 +54,17 @@ def test_botorch_gives_parallel_workers_different_configurations(space):
     keys = {tuple(t.params.values()) for t in running}
     done = {tuple(t.params.values()) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert len(keys) == 4 and not keys & done
+
+
+def test_botorch_learns_from_trials_stopped_early(space):
+    limit = 10 * space.minimal_count()
+    sampler = create_sampler("botorch", space, limit, 0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for _ in range(8):  # as many as the quasi-random start: all stopped early
+        trial = study.ask(dict(space.dimensions))
+        trial.set_user_attr("values_at_stop", [synthetic_metric(space, trial.params), 1.0])
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    trial = study.ask(dict(space.dimensions))
+    # Had the pruned trials been ignored, this would be the ninth quasi-random point.
+    assert trial.params != sampler._sobol(trial.number)
+    assert tuple(trial.params.values()) not in {tuple(t.params.values()) for t in study.trials[:-1]}

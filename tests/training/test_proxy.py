@@ -54,3 +54,35 @@ def test_diverging_training_fails_the_trial(tmp_path, tiny_model, tiny_info, dat
     request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path))
     with pytest.raises(TrialFailed, match="non-finite loss"):
         run_proxy_trial(request)
+
+
+@pytest.mark.parametrize("stop_at", [None, 0, 1])
+def test_rungs_are_evaluated_and_a_stop_ends_training_there(stop_at, tmp_path, tiny_model, tiny_info, data_dir):
+    space = SearchSpace.load("default", tiny_info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
+    settings = ProxySettings(epochs=1, max_train_samples=96, max_eval_samples=64, batch_size=16)  # 6 steps
+    request = ProxyRequest(
+        tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path), rungs=(1 / 3, 2 / 3)
+    )
+    calls = []
+
+    def at_rung(rung: int, fraction: float, metric: float) -> bool:
+        calls.append((rung, fraction, metric))
+        return rung == stop_at
+
+    result = run_proxy_trial(request, at_rung)
+    reached = 2 if stop_at is None else stop_at + 1
+    assert [(rung, round(fraction, 3)) for rung, fraction, _ in calls] == [(0, 0.333), (1, 0.667)][:reached]
+    assert result["rung_metrics"] == [metric for *_, metric in calls]
+    assert result["pruned"] == (stop_at is not None)
+    assert result["steps"] == {None: 6, 0: 2, 1: 4}[stop_at]
+    if stop_at is not None:
+        assert result["metric"] == calls[-1][2]  # the metric it was stopped at
+
+
+def test_without_a_callback_no_rung_is_evaluated(tmp_path, tiny_model, tiny_info, data_dir):
+    space = SearchSpace.load("default", tiny_info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path), rungs=(0.5,))
+    result = run_proxy_trial(request)
+    assert result["rung_metrics"] == [] and not result["pruned"] and result["steps"] == 4

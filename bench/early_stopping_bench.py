@@ -1,0 +1,162 @@
+"""Early stopping on and off: training compute saved, and the final Pareto set's hypervolume, side by side.
+
+Runs the same search twice with the same seeds (``autopeft search``, real Ray, real storage):
+
+- ``off``: every trial trains to the end. Its trials still measure the rung metrics (a policy that
+  never stops: grace larger than the study), so the same run also gives ``replay``; its cost
+  excludes those rung evaluations, as a run without early stopping would not make them.
+- ``on``: the default policy (rungs at 1/3 and 2/3, dominated by a third of the rung's trials).
+- ``replay``: the ``on`` policy replayed on the ``off`` run's trials in their order: the same
+  configurations, so it shows the policy's effect without the optimiser's different path.
+
+Compute is counted as training steps (``train_steps``) and as trial seconds (training plus every
+evaluation, rungs included). Hypervolume of the trained-to-the-end trials: task metric (max) vs
+trainable fraction (min), reference point (0, the budget's fraction). The last line is
+``compute_saved=<fraction of training steps> seconds_saved=<fraction> hv_ratio=<on / off>``.
+
+    python bench/early_stopping_bench.py --data-dir ../shared/data/glue          # 24 trials, MRPC
+    python bench/early_stopping_bench.py --quick --data-dir ../shared/data/glue  # 8 short trials
+
+A rerun continues both studies where they stopped (same runs folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autopeft import defaults
+from autopeft.execution import EarlyStopping, RungBoard
+
+OBSERVE_ONLY_GRACE = 10**9
+
+
+def hypervolume(points: list[tuple[float, float]], ref_fraction: float) -> float:
+    """Area dominated by (metric, fraction) points, metric maximised from 0, fraction minimised up to the reference."""
+    area, best = 0.0, 0.0
+    ordered = sorted((f, m) for m, f in points if f < ref_fraction)
+    for i, (fraction, metric) in enumerate(ordered):
+        best = max(best, metric)
+        upper = ordered[i + 1][0] if i + 1 < len(ordered) else ref_fraction
+        area += (upper - fraction) * best
+    return area
+
+
+def summarise(trials: list[optuna.trial.FrozenTrial], ref: float, count_rung_evals: bool) -> dict:
+    """Cost and hypervolume of one run's trials."""
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    attrs = [t.user_attrs for t in done]
+    rung_seconds = 0.0 if count_rung_evals else sum(a.get("rung_eval_seconds", 0.0) for a in attrs)
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    return {
+        "trials": len(done),
+        "pruned": len(done) - len(complete),
+        "train_steps": sum(a["steps"] for a in attrs),
+        "seconds": sum(a["train_seconds"] + a["eval_seconds"] for a in attrs) - rung_seconds,
+        "hv": hypervolume([(t.values[0], t.user_attrs["trainable_fraction"]) for t in complete], ref),
+    }
+
+
+def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: float) -> dict:
+    """The policy applied to an observe-only run's trials, in trial order (no optimiser feedback)."""
+    board = RungBoard(policy)
+    steps, seconds, points, pruned = 0, 0.0, [], 0
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state != TrialState.COMPLETE:
+            continue
+        attrs, total = trial.user_attrs, trial.user_attrs["steps"]
+        rungs = attrs.get("rung_metrics", [])
+        per_rung_eval = attrs.get("rung_eval_seconds", 0.0) / max(1, len(rungs))
+        stopped = next(
+            (r for r, m in enumerate(rungs) if board.decide(trial.number, r, m, attrs["trainable_params"])), None
+        )
+        if stopped is None:
+            steps += total
+            seconds += attrs["train_seconds"] + attrs["eval_seconds"]
+            points.append((trial.values[0], attrs["trainable_fraction"]))
+        else:
+            pruned += 1
+            share = policy.rungs[stopped]
+            steps += round(share * total)
+            seconds += share * attrs["train_seconds"] + (stopped + 1) * per_rung_eval
+    return {"trials": len(trials), "pruned": pruned, "train_steps": steps, "seconds": seconds,
+            "hv": hypervolume(points, ref)}  # fmt: skip
+
+
+def run_search(args: argparse.Namespace, study: str, extra: list[str]) -> float:
+    """Run (or continue) one study with the CLI; return its wall seconds."""
+    command = [
+        sys.executable, "-m", "autopeft.cli", "search", "--task", args.task, "--budget", args.budget,
+        "--trials", str(args.trials), "--workers", str(args.workers), "--epochs", str(args.epochs),
+        "--max-train-samples", str(args.max_train_samples), "--seed", str(args.seed), "--runs-dir", args.out,
+        "--study", study, *extra,
+    ]  # fmt: skip
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    started = time.perf_counter()
+    print(f"running {study} ...", flush=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise SystemExit(f"{study}: autopeft search exited with {done.returncode}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--budget", default="0.5%")
+    parser.add_argument("--trials", type=int, default=defaults.TRIALS)
+    parser.add_argument("--workers", type=int, default=defaults.WORKERS)
+    parser.add_argument("--epochs", type=float, default=defaults.EPOCHS)
+    parser.add_argument("--max-train-samples", type=int, default=defaults.MAX_TRAIN_SAMPLES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
+    parser.add_argument("--out", default="runs/bench/early_stopping")
+    parser.add_argument("--quick", action="store_true", help="8 trials of 256 examples")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials, args.max_train_samples = 8, 256
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    args.out = str(Path(args.out).resolve())
+
+    wall = {
+        "off": run_search(args, "es-off", ["--early-stopping-grace", str(OBSERVE_ONLY_GRACE)]),
+        "on": run_search(args, "es-on", []),
+    }
+    storage = f"sqlite:///{args.out}/optuna.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = {name: optuna.load_study(study_name=f"es-{name}", storage=storage).get_trials() for name in wall}
+    from autopeft.budget import parse_budget
+    from autopeft.models import backbone_info, default_model
+    from autopeft.tasks import get_task
+
+    info = backbone_info(default_model(), get_task(args.task).num_labels)
+    ref = parse_budget(args.budget).limit(info.backbone_params) / info.backbone_params
+    rows = {
+        "off": summarise(trials["off"], ref, count_rung_evals=False),
+        "on": summarise(trials["on"], ref, count_rung_evals=True),
+        "replay": replay(trials["off"], EarlyStopping(), ref),
+    }
+    print(f"\n{args.task}, {args.trials} trials, {args.workers} workers, {args.epochs:g} epoch(s) of "
+          f"{args.max_train_samples} examples, seed {args.seed}")  # fmt: skip
+    print(f"{'run':>7} {'trials':>6} {'pruned':>6} {'train steps':>11} {'trial s':>8} {'wall s':>7} {'HV':>9}")
+    for name, row in rows.items():
+        wall_s = f"{wall[name]:7.0f}" if name in wall else f"{'-':>7}"
+        print(f"{name:>7} {row['trials']:6d} {row['pruned']:6d} {row['train_steps']:11d} {row['seconds']:8.0f} "
+              f"{wall_s} {row['hv']:9.6f}")  # fmt: skip
+    off, on, rep = rows["off"], rows["on"], rows["replay"]
+    print(f"replay: compute_saved={1 - rep['train_steps'] / off['train_steps']:.3f} "
+          f"hv_ratio={rep['hv'] / off['hv']:.4f}")  # fmt: skip
+    print(f"compute_saved={1 - on['train_steps'] / off['train_steps']:.3f} "
+          f"seconds_saved={1 - on['seconds'] / off['seconds']:.3f} hv_ratio={on['hv'] / off['hv']:.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Does the cheap proxy rank configurations as full training does? Spearman of proxy vs full scores.
+
+Takes ten designed configurations of the ``default`` space that span what a search meets (768 to
+74k trainable parameters, one layer to all six, one module type to all, learning rates 5e-4 to
+8e-3), or with ``--sampled`` random ones of ``--space``, trains each once at full fidelity
+(``--full-epochs`` over the whole train split, the whole dev split) and once per proxy setting, and
+prints, per proxy setting, the Spearman correlation of its dev metric with the full-training one and
+what it costs (training examples and seconds per configuration). Proxy and full runs use different
+seeds, so the correlation is not helped by a shared initialisation.
+
+Every finished training is written to ``--out`` (JSON) at once; a rerun skips what is there, so an
+interrupted study continues. Trainings run in ``--jobs`` processes with one torch thread each.
+
+    python bench/proxy_fidelity.py --data-dir ../shared/data/glue            # MRPC, the 10 designed configs
+    python bench/proxy_fidelity.py --quick --data-dir ../shared/data/glue    # 4 configs, 1 epoch "full" (smoke test)
+
+The last line is ``spearman=<r> setting=<name>``: the cheapest proxy setting reaching 0.7, or the best
+one when none does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from autopeft.budget import parse_budget  # noqa: E402
+from autopeft.models import backbone_info, default_model  # noqa: E402
+from autopeft.space import SearchSpace  # noqa: E402
+from autopeft.tasks import get_task  # noqa: E402
+from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial  # noqa: E402
+
+PROXY_SETTINGS = {
+    "e1-n512": ProxySettings(epochs=1, max_train_samples=512),
+    "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
+    "e2-n1024": ProxySettings(epochs=2, max_train_samples=1024),
+    "e1-n2048": ProxySettings(epochs=1, max_train_samples=2048),
+}
+FULL_SEED, PROXY_SEED = 0, 1
+
+
+DESIGNED = [  # (layers, {module: rank}, learning rate): capacity from 768 to 74k parameters, lr 5e-4 to 8e-3
+    (range(6), {"query": 8, "value": 8}, 1e-3),  # the classic LoRA configuration
+    (range(6), {"query": 8, "value": 8}, 5e-4),
+    (range(6), {"query": 8, "value": 8}, 5e-3),
+    (range(6), dict.fromkeys(("query", "key", "value", "attn_out", "ffn_in", "ffn_out"), 1), 2e-3),
+    ((3, 4, 5), {"ffn_in": 4, "ffn_out": 4}, 1e-3),
+    ((5,), {"query": 1}, 1e-3),
+    ((0, 1), {"value": 2}, 5e-4),
+    (range(6), {"query": 4, "key": 4, "value": 4, "attn_out": 4}, 3e-3),
+    ((0, 2, 4), {"attn_out": 8, "ffn_out": 8}, 8e-3),
+    (range(6), {"value": 16}, 1.5e-3),
+]
+
+
+def designed_configs(space: SearchSpace, limit: int) -> list[dict]:
+    """The :data:`DESIGNED` configurations as values of the ``default`` space, checked against the budget."""
+    configs = []
+    for layers, ranks, lr in DESIGNED:
+        params = {f"lora.layer.{i}": i in layers for i in range(space.info.num_layers)}
+        for module in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out"):
+            params[f"lora.module.{module}"] = module in ranks
+            params[f"lora.rank.{module}"] = ranks.get(module, 1)
+        params.update({"lora.alpha": 16, "lora.dropout": 0.1, "train.learning_rate": lr})
+        config = space.decode(params)
+        if space.count(config) > limit:
+            raise SystemExit(f"designed configuration {params} exceeds the budget")
+        configs.append(config.to_dict())
+    return configs
+
+
+def sample_configs(space: SearchSpace, limit: int, count: int, seed: int) -> list[dict]:
+    """``count`` distinct feasible configurations, switch densities spread from sparse to dense."""
+    rng = np.random.default_rng(seed)
+    configs, seen = [], set()
+    densities = np.linspace(0.15, 0.7, count)
+    while len(configs) < count:
+        params = space.repair(space.sample(rng, density=float(densities[len(configs)])), limit)
+        config = space.decode(params)
+        key = json.dumps(config.to_dict(), sort_keys=True) if config else None
+        if config is None or key in seen or space.count(config) > limit:
+            continue
+        seen.add(key)
+        configs.append(config.to_dict())
+    return configs
+
+
+def _train(job: tuple[str, int, dict]) -> tuple[str, int, dict]:
+    name, index, request = job
+    result = run_proxy_trial(ProxyRequest.from_dict(request))
+    return name, index, {k: result[k] for k in ("metric", "metrics", "trainable_params", "steps", "train_seconds")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--model", default=None, help="backbone (default: the packaged MiniLM)")
+    parser.add_argument("--space", default="default")
+    parser.add_argument("--budget", default="0.5%")
+    parser.add_argument("--configs", type=int, default=10, help="with --sampled: how many")
+    parser.add_argument("--sampled", action="store_true", help="random configs of --space, not the designed ones")
+    parser.add_argument("--full-epochs", type=float, default=3.0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
+    parser.add_argument("--out", default="runs/bench/proxy_fidelity.json")
+    parser.add_argument("--quick", action="store_true", help="4 configs, 1 full epoch, two proxy settings")
+    args = parser.parse_args()
+
+    model = args.model or default_model()
+    task = get_task(args.task)
+    info = backbone_info(model, task.num_labels)
+    space = SearchSpace.load(args.space, info)
+    limit = parse_budget(args.budget).limit(info.backbone_params)
+    n_configs = 4 if args.quick else args.configs
+    full = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
+    settings = {"full": full, **(dict(list(PROXY_SETTINGS.items())[:2]) if args.quick else PROXY_SETTINGS)}
+    if args.sampled:
+        configs = sample_configs(space, limit, n_configs, seed=0)
+    else:
+        configs = designed_configs(SearchSpace.load("default", info), limit)[:n_configs]
+        n_configs = len(configs)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = {"task": task.name, "model": model, "space": args.space, "budget": args.budget, "configs": configs}
+    state = json.loads(out.read_text()) if out.is_file() else {}
+    if {k: state.get(k) for k in header} != header:
+        state = {**header, "settings": {k: asdict(v) for k, v in settings.items()}, "results": {}}
+    results: dict[str, dict] = state["results"]
+    cache = str(out.parent / "cache")
+
+    jobs = []
+    for name, proxy in settings.items():  # full trainings first: they are the longest
+        for index, config in enumerate(configs):
+            if f"{name}/{index}" in results:
+                continue
+            seed = FULL_SEED if name == "full" else PROXY_SEED
+            request = ProxyRequest(model, task.name, args.data_dir, config, proxy, seed, 1, cache)
+            jobs.append((name, index, request.to_dict()))
+    started = time.perf_counter()
+    if jobs:
+        print(f"{len(jobs)} trainings to run ({len(results)} already in {out})", flush=True)
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(_train, job) for job in jobs]
+            for done, future in enumerate(as_completed(futures), 1):
+                name, index, result = future.result()
+                results[f"{name}/{index}"] = result
+                out.write_text(json.dumps(state, indent=1))
+                print(
+                    f"[{done}/{len(jobs)} {time.perf_counter() - started:6.0f}s] {name:9s} config {index}: "
+                    f"{task.metric}={result['metric']:.4f} ({result['train_seconds']:.0f}s training)",
+                    flush=True,
+                )
+
+    print(f"\n{task.name}, {n_configs} configurations of space '{args.space}' within {args.budget}:")
+    print(f"{'config':>6} {'params':>8} {'lr':>8} " + " ".join(f"{n:>9}" for n in settings) + f"  ({task.metric})")
+    for i, config in enumerate(configs):
+        row = " ".join(f"{results[f'{n}/{i}']['metric']:9.4f}" for n in settings)
+        params = results[f"full/{i}"]["trainable_params"]
+        print(f"{i:>6} {params:>8} {config['training']['learning_rate']:8.1e} {row}")
+    others = [m for m in task.metrics if m != task.metric]
+    extra = "".join(f" {'rho ' + m:>13}" for m in others)
+    print(f"\n{'setting':>9} {'spearman':>9}{extra} {'train examples':>15} {'train s/config':>15} {'cost vs full':>13}")
+    full_seconds = np.mean([results[f"full/{i}"]["train_seconds"] for i in range(n_configs)])
+    rows = []
+    for name, proxy in settings.items():
+        if name == "full":
+            continue
+
+        def rho(metric: str, name: str = name) -> float:
+            scores = [results[f"{name}/{i}"]["metrics"][metric] for i in range(n_configs)]
+            return float(spearmanr(scores, [results[f"full/{i}"]["metrics"][metric] for i in range(n_configs)])[0])
+
+        examples = results[f"{name}/0"]["steps"] * proxy.batch_size
+        seconds = float(np.mean([results[f"{name}/{i}"]["train_seconds"] for i in range(n_configs)]))
+        rows.append((name, rho(task.metric), seconds))
+        others_text = "".join(f" {rho(m):13.3f}" for m in others)
+        cost = seconds / full_seconds
+        print(f"{name:>9} {rows[-1][1]:9.3f}{others_text} {examples:15d} {seconds:15.1f} {cost:13.3f}")
+    full_examples = results["full/0"]["steps"] * full.batch_size
+    print(f"{'full':>9} {1.0:9.3f}{' ' * len(extra)} {full_examples:15d} {full_seconds:15.1f} {1.0:13.3f}")
+    passing = [row for row in rows if row[1] >= 0.7]
+    name, rho, _ = min(passing, key=lambda r: r[2]) if passing else max(rows, key=lambda r: r[1])
+    print(f"spearman={rho:.3f} setting={name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Early stopping in a real search: Ray trials ask the rung board, pruned trials are kept with their metric."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from helpers import autopeft, mlflow_runs, tiny_search_args, trials_of
+
+from autopeft.execution import EarlyStopping, RungBoard
+
+pytestmark = pytest.mark.slow
+PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
+
+
+def test_dominated_trials_stop_at_a_rung_exactly_as_the_policy_says(tmp_path, tiny_model, data_dir):
+    # One worker, so each decision saw exactly the trials before it; any dominating peer stops a trial.
+    args = tiny_search_args(
+        tiny_model, data_dir, tmp_path, "es", 6, "--workers", "1", "--sampler", "random",
+        "--early-stopping-grace", "2", "--early-stopping-reduction", "100", "--epochs", "1", "--max-train-samples", "96",
+    )  # fmt: skip
+    run = autopeft(*args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = trials_of("es", f"sqlite:///{tmp_path}/optuna.db")
+    assert {t.state for t in trials} <= {PRUNED, COMPLETE} and len(trials) == 6
+    assert any(t.state == PRUNED for t in trials), "these seeds prune at least one trial"
+
+    board = RungBoard(EarlyStopping(grace=2, reduction=100))
+    for trial in trials:  # replay the policy on the stored rung metrics
+        rungs = trial.user_attrs["rung_metrics"]
+        stops = [board.decide(trial.number, r, m, trial.user_attrs["trainable_params"]) for r, m in enumerate(rungs)]
+        if trial.state == COMPLETE:
+            assert len(rungs) == 2 and not any(stops)
+        else:
+            assert stops == [False] * (len(rungs) - 1) + [True]
+            assert trial.user_attrs["metric"] == rungs[-1]
+            assert trial.user_attrs["values_at_stop"][0] == rungs[-1]
+            assert trial.user_attrs["steps"] < max(t.user_attrs["steps"] for t in trials if t.state == COMPLETE)
+
+    listed = json.loads(autopeft("trials", "--study", "es", "--runs-dir", str(tmp_path), "--json").stdout)
+    assert {r["trial"]: r["state"] for r in listed} == {t.number: t.state.name for t in trials}
+    pareto = json.loads(autopeft("pareto", "--study", "es", "--runs-dir", str(tmp_path), "--json").stdout)
+    assert {r["state"] for r in pareto} == {"COMPLETE"}
+    runs, _ = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "es")
+    status = {int(r.data.tags["autopeft.trial"]): r.info.status for r in runs}
+    assert status == {t.number: "KILLED" if t.state == PRUNED else "FINISHED" for t in trials}
