@@ -53,7 +53,14 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         "trainable_fraction": record["trainable_fraction"],
         "head_params": record["head_params"],
         "backbone_params": info.backbone_params,
-        "objectives": dict(zip(study.user_attrs.get("autopeft.objectives", []), trial.values, strict=True)),
+        "objectives": dict(
+            zip(
+                study.user_attrs.get("autopeft.objectives", []),
+                trial.values or trial.user_attrs.get("values_at_stop", []),
+                strict=True,
+            )
+        ),
+        "state": trial.state.name,  # PRUNED: stopped early; its metric is the one at the stop
         "config": config.to_dict(),
         "optuna_params": trial.params,
         "budget": spec["budget"],

@@ -78,7 +78,7 @@ def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
     number = int(pick)
     for trial in study.get_trials(deepcopy=False):
         if trial.number == number:
-            if trial.state != optuna.trial.TrialState.COMPLETE:
+            if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
                 raise AutopeftError(f"trial {number} of study {study.study_name!r} did not finish ({trial.state.name})")
             return trial
     raise AutopeftError(f"study {study.study_name!r} has no trial {number}")

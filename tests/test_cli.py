@@ -63,6 +63,8 @@ def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
         ({"--objectives": "metric,speed"}, "unknown objective 'speed'"),
         ({"--storage": "postgresql://user:secret@127.0.0.1:1/db"}, "cannot be opened"),
         ({"--trials": "x"}, "invalid int value: 'x'"),
+        ({"--early-stopping-reduction": "1"}, "early stopping reduction must be > 1"),
+        ({"--early-stopping-grace": "1"}, "early stopping grace must be at least 2"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, overrides, message):
@@ -124,3 +126,15 @@ def test_bad_files_are_one_line_with_exit_2(tmp_path, tiny_model, data_dir, caps
 def test_missing_study_is_a_clear_error(tmp_path):
     result = autopeft("pareto", "--runs-dir", str(tmp_path))
     assert result.returncode == 2 and "no study storage at" in result.stderr
+
+
+def test_spec_file_booleans_turn_options_on_and_off(tmp_path):
+    from autopeft.cli import build_parser, spec_file_arguments
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("task: rte\nbudget: 0.5%\nearly-stopping: false\ntrust-remote-code: true\n")
+    known = {"task", "budget", "early_stopping", "trust_remote_code"}
+    options = spec_file_arguments(str(spec), known)
+    assert options == ["--task", "rte", "--budget", "0.5%", "--no-early-stopping", "--trust-remote-code"]
+    args = build_parser().parse_args(["search", *options])
+    assert args.early_stopping is False and args.trust_remote_code is True

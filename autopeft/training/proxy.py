@@ -108,7 +108,11 @@ RungCallback = Callable[[int, float, float], bool]
 
 
 def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression: bool, batch_size: int) -> dict:
-    """Metrics of ``model`` on a tokenised split, without gradients.
+    """Metrics of ``model`` on a tokenised split, without gradients, and ``neg_loss``.
+
+    ``neg_loss`` is minus the mean dev loss (cross-entropy, or squared error for regression): a
+    smooth score that still ranks models whose thresholded metric is tied (all predicting the
+    majority class, as short trainings often do).
 
     Args:
         model: the model.
@@ -119,15 +123,24 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     """
     device = next(model.parameters()).device
     model.eval()
+    labels = np.asarray(split["labels"])
     lengths = np.asarray([len(x) for x in split["input_ids"]])
     outputs = np.empty(len(lengths), dtype=np.float32 if regression else np.int64)
+    losses = np.empty(len(lengths), dtype=np.float64)
     dtype = autocast_dtype(device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         for indices in length_grouped_batches(lengths, batch_size, None):
-            batch = {k: v.to(device) for k, v in collate(split, indices, regression).items() if k != "labels"}
+            batch = {k: v.to(device) for k, v in collate(split, indices, regression).items()}
+            gold = batch.pop("labels")
             logits = model(**batch).logits.float()
-            outputs[indices] = (logits.squeeze(-1) if regression else logits.argmax(-1)).cpu().numpy()
-    return compute_metrics(metrics, outputs, np.asarray(split["labels"]))
+            if regression:
+                scores = logits.squeeze(-1)
+                outputs[indices] = scores.cpu().numpy()
+                losses[indices] = ((scores - gold) ** 2).cpu().numpy()
+            else:
+                outputs[indices] = logits.argmax(-1).cpu().numpy()
+                losses[indices] = torch.nn.functional.cross_entropy(logits, gold, reduction="none").cpu().numpy()
+    return {**compute_metrics(metrics, outputs, labels), "neg_loss": -float(losses.mean())}
 
 
 def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) -> dict[str, Any]:
