@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="stop trials dominated at 1/3 and 2/3 of their training (multi-objective successive halving; "
-        "default on); stopped trials are kept as pruned, with their last metric",
+        "off by default: its rung evaluations cost more than it saves so far); stopped trials are kept as pruned",
     )
     search.add_argument(
         "--early-stopping-grace",
@@ -255,9 +255,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
-    early_stopping = None
-    if args.early_stopping:
-        early_stopping = EarlyStopping(grace=args.early_stopping_grace, reduction=args.early_stopping_reduction)
+    policy = EarlyStopping(grace=args.early_stopping_grace, reduction=args.early_stopping_reduction)  # validates
+    early_stopping = policy if args.early_stopping else None
     spec = StudySpec(study_name=args.study, proxy=proxy, early_stopping=early_stopping, **kwargs)
     console = Console(stderr=True)
     display = SearchDisplay(console)

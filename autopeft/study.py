@@ -97,7 +97,7 @@ class StudySpec:
     tracking_uri: str | None = None
     study_name: str | None = None
     proxy: ProxySettings = field(default_factory=ProxySettings)
-    early_stopping: EarlyStopping | None = field(default_factory=EarlyStopping)
+    early_stopping: EarlyStopping | None = None
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
     trust_remote_code: bool = False

@@ -14,8 +14,11 @@ evaluation, rungs included). Hypervolume of the trained-to-the-end trials: task 
 trainable fraction (min), reference point (0, the budget's fraction). The last line is
 ``compute_saved=<fraction of training steps> seconds_saved=<fraction> hv_ratio=<on / off>``.
 
-    python bench/early_stopping_bench.py --data-dir ../shared/data/glue          # 24 trials, MRPC
+    python bench/early_stopping_bench.py --data-dir ../shared/data/glue          # 24 trials, SST-2
     python bench/early_stopping_bench.py --quick --data-dir ../shared/data/glue  # 8 short trials
+
+SST-2 by default: at proxy scale its accuracy moves within a few dozen steps, whereas MRPC's F1 and
+RTE's accuracy still sit at the majority class, where ties never stop a trial (nothing to measure).
 
 A rerun continues both studies where they stopped (same runs folder).
 """
@@ -110,12 +113,12 @@ def run_search(args: argparse.Namespace, study: str, extra: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--task", default="sst2")
     parser.add_argument("--budget", default="0.5%")
     parser.add_argument("--trials", type=int, default=defaults.TRIALS)
     parser.add_argument("--workers", type=int, default=defaults.WORKERS)
     parser.add_argument("--epochs", type=float, default=defaults.EPOCHS)
-    parser.add_argument("--max-train-samples", type=int, default=defaults.MAX_TRAIN_SAMPLES)
+    parser.add_argument("--max-train-samples", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
     parser.add_argument("--out", default="runs/bench/early_stopping")
@@ -127,8 +130,8 @@ def main() -> None:
     args.out = str(Path(args.out).resolve())
 
     wall = {
-        "off": run_search(args, "es-off", ["--early-stopping-grace", str(OBSERVE_ONLY_GRACE)]),
-        "on": run_search(args, "es-on", []),
+        "off": run_search(args, "es-off", ["--early-stopping", "--early-stopping-grace", str(OBSERVE_ONLY_GRACE)]),
+        "on": run_search(args, "es-on", ["--early-stopping"]),
     }
     storage = f"sqlite:///{args.out}/optuna.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
