@@ -244,9 +244,36 @@ def fail_stale_trials(study: optuna.Study) -> None:
     """
     import warnings
 
+    _start_missing_heartbeats(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def _start_missing_heartbeats(study: optuna.Study) -> None:
+    """Give a first heartbeat to running trials that have none, so that they can go stale.
+
+    A process killed between asking for a trial and its first heartbeat leaves a RUNNING trial that
+    Optuna never considers stale (it skips trials without a heartbeat row), and a resumed search
+    would wait for it forever. A live worker beats right after asking, so its trial stays fresh.
+    """
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    study_id = study._study_id
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        running = (
+            session.query(models.TrialModel)
+            .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+            .filter(models.TrialModel.study_id == study_id)
+            .all()
+        )
+        for trial in running:
+            if not trial.heartbeats:
+                session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 from helpers import autopeft, mlflow_runs, tiny_search_args, trials_of
 from optuna.trial import TrialState
@@ -181,3 +182,16 @@ def test_search_runs_on_an_existing_ray_cluster(tmp_path, tiny_model, data_dir, 
     result = autopeft(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(trials_of("cluster", f"sqlite:///{tmp_path}/optuna.db", COMPLETE)) == 2
+
+
+def test_a_trial_asked_but_never_beaten_goes_stale(tmp_path):
+    """A process killed between asking for a trial and its first heartbeat must not leave it RUNNING forever."""
+    from autopeft.study import HEARTBEAT_SECONDS, connect_storage, fail_stale_trials
+
+    study = optuna.create_study(storage=connect_storage(f"sqlite:///{tmp_path}/o.db"), study_name="s")
+    study.ask()  # no heartbeat recorded: the process "died" here
+    fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.RUNNING  # not failed at once: a live worker beats right after asking
+    time.sleep(3 * HEARTBEAT_SECONDS + 2)
+    fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
