@@ -103,7 +103,7 @@ class StudySearcher(Searcher):
         self.completed = 0
         self._running: dict[str, optuna.Trial] = {}
         self.rung_board: str | None = None
-        self._board = None
+        self._board = None  # the actor's handle: the actor lives as long as it is held
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
@@ -224,15 +224,7 @@ class StudySearcher(Searcher):
                     key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
                 }
                 trial.set_user_attr("metrics", metrics)
-                for key in (
-                    "seconds",
-                    "train_seconds",
-                    "eval_seconds",
-                    "rung_eval_seconds",
-                    "steps",
-                    "final_loss",
-                    "rung_metrics",
-                ):
+                for key in RESULT_ATTRS:
                     if key in result:
                         trial.set_user_attr(key, result[key])
                 if result.get("pruned"):

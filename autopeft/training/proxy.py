@@ -103,6 +103,12 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def _autocast(device: torch.device) -> torch.autocast:
+    """The device's mixed-precision context (a no-op on CPUs)."""
+    dtype = autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 RungCallback = Callable[[int, float, float], bool]
 """Called at each rung with (rung index, fraction of training done, main dev metric); true stops the trial."""
 
@@ -127,8 +133,7 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     lengths = np.asarray([len(x) for x in split["input_ids"]])
     outputs = np.empty(len(lengths), dtype=np.float32 if regression else np.int64)
     losses = np.empty(len(lengths), dtype=np.float64)
-    dtype = autocast_dtype(device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with torch.inference_mode(), _autocast(device):
         for indices in length_grouped_batches(lengths, batch_size, None):
             batch = {k: v.to(device) for k, v in collate(split, indices, regression).items()}
             gold = batch.pop("labels")
@@ -208,7 +213,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     while step < total_steps and not pruned:
         for indices in length_grouped_batches(lengths, settings.batch_size, rng):
             batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with _autocast(device):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
