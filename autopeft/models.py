@@ -78,6 +78,7 @@ class BackboneInfo:
         model_type: ``config.model_type``.
         num_layers: number of transformer layers.
         hidden_size: width of the residual stream.
+        num_heads: attention heads per layer.
         backbone_params: parameters of the backbone, classification head excluded.
         head_params: parameters of the classification head for the task's number of labels.
         sites: ``(layer, generic module) -> LinearSite``.
@@ -87,6 +88,7 @@ class BackboneInfo:
     model_type: str
     num_layers: int
     hidden_size: int
+    num_heads: int
     backbone_params: int
     head_params: int
     sites: dict[tuple[int, str], LinearSite] = field(repr=False)
@@ -166,6 +168,7 @@ def backbone_info(model: str, num_labels: int, trust_remote_code: bool = False) 
         model_type=config.model_type,
         num_layers=num_layers,
         hidden_size=config.hidden_size,
+        num_heads=getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 1),
         backbone_params=backbone_params,
         head_params=head_params,
         sites=sites,

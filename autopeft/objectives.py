@@ -2,7 +2,9 @@
 
 ``metric`` is the task's standard dev-split metric (maximised). ``params`` is the trainable
 fraction of the PEFT modules relative to the backbone (minimised); it is exact and known before
-training, so optimisers may use it without a model.
+training, so optimisers may use it without a model. ``sparsity`` (maximised) is the fraction of
+exactly-zero weights among the backbone's encoder-layer Linear matrices, measured after training;
+the configuration's target over the same set is exact before training, and optimisers use that.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {
     "metric": Objective("metric", "maximize", "metric", known_before_training=False),
     "params": Objective("params", "minimize", "trainable_fraction", known_before_training=True),
+    "sparsity": Objective("sparsity", "maximize", "sparsity", known_before_training=True),
 }
 
 

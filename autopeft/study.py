@@ -164,10 +164,19 @@ class BoundStudy:
         return params / self.info.backbone_params
 
     def known_objectives(self) -> dict[int, Any]:
-        """Objectives whose value is exact before training, by index: ``params`` (count / budget limit)."""
+        """Objectives whose value is exact before training, by index.
+
+        ``params``: the count relative to the budget limit; ``sparsity``: the configuration's target
+        sparsity (what pruning sets to zero, over the same weights the measured value counts).
+        """
         from autopeft.samplers import budget_fraction
 
-        return {i: budget_fraction(self.space, self.limit) for i, o in enumerate(self.objectives) if o.name == "params"}
+        def target(params: dict) -> float:
+            config = self.space.decode(params)
+            return 0.0 if config is None else self.space.target_sparsity(config)
+
+        exact = {"params": budget_fraction(self.space, self.limit), "sparsity": target}
+        return {i: exact[o.name] for i, o in enumerate(self.objectives) if o.name in exact}
 
     def objective_values(self, result: dict[str, Any]) -> list[float]:
         """The study's objective values from a trial's result fields."""
@@ -313,7 +322,7 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         record["objectives"] = list(trial.values)
     if "fail_reason" in attrs:
         record["fail_reason"] = attrs["fail_reason"]
-    for key in ("seconds", "steps", "rung_metrics"):
+    for key in ("target_sparsity", "sparsity", "seconds", "steps", "rung_metrics"):
         if key in attrs:
             record[key] = attrs[key]
     return record

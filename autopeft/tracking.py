@@ -149,9 +149,11 @@ class Tracker:
             "trainable_fraction": record.get("trainable_fraction"),
             "head_params": record.get("head_params"),
             "seconds": record.get("seconds"),
+            "target_sparsity": record.get("target_sparsity"),
         }
         if record["state"] in ("COMPLETE", "PRUNED"):  # a pruned trial's metric is the one it was stopped at
             metrics["metric"] = record["metric"]
+            metrics["sparsity"] = record.get("sparsity")
             metrics.update(record.get("metrics") or {})
         for rung, value in enumerate(record.get("rung_metrics") or []):
             metrics[f"rung{rung + 1}_metric"] = value

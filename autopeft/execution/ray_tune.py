@@ -27,7 +27,17 @@ from autopeft.training import ProxyRequest
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 """Trials that count towards a study's target: finished, or stopped early."""
-RESULT_ATTRS = ("seconds", "train_seconds", "eval_seconds", "rung_eval_seconds", "steps", "final_loss", "rung_metrics")
+RESULT_ATTRS = (
+    "seconds",
+    "train_seconds",
+    "eval_seconds",
+    "rung_eval_seconds",
+    "steps",
+    "final_loss",
+    "rung_metrics",
+    "sparsity",
+    "masks_path",
+)
 """Fields of a proxy result kept as the trial's user attributes."""
 
 
@@ -191,6 +201,7 @@ class StudySearcher(Searcher):
         trial.set_user_attr("trainable_params", count)
         trial.set_user_attr("trainable_fraction", self.bound.fraction(count))
         trial.set_user_attr("head_params", self.bound.info.head_params)
+        trial.set_user_attr("target_sparsity", space.target_sparsity(config))
         with self._lock:
             self._running[trial_id] = trial
         return {
@@ -212,7 +223,11 @@ class StudySearcher(Searcher):
             study.tell(trial, state=TrialState.FAIL)
             self.failures += 1
         else:
-            fields = {"metric": result["metric"], "trainable_fraction": trial.user_attrs["trainable_fraction"]}
+            fields = {
+                "metric": result["metric"],
+                "trainable_fraction": trial.user_attrs["trainable_fraction"],
+                "sparsity": result.get("sparsity", 0.0),
+            }
             values = self.bound.objective_values(fields)
             if not all(math.isfinite(v) for v in values):
                 trial.set_user_attr("fail_reason", f"non-finite objective values {values}")

@@ -1,8 +1,13 @@
-"""PEFT methods, one module each, registered by name for use in space files."""
+"""PEFT methods, one module each, registered by name for use in space files.
+
+Each method's ``order`` decides when it is applied: peft's tuners first (they wrap the backbone's
+own Linear modules), then autopeft's own modules (hooks on whatever is at a site by then), pruning
+last.
+"""
 
 from __future__ import annotations
 
-from autopeft.methods import lora  # noqa: F401  (registers the method)
-from autopeft.methods.base import METHODS, PeftMethod, get_method, register_method
+from autopeft.methods import adalora, bottleneck, ia3, lora, prefix, pruning  # noqa: F401  (registers them)
+from autopeft.methods.base import METHODS, BuildContext, PeftMethod, TrainingHook, get_method, register_method
 
-__all__ = ["METHODS", "PeftMethod", "get_method", "register_method"]
+__all__ = ["METHODS", "BuildContext", "PeftMethod", "TrainingHook", "get_method", "register_method"]

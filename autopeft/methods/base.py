@@ -2,37 +2,103 @@
 
 A method turns its section of a space file into searched dimensions, decodes sampled values into a
 *plan* (a JSON-able dict describing exactly what to insert where), counts the plan's trainable
-parameters without building anything, and builds the peft configuration that realises it.
+parameters without building anything, and applies the plan to a model. Methods that ``peft``
+implements also give the ``peft`` configuration that realises a plan on its own.
+
+Methods are applied by increasing ``order``: ``peft`` tuners first, so that they wrap the backbone's
+own Linear modules; then autopeft's own modules, whose hooks see the wrapped modules; pruning last.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
+import torch
 from optuna.distributions import BaseDistribution
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from autopeft.models import BackboneInfo
+from autopeft.space.values import Strict
 
 ValueOf = Callable[[str, Any], Any]
 """``value_of(dimension_name, spec)``: the sampled value of a searched dimension, or the spec's fixed value."""
 
 
+class MethodSection(Strict):
+    """Keys every method's section of a space file has."""
+
+    enabled: bool | Literal["searched"] = Field(
+        True, description="true: always on; 'searched': one on/off dimension (or a member of an `exclusive` group)"
+    )
+
+
+class TrainingHook:
+    """What a method does during training beyond its forward pass (AdaLoRA's allocation, pruning).
+
+    The trainer calls :meth:`on_train_begin` once, adds :meth:`loss_term` to every step's loss,
+    and calls :meth:`after_step` after each optimiser step, before the gradients are cleared.
+    """
+
+    def on_train_begin(self) -> None:
+        """Before the first step."""
+
+    def loss_term(self) -> torch.Tensor | None:
+        """A regulariser added to the loss (``None``: nothing)."""
+        return None
+
+    def after_step(self, step: int) -> None:
+        """After optimiser step number ``step`` (1-based), gradients still present.
+
+        Args:
+            step: steps done so far.
+        """
+
+    def report(self) -> dict:
+        """What the hook did, for the trial's result (``method_report``)."""
+        return {}
+
+
+@dataclass
+class BuildContext:
+    """What a method may need while it is applied to a model.
+
+    Attributes:
+        info: the backbone's description.
+        linears: ``(layer, generic module) -> nn.Linear`` of the backbone as loaded (before any
+            method wrapped it), for methods that act on the frozen weights themselves.
+        total_steps: optimiser steps the training will run (schedules are fractions of it).
+        hooks: training hooks of the methods applied so far.
+    """
+
+    info: BackboneInfo
+    linears: dict[tuple[int, str], torch.nn.Linear]
+    total_steps: int = 1
+    hooks: list[TrainingHook] = field(default_factory=list)
+
+
 class PeftMethod(ABC):
-    """A PEFT method the search can place, size and count.
+    """A PEFT method the search can place, size, count and build.
 
     Attributes:
         name: key of the method's section under ``methods:`` in a space file.
         section: the pydantic model of that section.
+        plan: the pydantic model of a plan (a decoded configuration of this method).
+        adds_modules: whether the method adds trainable modules (pruning does not: a configuration
+            made of it alone places nothing).
+        order: when the method is applied relative to the others (lower first).
     """
 
     name: ClassVar[str]
-    section: ClassVar[type[BaseModel]]
+    order: ClassVar[int]
+    section: ClassVar[type[MethodSection]]
+    plan: ClassVar[type[BaseModel]]
+    adds_modules: ClassVar[bool] = True
 
     @abstractmethod
-    def check(self, section: BaseModel, info: BackboneInfo) -> str | None:
+    def check(self, section: Any, info: BackboneInfo) -> str | None:
         """Validate a section against a backbone; return ``"key: problem"`` or ``None`` when fine.
 
         Args:
@@ -41,7 +107,7 @@ class PeftMethod(ABC):
         """
 
     @abstractmethod
-    def dimensions(self, section: BaseModel, info: BackboneInfo) -> dict[str, BaseDistribution]:
+    def dimensions(self, section: Any, info: BackboneInfo) -> dict[str, BaseDistribution]:
         """The searched dimensions of this section, by name (prefixed with the method's name).
 
         Args:
@@ -50,7 +116,7 @@ class PeftMethod(ABC):
         """
 
     @abstractmethod
-    def decode(self, section: BaseModel, value_of: ValueOf, info: BackboneInfo) -> dict | None:
+    def decode(self, section: Any, value_of: ValueOf, info: BackboneInfo) -> dict | None:
         """Build the plan of one configuration, or ``None`` when it places nothing.
 
         Args:
@@ -69,7 +135,7 @@ class PeftMethod(ABC):
         """
 
     @abstractmethod
-    def minimal_count(self, section: BaseModel, info: BackboneInfo) -> int:
+    def minimal_count(self, section: Any, info: BackboneInfo) -> int:
         """The fewest trainable parameters any non-empty plan of this section can have.
 
         Args:
@@ -78,21 +144,66 @@ class PeftMethod(ABC):
         """
 
     @abstractmethod
-    def peft_config(self, plan: dict, info: BackboneInfo) -> Any:
-        """The ``peft.PeftConfig`` that realises the plan on a sequence-classification model.
+    def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> TrainingHook | None:
+        """Insert the plan's modules into a sequence-classification model, in place.
+
+        Args:
+            model: the model (its backbone is ``model.base_model``).
+            plan: a validated plan.
+            context: the backbone's description and its original Linear modules.
+
+        Returns:
+            A training hook when the method acts during training, else ``None``.
+        """
+
+    def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
+        """Validate a plan written by hand (``autopeft trial --config``): ``"key: problem"`` or ``None``.
+
+        Args:
+            plan: the plan.
+            info: the backbone.
+        """
+        try:
+            self.plan.model_validate(plan)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            return f"{key}: {msg}"
+        return None
+
+    def peft_config(self, plan: dict, info: BackboneInfo, total_steps: int = 1000) -> Any | None:
+        """The ``peft.PeftConfig`` that realises the plan on its own, or ``None`` when peft cannot.
+
+        Args:
+            plan: a plan from :meth:`decode`.
+            info: the backbone.
+            total_steps: training steps (for methods with schedules, such as AdaLoRA).
+        """
+        return None
+
+    def target_sparsity(self, plan: dict, info: BackboneInfo) -> float:
+        """Fraction of the backbone's encoder-layer Linear weights the plan sets to zero.
 
         Args:
             plan: a plan from :meth:`decode`.
             info: the backbone.
         """
+        return 0.0
 
 
 METHODS: dict[str, PeftMethod] = {}
 
 
 def register_method(cls: type[PeftMethod]) -> type[PeftMethod]:
-    """Class decorator: make a method available under ``methods.<cls.name>`` in space files."""
+    """Class decorator: make a method available under ``methods.<cls.name>`` in space files.
+
+    :data:`METHODS` stays sorted by application order.
+    """
     METHODS[cls.name] = cls()
+    ordered = sorted(METHODS.items(), key=lambda item: item[1].order)
+    METHODS.clear()
+    METHODS.update(ordered)
     return cls
 
 

@@ -9,6 +9,15 @@ from autopeft.space.space import (
     count_trainable,
     load_space_file,
     resolve_space_path,
+    target_sparsity,
 )
 
-__all__ = ["SPACES_DIR", "SearchSpace", "TrialConfig", "count_trainable", "load_space_file", "resolve_space_path"]
+__all__ = [
+    "SPACES_DIR",
+    "SearchSpace",
+    "TrialConfig",
+    "count_trainable",
+    "load_space_file",
+    "resolve_space_path",
+    "target_sparsity",
+]

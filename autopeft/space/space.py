@@ -18,7 +18,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from autopeft.errors import ConfigError
-from autopeft.methods.base import METHODS
+from autopeft.methods import base as method_base
 from autopeft.models import BackboneInfo
 from autopeft.space.values import Strict, ValueSpec, distribution, fixed_value, numbers
 
@@ -47,6 +47,10 @@ class SpaceFile(Strict):
         return methods
 
     training: TrainingSection = Field(default_factory=TrainingSection)
+    exclusive: list[list[str]] = Field(
+        default_factory=list,
+        description="groups of methods of which at most one is on (one categorical dimension per group)",
+    )
 
 
 @dataclass(frozen=True)
@@ -125,10 +129,12 @@ def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseM
         raise ConfigError(f"{path}: {_first_error(exc)}") from None
     sections = {}
     for name, body in parsed.methods.items():
-        if name not in METHODS:
-            raise ConfigError(f"{path}: methods.{name}: unknown method; allowed: {', '.join(sorted(METHODS))}")
+        if name not in method_base.METHODS:
+            raise ConfigError(
+                f"{path}: methods.{name}: unknown method; allowed: {', '.join(sorted(method_base.METHODS))}"
+            )
         try:
-            sections[name] = METHODS[name].section.model_validate(body)
+            sections[name] = method_base.METHODS[name].section.model_validate(body)
         except ValidationError as exc:
             raise ConfigError(f"{path}: {_first_error(exc, f'methods.{name}')}") from None
     return path, parsed, sections
@@ -162,15 +168,25 @@ class SearchSpace:
         """
         path, spec, sections = load_space_file(space)
         for name, section in sections.items():
-            problem = METHODS[name].check(section, info)
+            problem = method_base.METHODS[name].check(section, info)
             if problem:
                 raise ConfigError(f"{path}: methods.{name}.{problem}")
+        problem = _check_groups(spec, sections)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
         lr = numbers(spec.training.learning_rate)
         if min(lr) <= 0:
             raise ConfigError(f"{path}: training.learning_rate: values must be positive, got {lr}")
         dims: dict[str, BaseDistribution] = {}
+        grouped = {name for group in spec.exclusive for name in group}
+        for group in spec.exclusive:
+            optional = all(sections[name].enabled == "searched" for name in group)
+            dims[_group_dimension(group)] = CategoricalDistribution([*group, *(["none"] if optional else [])])
         for name, section in sections.items():
-            dims.update(METHODS[name].dimensions(section, info))
+            if section.enabled == "searched" and name not in grouped:
+                dims[f"{name}.enabled"] = CategoricalDistribution([False, True])
+        for name, section in sections.items():
+            dims.update(method_base.METHODS[name].dimensions(section, info))
         lr_dist = distribution(spec.training.learning_rate)
         if lr_dist is not None:
             dims["train.learning_rate"] = lr_dist
@@ -194,13 +210,30 @@ class SearchSpace:
 
         plans = {}
         for name, section in self.sections.items():
-            plan = METHODS[name].decode(section, value_of, self.info)
+            if not self._enabled(name, params):
+                continue
+            plan = method_base.METHODS[name].decode(section, value_of, self.info)
             if plan is not None:
                 plans[name] = plan
-        if not plans:
+        if not any(method_base.METHODS[name].adds_modules for name in plans):
             return None
         lr = float(value_of("train.learning_rate", self.spec.training.learning_rate))
         return TrialConfig(methods=plans, training={"learning_rate": lr})
+
+    def _enabled(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether method ``name`` is on in these values (its ``enabled`` switch, or its group's choice)."""
+        for group in self.spec.exclusive:
+            if name in group:
+                return params.get(_group_dimension(group), group[0]) == name
+        return self.sections[name].enabled is True or bool(params.get(f"{name}.enabled", True))
+
+    def target_sparsity(self, config: TrialConfig) -> float:
+        """Fraction of the encoder-layer Linear weights the configuration prunes (exact, before training).
+
+        Args:
+            config: a decoded configuration.
+        """
+        return target_sparsity(config, self.info)
 
     def count(self, config: TrialConfig) -> int:
         """Exact trainable parameters of a configuration's PEFT modules (head excluded).
@@ -216,8 +249,21 @@ class SearchSpace:
         return None if config is None else self.count(config)
 
     def minimal_count(self) -> int:
-        """The fewest trainable parameters any configuration of this space can have."""
-        return min(METHODS[name].minimal_count(section, self.info) for name, section in self.sections.items())
+        """The fewest trainable parameters any configuration of this space can have.
+
+        Methods always on must all be placed; otherwise one method (the cheapest that adds
+        modules) is enough. A group without a ``none`` choice places its cheapest member.
+        """
+        methods = method_base.METHODS
+        cost = {name: methods[name].minimal_count(section, self.info) for name, section in self.sections.items()}
+        adds = {name for name in self.sections if methods[name].adds_modules}
+        grouped = {name for group in self.spec.exclusive for name in group}
+        forced = [name for name, sec in self.sections.items() if sec.enabled is True and name not in grouped]
+        forced_groups = [g for g in self.spec.exclusive if not all(self.sections[n].enabled == "searched" for n in g)]
+        total = sum(cost[name] for name in forced) + sum(min(cost[n] for n in g) for g in forced_groups)
+        if any(name in adds for name in forced) or any(all(n in adds for n in g) for g in forced_groups):
+            return total
+        return total + min(cost[name] for name in adds)
 
     def is_feasible(self, params: dict[str, Any], limit: int) -> bool:
         """Whether the values place something and stay within ``limit`` trainable parameters."""
@@ -303,7 +349,7 @@ class SearchSpace:
         def violation(values: dict[str, Any]) -> int:
             count = self.count_params(values)
             if count is None:  # places nothing: every switch turned on brings it closer
-                return _EMPTY - sum(v is True for v in values.values())
+                return _EMPTY - sum(v is True or (k.startswith("method.") and v != "none") for k, v in values.items())
             return count
 
         current_v = violation(current)
@@ -319,6 +365,29 @@ class SearchSpace:
         return current
 
 
+def _group_dimension(group: list[str]) -> str:
+    """The dimension choosing one method of an ``exclusive`` group: ``method.lora|adalora``."""
+    return "method." + "|".join(group)
+
+
+def _check_groups(spec: SpaceFile, sections: dict[str, BaseModel]) -> str | None:
+    """``"exclusive: ..."`` when groups name unknown or repeated methods, or peft tuners that cannot share a model."""
+    seen: set[str] = set()
+    for i, group in enumerate(spec.exclusive):
+        if len(group) < 2:
+            return f"exclusive.{i}: a group names at least two methods, got {group}"
+        for name in group:
+            if name not in sections:
+                return f"exclusive.{i}: {name!r} is not a method of this space; methods: {', '.join(sections)}"
+            if name in seen:
+                return f"exclusive.{i}: {name!r} is in two groups"
+            seen.add(name)
+    together = [g for g in spec.exclusive if {"lora", "adalora"} <= set(g)]
+    if {"lora", "adalora"} <= set(sections) and not together:
+        return "exclusive: lora and adalora cannot train in one model (peft); add the group [lora, adalora]"
+    return None
+
+
 def count_trainable(config: TrialConfig, info: BackboneInfo) -> int:
     """Exact trainable PEFT parameters of a configuration on a backbone (head excluded).
 
@@ -328,4 +397,16 @@ def count_trainable(config: TrialConfig, info: BackboneInfo) -> int:
     """
     import autopeft.methods  # noqa: F401  (registers the built-in methods)
 
-    return sum(METHODS[name].count(plan, info) for name, plan in config.methods.items())
+    return sum(method_base.METHODS[name].count(plan, info) for name, plan in config.methods.items())
+
+
+def target_sparsity(config: TrialConfig, info: BackboneInfo) -> float:
+    """Fraction of the backbone's encoder-layer Linear weights a configuration prunes (exact, before training).
+
+    Args:
+        config: the configuration.
+        info: the backbone.
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    return sum(method_base.METHODS[name].target_sparsity(plan, info) for name, plan in config.methods.items())

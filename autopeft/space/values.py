@@ -1,7 +1,7 @@
 """Value specifications shared by every section of a space file.
 
-A value is written as a plain number (fixed), ``{choices: [...]}`` (a categorical/ordinal
-dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
+A value is written as a plain number, word or boolean (fixed), ``{choices: [...]}`` (a
+categorical/ordinal dimension) or ``{low: ..., high: ..., log: true}`` (a continuous dimension).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _number(value: Any) -> Any:
     return float(value) if isinstance(value, str) and _NUMBER.match(value.strip()) else value
 
 
-def _parse_value_spec(value: Any) -> float | Choices | Range:
+def _parse_value_spec(value: Any) -> float | str | bool | Choices | Range:
     """Pick the form by shape, so an error speaks of the form the user meant."""
     value = _number(value)
     if isinstance(value, dict):
@@ -65,6 +65,8 @@ def _parse_value_spec(value: Any) -> float | Choices | Range:
         }
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, (str, bool)):
+        return value
     if isinstance(value, (Choices, Range)):
         return value
     if isinstance(value, dict) and ("choices" in value or "low" in value or "high" in value):
@@ -76,11 +78,11 @@ def _parse_value_spec(value: Any) -> float | Choices | Range:
             where = ".".join(str(p) for p in err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             raise ValueError(f"{where}: {msg}" if where else msg) from None
-    raise ValueError(f"expected a number, {{choices: [...]}} or {{low: ..., high: ..., log: ...}}, got {value!r}")
+    raise ValueError(f"expected a fixed value, {{choices: [...]}} or {{low: ..., high: ..., log: ...}}, got {value!r}")
 
 
-ValueSpec = Annotated[float | Choices | Range, PlainValidator(_parse_value_spec)]
-"""A fixed number, :class:`Choices` or :class:`Range`."""
+ValueSpec = Annotated[float | str | bool | Choices | Range, PlainValidator(_parse_value_spec)]
+"""A fixed value (number, word, boolean), :class:`Choices` or :class:`Range`."""
 
 
 def distribution(spec: ValueSpec) -> BaseDistribution | None:
@@ -103,7 +105,7 @@ def fixed_value(spec: ValueSpec) -> Any:
     return spec
 
 
-def numbers(spec: ValueSpec) -> list[float]:
+def numbers(spec: ValueSpec) -> list[Any]:
     """Every value a spec can take, where that is a finite list; a range gives its two ends."""
     if isinstance(spec, Choices):
         return list(spec.choices)

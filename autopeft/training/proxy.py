@@ -14,9 +14,9 @@ import torch
 
 from autopeft import defaults
 from autopeft.errors import TrialFailed
-from autopeft.methods.build import apply_config, peft_trainable_params
+from autopeft.methods.build import apply_config
 from autopeft.models import backbone_info, load_model
-from autopeft.space import TrialConfig, count_trainable
+from autopeft.space import TrialConfig, count_trainable, target_sparsity
 from autopeft.tasks import compute_metrics, get_task
 from autopeft.training.data import collate, length_grouped_batches, subset, tokenized_split
 
@@ -59,6 +59,7 @@ class ProxyRequest:
         cache_dir: tokenisation cache folder.
         rungs: fractions of training after which the dev metric is measured and ``at_rung`` asked
             whether to go on (early stopping); empty: evaluate only at the end.
+        masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
     """
 
     model: str
@@ -70,6 +71,7 @@ class ProxyRequest:
     threads: int = 1
     cache_dir: str | None = None
     rungs: tuple[float, ...] = ()
+    masks_path: str | None = None
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -158,8 +160,10 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     Returns:
         ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
         ``trainable_params`` (counted on the built model, head excluded), timings and step counts,
-        ``rung_metrics`` (the main metric at each rung reached), and ``pruned`` (true when
-        ``at_rung`` stopped it: ``metric`` is then the last rung's).
+        ``rung_metrics`` (the main metric at each rung reached), ``pruned`` (true when
+        ``at_rung`` stopped it: ``metric`` is then the last rung's), ``sparsity`` (measured from the
+        backbone's encoder-layer Linear weights), ``target_sparsity`` (what the configuration asks)
+        and ``masks_path`` (where the pruning masks were written, if any).
 
     Raises:
         TrialFailed: the loss became NaN/inf, or the built model's count differs from the prediction.
@@ -183,16 +187,17 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     if settings.max_eval_samples and settings.max_eval_samples < len(dev["labels"]):
         dev = subset(dev, np.arange(settings.max_eval_samples))
 
-    device = _device()
-    model = apply_config(_fresh_backbone(request.model, task.num_labels), config, info).to(device)
-    predicted, actual = count_trainable(config, info), peft_trainable_params(model)
-    if predicted != actual:
-        raise TrialFailed(f"trainable count mismatch: predicted {predicted}, built model has {actual}")
-
     lengths = np.asarray([len(x) for x in train["input_ids"]])
     steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
     total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
     warmup = int(settings.warmup_ratio * total_steps)
+
+    device = _device()
+    adapted = apply_config(_fresh_backbone(request.model, task.num_labels), config, info, total_steps)
+    model = adapted.model.to(device)
+    predicted, actual = count_trainable(config, info), adapted.trainable_params()
+    if predicted != actual:
+        raise TrialFailed(f"trainable count mismatch: predicted {predicted}, built model has {actual}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.training["learning_rate"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -207,6 +212,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     def evaluate_dev() -> dict[str, float]:
         return evaluate(model, dev, list(task.metrics), task.is_regression, settings.eval_batch_size)
 
+    for hook in adapted.hooks:
+        hook.on_train_begin()
     model.train()
     step, tokens, rung_seconds, pruned = 0, 0, 0.0, False
     train_started = time.perf_counter()
@@ -215,6 +222,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
             with _autocast(device):
                 loss = model(**batch).loss
+                for term in filter(lambda t: t is not None, (hook.loss_term() for hook in adapted.hooks)):
+                    loss = loss + term
             if not torch.isfinite(loss):
                 raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
             scaler.scale(loss).backward()
@@ -223,9 +232,11 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
+            step += 1
+            for hook in adapted.hooks:
+                hook.after_step(step)  # AdaLoRA's allocation and pruning read the gradients
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
-            step += 1
             if step in rung_steps and step < total_steps and at_rung is not None:
                 rung_started = time.perf_counter()
                 metrics = evaluate_dev()
@@ -242,6 +253,9 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         metrics = evaluate_dev()
     finished = time.perf_counter()
     eval_seconds = finished - eval_started + rung_seconds
+    masks = adapted.masks()
+    if masks and request.masks_path:
+        save_masks(request.masks_path, masks)
     return {
         "metric": metrics[task.metric],
         "metrics": metrics,
@@ -256,4 +270,25 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "rung_metrics": rung_metrics,
         "rung_eval_seconds": rung_seconds,
         "pruned": pruned,
+        "sparsity": adapted.sparsity(),
+        "target_sparsity": target_sparsity(config, info),
+        "masks_path": request.masks_path if masks else None,
+        "method_report": {k: v for hook in adapted.hooks for k, v in hook.report().items()},
     }
+
+
+def save_masks(path: str, masks: dict[str, np.ndarray]) -> None:
+    """Write pruning masks (True: kept) as a compressed ``.npz``, atomically.
+
+    Args:
+        path: the file (its folder is created).
+        masks: parameter path relative to the backbone -> boolean mask.
+    """
+    import os
+    import tempfile
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
+    with os.fdopen(fd, "wb") as handle:
+        np.savez_compressed(handle, **masks)
+    os.replace(tmp, path)

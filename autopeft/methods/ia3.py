@@ -1,0 +1,92 @@
+"""(IA)^3 (Liu et al., 2022): learnt vectors that rescale activations, the cheapest option, via peft.
+
+On attention and FFN-up modules a vector scales the module's output (``out_features`` parameters);
+on the FFN-down module (``ffn_out``) it scales the input, i.e. the FFN's inner activation
+(``in_features`` parameters), as in the paper. Vectors start at one: the backbone is unchanged.
+"""
+
+from __future__ import annotations
+
+from optuna.distributions import BaseDistribution
+from pydantic import Field
+
+from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
+from autopeft.methods.lora import check_sites, inject, site_names
+from autopeft.methods.placement import (
+    Layers,
+    ModuleChoice,
+    check_module_placement,
+    minimal_sites,
+    placed,
+    placement_dimensions,
+    placement_table,
+)
+from autopeft.models import BackboneInfo
+from autopeft.space.values import Strict
+
+FEEDFORWARD = "ffn_out"
+"""The generic module whose input, not output, IA3 scales."""
+
+
+class Ia3Section(MethodSection):
+    """The ``methods.ia3`` section of a space file."""
+
+    layers: Layers = Field("searched", description="'searched', 'all', or fixed layer indices")
+    modules: ModuleChoice
+
+
+class Ia3Plan(Strict):
+    """An IA3 configuration: the ``[layer, module]`` sites carrying a scaling vector."""
+
+    targets: list[tuple[int, str]] = Field(min_length=1)
+
+
+def _width(info: BackboneInfo, layer: int, module: str) -> int:
+    site = info.sites[(layer, module)]
+    return site.in_features if module == FEEDFORWARD else site.out_features
+
+
+@register_method
+class Ia3(PeftMethod):
+    """Rescaling vectors on chosen modules."""
+
+    name = "ia3"
+    order = 2
+    section = Ia3Section
+    plan = Ia3Plan
+
+    def check(self, section: Ia3Section, info: BackboneInfo) -> str | None:
+        return check_module_placement(section.layers, section.modules, info)
+
+    def dimensions(self, section: Ia3Section, info: BackboneInfo) -> dict[str, BaseDistribution]:
+        return placement_dimensions(self.name, section.layers, section.modules, info)
+
+    def decode(self, section: Ia3Section, value_of: ValueOf, info: BackboneInfo) -> dict | None:
+        targets = placed(placement_table(self.name, section.layers, section.modules, info), value_of)
+        return {"targets": [list(t) for t in targets]} if targets else None
+
+    def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
+        return super().check_plan(plan, info) or check_sites(plan["targets"], info)
+
+    def count(self, plan: dict, info: BackboneInfo) -> int:
+        return sum(_width(info, layer, module) for layer, module in plan["targets"])
+
+    def minimal_count(self, section: Ia3Section, info: BackboneInfo) -> int:
+        return min(
+            sum(_width(info, *s) for s in sites) for sites in minimal_sites(section.layers, section.modules, info)
+        )
+
+    def _config(self, plan: dict, info: BackboneInfo, task_type):
+        from peft import IA3Config
+
+        names = site_names(plan["targets"], info)
+        feedforward = [n for n, (_, m) in zip(names, plan["targets"], strict=True) if m == FEEDFORWARD]
+        return IA3Config(task_type=task_type, target_modules=sorted(names), feedforward_modules=sorted(feedforward))
+
+    def peft_config(self, plan: dict, info: BackboneInfo, total_steps: int = 1000):
+        from peft import TaskType
+
+        return self._config(plan, info, TaskType.SEQ_CLS)
+
+    def apply(self, model, plan: dict, context: BuildContext) -> None:
+        inject(model, self._config(plan, context.info, None), self.name)
