@@ -36,6 +36,52 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     _runs_dir_options(parser)
 
 
+def _training_options(parser: argparse.ArgumentParser, numeric: list[tuple]) -> None:
+    """Options of the model, the data and the proxy training, shared by ``search`` and ``trial``."""
+    parser.add_argument("--task", help="task name: rte, mrpc, cola, sst2, stsb")
+    parser.add_argument("--model", help="HF model id or local folder (default: the packaged all-MiniLM-L6-v2)")
+    numeric = [
+        *numeric,
+        ("--epochs", float, defaults.EPOCHS, "proxy training epochs, fractions allowed"),
+        ("--max-train-samples", int, defaults.MAX_TRAIN_SAMPLES, "training examples per trial (0 = all)"),
+        ("--max-eval-samples", int, 0, "dev examples evaluated (0 = all)"),
+        ("--batch-size", int, defaults.BATCH_SIZE, "training batch size"),
+        ("--max-length", int, defaults.MAX_LENGTH, "truncation length in tokens"),
+    ]
+    for flag, kind, default, text in numeric:
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("AUTOPEFT_DATA_DIR"),
+        help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="allow the model's own code from its repository (off by default)",
+    )
+
+
+def _proxy_settings(args: argparse.Namespace):
+    """The proxy settings the training options ask for."""
+    from autopeft.training import ProxySettings
+
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) < 0:
+            raise AutopeftError(f"--{name.replace('_', '-')} must not be negative")
+    if args.epochs <= 0:
+        raise AutopeftError(f"--epochs must be positive, got {args.epochs}")
+    return ProxySettings(
+        epochs=args.epochs,
+        max_train_samples=args.max_train_samples or None,
+        max_eval_samples=args.max_eval_samples or None,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = _Parser(
@@ -51,41 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--spec", help="a study spec YAML (see studies/) whose keys are these options; options given here win"
     )
-    search.add_argument("--task", help="task name: rte, mrpc, cola, sst2, stsb (required, here or in --spec)")
     search.add_argument(
         "--budget",
         help="max trainable parameters of the PEFT modules: a percentage (0.5%%) or fraction (0.005) of the "
         "backbone's parameters, or a count (120k). The classification head is not counted (it is reported separately).",
     )
-    search.add_argument("--model", help="HF model id or local folder (default: the packaged all-MiniLM-L6-v2)")
     search.add_argument(
         "--space", default="default", help="search space file, or a name under search_spaces/ (default: default)"
     )
     search.add_argument(
-        "--objectives", default="metric,params", help="objectives: names (metric,params) or a file under objectives/"
+        "--objectives",
+        default="metric,params",
+        help="objectives: names (metric,params or metric,params,sparsity) or a file under objectives/",
     )
     search.add_argument(
         "--sampler",
         default="botorch",
         help="botorch (default: multi-objective BO), random, tpe, nsga2, gp (Optuna's GPSampler)",
     )
-    numeric = [
+    search_numbers = [
         ("--trials", int, defaults.TRIALS, "finished trials the study should hold"),
         ("--workers", int, defaults.WORKERS, "concurrent trials"),
-        ("--epochs", float, defaults.EPOCHS, "proxy training epochs, fractions allowed"),
-        ("--max-train-samples", int, defaults.MAX_TRAIN_SAMPLES, "training examples per trial (0 = all)"),
-        ("--max-eval-samples", int, 0, "dev examples evaluated (0 = all)"),
-        ("--batch-size", int, defaults.BATCH_SIZE, "training batch size"),
-        ("--max-length", int, defaults.MAX_LENGTH, "truncation length in tokens"),
     ]
-    for flag, kind, default, text in numeric:
-        search.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
-    search.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    search.add_argument(
-        "--data-dir",
-        default=os.environ.get("AUTOPEFT_DATA_DIR"),
-        help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`",
-    )
+    _training_options(search, search_numbers)
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
     search.add_argument(
         "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack several trials on one GPU"
@@ -117,15 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {defaults.REDUCTION:g}: successive halving's eta)",
     )
     search.add_argument(
-        "--trust-remote-code",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="allow the model's own code from its repository (off by default)",
-    )
-    search.add_argument(
         "--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study"
     )
     _runs_dir_options(search)
+
+    trial = commands.add_parser(
+        "trial",
+        help="train and evaluate one configuration",
+        description=(
+            "Train one configuration with the proxy settings (no search) and print its metrics, trainable "
+            "parameters and measured sparsity. --config takes a JSON/YAML file with `methods` (method -> plan, "
+            "as in an export's autopeft.json `config`) and `training`, or an export folder."
+        ),
+    )
+    trial.add_argument("--config", required=True, help="configuration file (JSON/YAML) or export folder")
+    _training_options(trial, [])
+    trial.add_argument("--out", help="also write an export folder here (autopeft.json, peft config, masks)")
+    trial.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     for name, what in (("pareto", "the Pareto set"), ("trials", "every trial")):
         sub = commands.add_parser(
@@ -238,18 +280,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from autopeft.report import SearchDisplay, print_pareto
     from autopeft.search import run_search
     from autopeft.study import StudySpec
-    from autopeft.training import ProxySettings
 
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) < 0:
-            raise AutopeftError(f"--{name.replace('_', '-')} must not be negative")
-    proxy = ProxySettings(
-        epochs=args.epochs,
-        max_train_samples=args.max_train_samples or None,
-        max_eval_samples=args.max_eval_samples or None,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+    proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
     same_name += " gpus_per_trial ray_address trust_remote_code"
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
@@ -273,6 +305,67 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"in {summary.seconds / 60:.1f} min. "
         f"Next: autopeft export --study {name} --runs-dir {args.runs_dir} --pick knee --out best/"
     )
+    return 0
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    """``autopeft trial``: one configuration, trained and evaluated without a search."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from autopeft.export import read_config, write_export
+    from autopeft.methods.build import check_config
+    from autopeft.models import backbone_info, default_model
+    from autopeft.space import count_trainable, target_sparsity
+    from autopeft.study import default_runs_dir, dumps
+    from autopeft.tasks import get_task
+    from autopeft.training import ProxyRequest, run_proxy_trial
+
+    if not args.task:
+        raise AutopeftError("--task is required")
+    settings = _proxy_settings(args)
+    task = get_task(args.task)
+    config, _ = read_config(args.config)
+    model = args.model or default_model()
+    info = backbone_info(model, task.num_labels, args.trust_remote_code)
+    config = check_config(config, info, source=args.config)
+    cache_dir = str(Path(default_runs_dir()).resolve() / "cache" / "tokenized")
+    with tempfile.TemporaryDirectory() as scratch:
+        masks_path = str(Path(args.out or scratch) / "masks.npz") if "pruning" in config.methods else None
+        request = ProxyRequest(
+            model, task.name, args.data_dir, config.to_dict(), settings, args.seed, 0, cache_dir, (), masks_path
+        )
+        Console(stderr=True).print(f"training {', '.join(config.methods)} on {task.name} ...")
+        result = run_proxy_trial(request)
+        count = count_trainable(config, info)
+        summary = {
+            "task": task.name,
+            "metric_name": task.metric,
+            "metric": result["metric"],
+            "metrics": result["metrics"],
+            "trainable_params": count,
+            "trainable_fraction": count / info.backbone_params,
+            "target_sparsity": target_sparsity(config, info),
+            "sparsity": result["sparsity"],
+            "steps": result["steps"],
+            "seconds": result["seconds"],
+            "method_report": result["method_report"],
+        }
+        if args.out:
+            write_export(args.out, config, info, {**summary, "source": str(args.config)}, result["steps"], masks_path)
+    if args.json:
+        print(dumps(summary))
+        return 0
+    table = Table(title=f"{', '.join(config.methods)} on {task.name}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key in ("metric", "trainable_params", "trainable_fraction", "target_sparsity", "sparsity", "steps", "seconds"):
+        value = summary[key]
+        shown = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
+        table.add_row(task.metric if key == "metric" else key, shown)
+    Console().print(table)
     return 0
 
 
@@ -364,6 +457,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "search": cmd_search,
+    "trial": cmd_trial,
     "pareto": cmd_list,
     "trials": cmd_list,
     "export": cmd_export,

@@ -1,25 +1,104 @@
-"""Export a chosen trial as a configuration ``peft`` loads as is, plus autopeft's own record of it."""
+"""Export a configuration as files ``peft`` and autopeft load, and rebuild a model from them.
+
+An export folder holds:
+
+- ``autopeft.json``: the full configuration (every method's plan, the learning rate), its
+  objectives and provenance, and ``peft_expressible`` with, when false, ``not_expressible``: which
+  part peft cannot express (bottleneck adapters, per-layer prefix lengths, pruning masks, a
+  combination of methods);
+- ``adapter_config.json`` when the whole configuration is one method peft implements in that form
+  (``peft.PeftConfig.from_pretrained`` loads it); also ``peft/<method>/adapter_config.json`` for
+  each peft-expressible part of a combination;
+- ``masks.npz`` when the configuration prunes: the masks the trial measured its sparsity with.
+
+:func:`load` rebuilds the exact model (methods, hooks, masks) from such a folder on a backbone.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from autopeft.methods.build import peft_config
-from autopeft.models import backbone_info
-from autopeft.pareto import pick_trial
-from autopeft.study import spec_of, trial_config, trial_record
-from autopeft.tasks import get_task
+from autopeft.errors import ConfigError
+from autopeft.methods.build import AdaptedModel, apply_config, check_config, peft_config
+from autopeft.models import BackboneInfo, backbone_info
+from autopeft.space import TrialConfig, count_trainable, target_sparsity
+
+EXPORT_FILE = "autopeft.json"
+MASKS_FILE = "masks.npz"
+_NOT_PEFT = {
+    "serial_adapter": "serial bottleneck adapters are not a peft method",
+    "parallel_adapter": "parallel bottleneck adapters are not a peft method",
+    "prefix": "prefix lengths that differ per layer, cover only some layers, or use a per-layer MLP",
+    "pruning": "pruning masks of the frozen backbone (written to masks.npz)",
+}
+
+
+def write_export(
+    out: str | Path,
+    config: TrialConfig,
+    info: BackboneInfo,
+    record: dict[str, Any],
+    total_steps: int = 1000,
+    masks_path: str | None = None,
+) -> dict[str, Any]:
+    """Write an export folder for ``config`` on a backbone.
+
+    Args:
+        out: the folder (created).
+        config: the configuration.
+        info: the backbone.
+        record: fields written into ``autopeft.json`` beside the configuration (provenance, metrics).
+        total_steps: training steps the configuration was trained for (AdaLoRA's schedule).
+        masks_path: the pruning masks of the trained configuration, copied as ``masks.npz``.
+
+    Returns:
+        The content of ``autopeft.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    whole = peft_config(config, info, total_steps)
+    reasons = []
+    if whole is None:
+        if len(config.methods) > 1:
+            reasons.append(f"one adapter_config.json holds one method; this combines {', '.join(config.methods)}")
+        for name, plan in config.methods.items():
+            part = peft_config(TrialConfig({name: plan}, config.training), info, total_steps)
+            if part is None:
+                reasons.append(f"{name}: {_NOT_PEFT.get(name, 'not expressible in peft')}")
+            else:
+                part.base_model_name_or_path = info.model
+                part.save_pretrained(str(out / "peft" / name))
+    else:
+        whole.base_model_name_or_path = info.model
+        whole.save_pretrained(str(out))
+    if masks_path and Path(masks_path).is_file():
+        if Path(masks_path).resolve() != (out / MASKS_FILE).resolve():
+            shutil.copyfile(masks_path, out / MASKS_FILE)
+    elif "pruning" in config.methods:
+        reasons.append("pruning masks were not found: load() applies none")
+    summary = {
+        **record,
+        "model": info.model,
+        "trainable_params": count_trainable(config, info),
+        "backbone_params": info.backbone_params,
+        "target_sparsity": target_sparsity(config, info),
+        "config": config.to_dict(),
+        "total_steps": total_steps,
+        "peft_expressible": whole is not None,
+        "not_expressible": reasons,
+        "loader": "autopeft.load(folder, model)",
+    }
+    (out / EXPORT_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
 
 
 def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, Any]:
-    """Write ``adapter_config.json`` (for ``peft.PeftConfig.from_pretrained``) and ``autopeft.json``.
-
-    ``autopeft.json`` holds the full configuration, the objectives and the provenance: ``model``,
-    ``task``, ``study``, ``trial``, ``trainable_params`` (PEFT modules only, head excluded), ``metric``.
+    """Export a trial of a study (see the module docstring for what is written).
 
     Args:
         study: the study.
@@ -29,19 +108,16 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     Returns:
         The content of ``autopeft.json``.
     """
+    from autopeft.pareto import pick_trial
+    from autopeft.study import spec_of, trial_config, trial_record
+    from autopeft.tasks import get_task
+
     trial = pick_trial(study, pick)
     spec = spec_of(study)
     task = get_task(spec["task"])
     info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
-    config = trial_config(trial)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    peft_cfg = peft_config(config, info)
-    peft_cfg.base_model_name_or_path = spec["model"]
-    peft_cfg.save_pretrained(str(out))
     record = trial_record(trial)
     summary = {
-        "model": spec["model"],
         "task": task.name,
         "study": study.study_name,
         "trial": trial.number,
@@ -49,10 +125,9 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         "metric": record["metric"],
         "metric_name": task.metric,
         "metrics": record["metrics"],
-        "trainable_params": record["trainable_params"],
         "trainable_fraction": record["trainable_fraction"],
         "head_params": record["head_params"],
-        "backbone_params": info.backbone_params,
+        "sparsity": record.get("sparsity"),
         "objectives": dict(
             zip(
                 study.user_attrs.get("autopeft.objectives", []),
@@ -61,11 +136,76 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
             )
         ),
         "state": trial.state.name,  # PRUNED: stopped early; its metric is the one at the stop
-        "config": config.to_dict(),
         "optuna_params": trial.params,
         "budget": spec["budget"],
         "space": spec["space"],
-        "peft_expressible": True,
     }
-    (out / "autopeft.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    steps = int(trial.user_attrs.get("steps") or 1000)
+    return write_export(out, trial_config(trial), info, summary, steps, trial.user_attrs.get("masks_path"))
+
+
+def read_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
+    """A configuration from an export folder, its ``autopeft.json``, or a JSON/YAML configuration file.
+
+    A configuration file holds ``methods`` (method name -> plan, as in ``autopeft.json``'s
+    ``config``) and ``training`` (``learning_rate``).
+
+    Args:
+        path: the folder or file.
+
+    Returns:
+        The configuration and the whole document it came from.
+    """
+    import yaml
+
+    path = Path(path)
+    file = path / EXPORT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"--config {str(path)!r}: no such file (nor an export folder with {EXPORT_FILE})")
+    try:
+        raw = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{file}: malformed {file.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+    document = raw if isinstance(raw, dict) else {}
+    body = document.get("config", document)
+    if not isinstance(body, dict) or not isinstance(body.get("methods"), dict) or not body["methods"]:
+        raise ConfigError(f"{file}: methods: a mapping of method name -> plan is required")
+    training = body.get("training") or {}
+    if not isinstance(training, dict):
+        raise ConfigError(f"{file}: training: expected a mapping with learning_rate")
+    return TrialConfig(methods=dict(body["methods"]), training=dict(training)), document
+
+
+def load(path: str | Path, model=None, trust_remote_code: bool = False) -> AdaptedModel:
+    """Rebuild the exact model of an export: every method inserted, pruning masks applied.
+
+    Args:
+        path: an export folder (or its ``autopeft.json``).
+        model: a ``transformers`` sequence-classification model of the export's backbone; default:
+            load the backbone named in ``autopeft.json`` with the task's number of labels.
+        trust_remote_code: allow the backbone's own code when loading it here.
+
+    Returns:
+        The adapted model (``.model`` is the ``torch`` module; ``.sparsity()`` the measured sparsity).
+    """
+    import numpy as np
+
+    from autopeft.methods.pruning import apply_masks
+    from autopeft.models import load_model
+    from autopeft.tasks import get_task
+
+    config, document = read_config(path)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if model is None:
+        if "model" not in document or "task" not in document:
+            raise ConfigError(f"{folder}: {EXPORT_FILE} names no model/task; pass the model to load()")
+        model = load_model(document["model"], get_task(document["task"]).num_labels, trust_remote_code)
+    name = model.config._name_or_path or document.get("model", "")
+    info = backbone_info(name, model.config.num_labels, trust_remote_code)
+    config = check_config(config, info, source=str(folder / EXPORT_FILE))
+    adapted = apply_config(model, config, info, int(document.get("total_steps", 1000)))
+    masks_file = folder / MASKS_FILE
+    if masks_file.is_file():
+        with np.load(masks_file) as masks:
+            apply_masks(model.base_model, {key: masks[key] for key in masks.files}, info)
+    return adapted

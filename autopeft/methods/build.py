@@ -63,13 +63,16 @@ def backbone_linears(model: torch.nn.Module, info: BackboneInfo) -> dict[tuple[i
     return {site: model.base_model.get_submodule(s.name) for site, s in info.sites.items()}
 
 
-def check_config(config: TrialConfig, info: BackboneInfo, source: str = "--config") -> None:
+def check_config(config: TrialConfig, info: BackboneInfo, source: str = "--config") -> TrialConfig:
     """Validate a configuration written by hand: known methods, valid plans for this backbone.
 
     Args:
         config: the configuration.
         info: the backbone.
         source: where it came from (for the message).
+
+    Returns:
+        The configuration with every plan's omitted keys at their defaults.
 
     Raises:
         ConfigError: the first problem, as ``<source>: methods.<name>.<key>: <problem>``.
@@ -89,8 +92,12 @@ def check_config(config: TrialConfig, info: BackboneInfo, source: str = "--confi
             f"{source}: methods: name at least one method that adds modules; allowed: {', '.join(METHODS)}"
         )
     lr = config.training.get("learning_rate")
-    if not isinstance(lr, (int, float)) or lr <= 0:
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError(f"{source}: training.learning_rate: a positive number is required, got {lr!r}")
+    plans = {
+        name: METHODS[name].plan.model_validate(plan).model_dump(mode="json") for name, plan in config.methods.items()
+    }
+    return TrialConfig(methods=plans, training={**config.training, "learning_rate": float(lr)})
 
 
 def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo, total_steps: int = 1) -> AdaptedModel:

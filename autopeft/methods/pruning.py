@@ -196,10 +196,14 @@ class Pruner(TrainingHook):
                 self.scores[site] = self.scores.get(site, 0) + saliency
                 linear.weight.grad = None
         if step in self.events:
+            plan, last = self.plan, step == self.events[-1]
+            # The last event reaches the target exactly, whatever the rounding of steps did.
             self.prune(
-                schedule_fraction(self.plan["schedule"], step / self.total_steps, self.plan["start"], self.plan["end"])
+                1.0
+                if last
+                else schedule_fraction(plan["schedule"], step / self.total_steps, plan["start"], plan["end"])
             )
-            if step == self.events[-1]:
+            if last:
                 self._track_gradients(False)
 
     # -- masks ----------------------------------------------------------------------------------
