@@ -14,17 +14,21 @@ from autopeft.study import BoundStudy, mask_url, trial_record
 
 
 def _describe(config: dict | None) -> str:
-    """A short human description of a configuration (``lora: 9 sites, ranks 2-8, lr 1.2e-03``)."""
+    """A short human description of a configuration (``lora L0,2 query+value r2-8; lr 1.2e-03``)."""
     if not config:
         return ""
     parts = []
     for name, plan in config["methods"].items():
+        if name == "pruning":
+            parts.append(f"prune {plan['target']:.0%} {plan['granularity']} {plan['criterion']} {plan['schedule']}")
+            continue
         targets = plan.get("targets", [])
-        ranks = sorted({t[2] for t in targets})
         layers = sorted({t[0] for t in targets})
-        modules = sorted({t[1] for t in targets})
-        rank_text = f"r{ranks[0]}" if len(ranks) == 1 else f"r{ranks[0]}-{ranks[-1]}"
-        parts.append(f"{name} L{','.join(map(str, layers))} {'+'.join(modules)} {rank_text}")
+        places = sorted({t[1] for t in targets if isinstance(t[1], str)})
+        sizes = sorted({t[-1] for t in targets if not isinstance(t[-1], str)})
+        size_text = "" if not sizes else f" {sizes[0]}" if len(sizes) == 1 else f" {sizes[0]}-{sizes[-1]}"
+        place_text = f" {'+'.join(places)}" if places else ""
+        parts.append(f"{name} L{','.join(map(str, layers))}{place_text}{size_text}")
     parts.append(f"lr {config['training']['learning_rate']:.1e}")
     return "; ".join(parts)
 
@@ -37,15 +41,19 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
         title: the table's title.
     """
     table = Table(title=title, title_justify="left")
-    for column in ("trial", "metric", "trainable", "% of backbone", "configuration"):
+    sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
+    columns = ("trial", "metric", "trainable", "% of backbone", *(("sparsity",) if sparse else ()), "configuration")
+    for column in columns:
         table.add_column(column, justify="right" if column != "configuration" else "left")
     for trial in pareto_trials(study):
         record = trial_record(trial)
+        sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
         table.add_row(
             str(record["trial"]),
             f"{record['metric']:.4f}",
             f"{record['trainable_params']:,}",
             f"{100 * record['trainable_fraction']:.3f}",
+            *sparsity,
             _describe(record["params"]),
         )
     return table

@@ -41,8 +41,8 @@ class LoraPlan(Strict):
     """A LoRA configuration: ``[layer, module, rank]`` per adapted site, alpha and dropout."""
 
     targets: list[tuple[int, str, PositiveInt]] = Field(min_length=1)
-    alpha: float = Field(gt=0)
-    dropout: float = Field(ge=0, lt=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 def check_sites(targets, info: BackboneInfo) -> str | None:

@@ -176,7 +176,7 @@ class Pruner(TrainingHook):
     # -- training -------------------------------------------------------------------------------
     def on_train_begin(self) -> None:
         if 0 in self.events:
-            self.prune(schedule_fraction(self.plan["schedule"], 0.0, self.plan["start"], self.plan["end"]))
+            self._prune_at(0)
         self._track_gradients(self.data_aware and any(e > 0 for e in self.events))
 
     def _track_gradients(self, on: bool) -> None:
@@ -196,15 +196,18 @@ class Pruner(TrainingHook):
                 self.scores[site] = self.scores.get(site, 0) + saliency
                 linear.weight.grad = None
         if step in self.events:
-            plan, last = self.plan, step == self.events[-1]
-            # The last event reaches the target exactly, whatever the rounding of steps did.
-            self.prune(
-                1.0
-                if last
-                else schedule_fraction(plan["schedule"], step / self.total_steps, plan["start"], plan["end"])
-            )
-            if last:
+            self._prune_at(step)
+            if step == self.events[-1]:
                 self._track_gradients(False)
+
+    def _prune_at(self, step: int) -> None:
+        """Prune as the schedule says at ``step``; the last event reaches the target exactly, whatever
+        the rounding of steps did (a short training may put a one-shot prune at step 0)."""
+        plan = self.plan
+        last = step == self.events[-1]
+        self.prune(
+            1.0 if last else schedule_fraction(plan["schedule"], step / self.total_steps, plan["start"], plan["end"])
+        )
 
     # -- masks ----------------------------------------------------------------------------------
     def _score(self, site: tuple[int, str]) -> torch.Tensor:
@@ -399,6 +402,7 @@ class Pruning(PeftMethod):
         problem = super().check_plan(plan, info)
         if problem:
             return problem
+        plan = self.plan.model_validate(plan).model_dump()  # omitted keys at their defaults
         if plan["schedule"] != "one_shot" and plan.get("end", 0.8) <= plan.get("start", 0.0):
             return f"end: the schedule ends ({plan['end']:g}) before or when it starts ({plan['start']:g})"
         what = f"a module of this {info.model_type} model"

@@ -366,8 +366,8 @@ class SearchSpace:
 
 
 def _group_dimension(group: list[str]) -> str:
-    """The dimension choosing one method of an ``exclusive`` group: ``method.lora|adalora``."""
-    return "method." + "|".join(group)
+    """The dimension choosing one method of an ``exclusive`` group: ``method.lora-or-adalora``."""
+    return "method." + "-or-".join(group)
 
 
 def _check_groups(spec: SpaceFile, sections: dict[str, BaseModel]) -> str | None:

@@ -32,13 +32,9 @@ def test_shipped_spaces_load_and_decode(name, tiny_info):
     for _ in range(20):
         params = space.sample(rng)
         assert set(params) == set(space.dimensions)
-        np.testing.assert_allclose(
-            [
-                space.from_unit(n, u) if isinstance(params[n], float) else params[n]
-                for n, u in zip(space.dimensions, space.to_unit(params), strict=True)
-            ],
-            list(params.values()),
-        )
+        for (name, value), u in zip(params.items(), space.to_unit(params), strict=True):
+            expected = pytest.approx(value) if isinstance(value, float) else value
+            assert space.from_unit(name, u) == expected, name
 
 
 def test_layer_count_comes_from_the_model(tiny_info):
@@ -54,7 +50,10 @@ def test_layer_count_comes_from_the_model(tiny_info):
             "methods.lora.colour: unknown key",
         ),
         ("name: t\nmethods: {lora: {modules: {choices: [query]}}}", "methods.lora.rank: required key is missing"),
-        ("name: t\nmethods: {loraa: {}}", "methods.loraa: unknown method; allowed: lora"),
+        (
+            "name: t\nmethods: {loraa: {}}",
+            "methods.loraa: unknown method; allowed: adalora, ia3, lora, parallel_adapter",
+        ),
         (
             "name: t\nmethods: {lora: {modules: {choices: [qkv]}, rank: {choices: [2]}}}",
             "'qkv' is not a module of this bert model",
@@ -153,3 +152,76 @@ def test_numbers_in_exponent_notation_are_numbers(tmp_path, tiny_info):
     text = LORA + "training:\n  learning_rate: {choices: [1e-3, 1.0e30, 2.0e-4]}\n"
     space = SearchSpace.load(write(tmp_path, text), tiny_info)
     assert space.dimensions["train.learning_rate"].choices == (1e-3, 1e30, 2e-4)
+
+
+FULL_ERRORS = [
+    ("methods: {dora: {}}", "methods.dora: unknown method; allowed: adalora"),
+    ("methods: {ia3: {modules: {choices: [gate_proj]}}}", "methods.ia3.modules.choices: 'gate_proj' is not a module"),
+    (
+        "methods: {serial_adapter: {positions: {choices: [ffn]}, size: {choices: [8, 64]}}}",
+        "methods.serial_adapter.size.choices: size 64 exceeds the hidden size 32",
+    ),
+    (
+        "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, pruning: {target: 1.0}}",
+        "methods.pruning.target: sparsity must lie in [0, 1), got [1.0]",
+    ),
+    (
+        "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, pruning: {start: 0.6, end: 0.3}}",
+        "methods.pruning.end: the schedule ends (0.3) before or when it starts (0.6)",
+    ),
+    (
+        "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, pruning: {granularity: '3:8x'}}",
+        "methods.pruning.granularity: '3:8x' is not known; allowed: unstructured, N:M",
+    ),
+    (
+        "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, pruning: {schedule: exponential}}",
+        "methods.pruning.schedule: 'exponential' is not known; allowed: one_shot, linear, cubic",
+    ),
+    (
+        "methods: {parallel_adapter: {positions: {choices: [ffn]}, size: {choices: [4]}, activation: swish}}",
+        "methods.parallel_adapter.activation: 'swish' is not known; allowed: relu, gelu",
+    ),
+    (
+        "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, "
+        "adalora: {modules: {choices: [value]}, init_rank: 4}}",
+        "exclusive: lora and adalora cannot train in one model",
+    ),
+    (
+        "exclusive: [[lora, ia3]]\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}}",
+        "exclusive.0: 'ia3' is not a method of this space",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), FULL_ERRORS)
+def test_full_space_validation_errors_name_file_key_and_allowed_values(tmp_path, tiny_info, body, expected):
+    path = write(tmp_path, "name: t\n" + body)
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.load(path, tiny_info)
+    message = str(info.value)
+    assert message.startswith(path) and "\n" not in message
+    assert expected in message, message
+
+
+EXCLUSIVE = """
+name: t
+exclusive: [[lora, ia3]]
+methods:
+  lora: {enabled: searched, layers: all, modules: {choices: [query], searched: false}, rank: {choices: [2]}}
+  ia3: {enabled: searched, layers: all, modules: {choices: [key], searched: false}}
+  pruning: {enabled: searched, target: {choices: [0.5, 0.9]}, schedule: one_shot}
+"""
+
+
+def test_exclusive_groups_and_switches_decide_which_methods_are_on(tmp_path, tiny_info):
+    space = SearchSpace.load(write(tmp_path, EXCLUSIVE), tiny_info)
+    assert space.dimensions["method.lora-or-ia3"].choices == ("lora", "ia3", "none")
+    assert "pruning.enabled" in space.dimensions and "lora.enabled" not in space.dimensions
+    values = {"method.lora-or-ia3": "ia3", "pruning.enabled": True, "pruning.target": 0.9}
+    config = space.decode(values)
+    assert set(config.methods) == {"ia3", "pruning"} and config.methods["pruning"]["target"] == 0.9
+    assert space.target_sparsity(config) == pytest.approx(0.9, abs=1e-3)
+    assert space.decode({**values, "method.lora-or-ia3": "none"}) is None  # pruning alone adds nothing to train
+    assert space.minimal_count() == 3 * 32  # IA3 on every layer's key
+    repaired = space.repair({**values, "method.lora-or-ia3": "none"}, 10**6)
+    assert space.decode(repaired) is not None
