@@ -115,10 +115,6 @@ def _pruned_sites(plan: dict) -> list[tuple[int, str]]:
     return [(layer, module) for layer in plan["layers"] for module in modules]
 
 
-def _heads(info: BackboneInfo) -> int:
-    return info.num_heads
-
-
 def target_zeros(plan: dict, info: BackboneInfo) -> int:
     """Exact number of weights the plan sets to zero at its target."""
     granularity, sites = plan["granularity"], _pruned_sites(plan)
