@@ -318,7 +318,6 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from autopeft.export import read_config, write_export
     from autopeft.methods.build import check_config
     from autopeft.models import backbone_info, default_model
-    from autopeft.space import count_trainable, target_sparsity
     from autopeft.study import default_runs_dir, dumps
     from autopeft.tasks import get_task
     from autopeft.training import ProxyRequest, run_proxy_trial
@@ -339,7 +338,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         )
         Console(stderr=True).print(f"training {', '.join(config.methods)} on {task.name} ...")
         result = run_proxy_trial(request)
-        count = count_trainable(config, info)
+        count = result["trainable_params"]  # counted on the built model, equal to the prediction
         summary = {
             "task": task.name,
             "metric_name": task.metric,
@@ -347,7 +346,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
             "metrics": result["metrics"],
             "trainable_params": count,
             "trainable_fraction": count / info.backbone_params,
-            "target_sparsity": target_sparsity(config, info),
+            "target_sparsity": result["target_sparsity"],
             "sparsity": result["sparsity"],
             "steps": result["steps"],
             "seconds": result["seconds"],

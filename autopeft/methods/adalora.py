@@ -11,7 +11,7 @@ parameters exist and train, even where the allocator masks them.
 from __future__ import annotations
 
 import torch
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
@@ -141,8 +141,6 @@ class AdaLora(PeftMethod):
             dist = distribution(getattr(section, key))
             if dist is not None:
                 dims[f"{self.name}.{key}"] = dist
-        if isinstance(dims.get(f"{self.name}.init_rank"), CategoricalDistribution):
-            dims[f"{self.name}.init_rank"] = CategoricalDistribution([int(r) for r in numbers(section.init_rank)])
         return dims
 
     def decode(self, section: AdaLoraSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:

@@ -41,7 +41,7 @@ from autopeft.methods.placement import (
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, numbers
+from autopeft.space.values import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
 
 POSITIONS = ("attn", "ffn")
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "tanh": torch.nn.Tanh}
@@ -201,7 +201,7 @@ class SerialAdapter(_Adapters):
 
     def check(self, section: SerialSection, info: BackboneInfo) -> str | None:
         problem = super().check(section, info)
-        if problem is None and not all(isinstance(v, bool) for v in numbers(section.residual)):
+        if problem is None and not all_booleans(section.residual):
             return f"residual: expected true or false, got {numbers(section.residual)}"
         return problem
 
@@ -227,9 +227,8 @@ class ParallelAdapter(_Adapters):
 
     def check(self, section: ParallelSection, info: BackboneInfo) -> str | None:
         problem = super().check(section, info)
-        values = numbers(section.scale)
-        if problem is None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return f"scale: expected numbers, got {values}"
+        if problem is None and not all_numbers(section.scale):
+            return f"scale: expected numbers, got {numbers(section.scale)}"
         return problem
 
     def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> None:

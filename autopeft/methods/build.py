@@ -123,7 +123,8 @@ def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo
         trainable |= {id(p) for p in model.parameters() if id(p) not in before and p.requires_grad}
         if hook is not None:
             context.hooks.append(hook)
-    head_ids = {id(p) for n, p in model.named_parameters() if n in set(head)}
+    head_names = set(head)
+    head_ids = {id(p) for n, p in model.named_parameters() if n in head_names}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable or id(p) in head_ids)
     return AdaptedModel(model=model, hooks=context.hooks, linears=context.linears, head=head)

@@ -22,7 +22,7 @@ from autopeft.methods.placement import (
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, numbers
+from autopeft.space.values import Strict, ValueSpec, all_numbers, distribution, numbers
 
 
 class LoraSection(MethodSection):
@@ -207,7 +207,7 @@ def check_alpha_dropout(section) -> str | None:
     """``"alpha: ..."``/``"dropout: ..."`` when a LoRA-style section's values are out of range."""
     for key in ("alpha", "dropout"):
         values = numbers(getattr(section, key))
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if not all_numbers(getattr(section, key)):
             return f"{key}: expected numbers, got {values}"
         if key == "dropout" and not (0 <= min(values) and max(values) < 1):
             return f"dropout: values must lie in [0, 1), got {values}"

@@ -30,9 +30,10 @@ from autopeft.methods.placement import (
     check_layers,
     layer_indices,
     size_dimension,
+    size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, numbers
+from autopeft.space.values import Strict, ValueSpec, all_booleans, distribution, numbers
 
 _BASES = ("sdpa", "eager")
 
@@ -133,21 +134,16 @@ class Prefix(PeftMethod):
             return f"layers: this {info.model_type} model has no attention module map for prefixes"
         if section.length.per not in ("shared", "layer"):
             return f"length.per: {section.length.per!r} is not allowed; allowed: shared, layer"
-        if not all(isinstance(v, bool) for v in numbers(section.reparameterize)):
+        if not all_booleans(section.reparameterize):
             return f"reparameterize: expected true or false, got {numbers(section.reparameterize)}"
         return check_layers(section.layers, info)
 
     def dimensions(self, section: PrefixSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
-        dims: dict[str, BaseDistribution] = {}
         layers = layer_indices(section.layers, info)
+        dims: dict[str, BaseDistribution] = {}
         if section.layers == "searched":
             dims.update({f"{self.name}.layer.{i}": BOOL for i in layers})
-        if len(section.length.choices) > 1:
-            from optuna.distributions import CategoricalDistribution
-
-            lengths = CategoricalDistribution(section.length.choices)
-            names = {size_dimension(self.name, "length", section.length.per, i, "") for i in layers}
-            dims.update({name: lengths for name in sorted(names)})
+        dims.update(size_dimensions(self.name, "length", section.length, [(i, "") for i in layers]))
         dist = distribution(section.reparameterize)
         if dist is not None:
             dims[f"{self.name}.reparameterize"] = dist

@@ -33,7 +33,7 @@ from pydantic import Field, PositiveInt
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
 from autopeft.methods.placement import check_choices, check_layers, layer_indices
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, numbers
+from autopeft.space.values import Strict, ValueSpec, all_numbers, distribution, numbers
 
 CRITERIA = ("magnitude", "taylor", "movement")
 SCHEDULES = ("one_shot", "linear", "cubic")
@@ -318,6 +318,7 @@ class Pruning(PeftMethod):
     adds_modules = False
 
     _VALUES = {"criterion": CRITERIA, "schedule": SCHEDULES}
+    dimensions_keys = ("target", "granularity", "criterion", "schedule", "start", "end")
 
     def check(self, section: PruningSection, info: BackboneInfo) -> str | None:
         for key, allowed in self._VALUES.items():
@@ -325,7 +326,7 @@ class Pruning(PeftMethod):
             if problem:
                 return problem
         targets = numbers(section.target)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in targets):
+        if not all_numbers(section.target) or not all(0 <= v < 1 for v in targets):
             return f"target: sparsity must lie in [0, 1), got {targets}"
         for key in ("start", "end"):
             values = numbers(getattr(section, key))
@@ -367,7 +368,7 @@ class Pruning(PeftMethod):
 
     def dimensions(self, section: PruningSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
         dims = {}
-        for key in ("target", "granularity", "criterion", "schedule", "start", "end"):
+        for key in self.dimensions_keys:
             dist = distribution(getattr(section, key))
             if dist is not None:
                 dims[f"{self.name}.{key}"] = dist
@@ -391,8 +392,6 @@ class Pruning(PeftMethod):
             "layers": layer_indices(section.layers, info),
             "modules": list(section.modules),
         }
-
-    dimensions_keys = ("target", "granularity", "criterion", "schedule", "start", "end")
 
     def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
         problem = super().check_plan(plan, info)

@@ -105,6 +105,16 @@ def fixed_value(spec: ValueSpec) -> Any:
     return spec
 
 
+def all_numbers(spec: ValueSpec) -> bool:
+    """Whether every value a spec can take is a number (booleans are not numbers here)."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers(spec))
+
+
+def all_booleans(spec: ValueSpec) -> bool:
+    """Whether every value a spec can take is ``true`` or ``false``."""
+    return all(isinstance(v, bool) for v in numbers(spec))
+
+
 def numbers(spec: ValueSpec) -> list[Any]:
     """Every value a spec can take, where that is a finite list; a range gives its two ends."""
     if isinstance(spec, Choices):
