@@ -36,25 +36,46 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     _runs_dir_options(parser)
 
 
-def _training_options(parser: argparse.ArgumentParser, numeric: list[tuple]) -> None:
-    """Options of the model, the data and the proxy training, shared by ``search`` and ``trial``."""
-    parser.add_argument("--task", help="task name: rte, mrpc, cola, sst2, stsb")
+_PROXY_OPTIONS = (
+    ("--epochs", "epochs", float, "training epochs, fractions allowed"),
+    ("--max-train-samples", "max_train_samples", int, "training examples (0 = all)"),
+    ("--max-eval-samples", "max_eval_samples", int, "validation examples evaluated (0 = all)"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--max-length", "max_length", int, "truncation length in tokens"),
+)
+
+
+_PROXY_DEFAULTS = {
+    "epochs": defaults.EPOCHS,
+    "max_train_samples": defaults.MAX_TRAIN_SAMPLES,
+    "max_eval_samples": 0,
+    "batch_size": defaults.BATCH_SIZE,
+    "max_length": defaults.MAX_LENGTH,
+}
+"""What ``ProxySettings()`` holds, readable by ``--help`` without importing torch (0: all)."""
+
+
+def _training_options(parser: argparse.ArgumentParser, numeric: list[tuple], inherited: str = "") -> None:
+    """Options of the model, the data and the training, shared by every command that trains.
+
+    Args:
+        parser: the command's parser.
+        numeric: further ``(flag, type, default, help)`` options.
+        inherited: where unset proxy options come from besides the defaults (``the study's``), for help.
+    """
+    parser.add_argument("--task", help="built-in task (rte, mrpc, cola, sst2, stsb) or a task file (see tasks/)")
     parser.add_argument("--model", help="HF model id or local folder (default: the packaged all-MiniLM-L6-v2)")
-    numeric = [
-        *numeric,
-        ("--epochs", float, defaults.EPOCHS, "proxy training epochs, fractions allowed"),
-        ("--max-train-samples", int, defaults.MAX_TRAIN_SAMPLES, "training examples per trial (0 = all)"),
-        ("--max-eval-samples", int, 0, "dev examples evaluated (0 = all)"),
-        ("--batch-size", int, defaults.BATCH_SIZE, "training batch size"),
-        ("--max-length", int, defaults.MAX_LENGTH, "truncation length in tokens"),
-    ]
     for flag, kind, default, text in numeric:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    for flag, field_name, kind, text in _PROXY_OPTIONS:
+        shown = _PROXY_DEFAULTS[field_name]
+        source = f"{inherited}, else {shown}" if inherited else f"{shown}"
+        parser.add_argument(flag, type=kind, help=f"{text} (default: {source})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("AUTOPEFT_DATA_DIR"),
-        help="local GLUE folder (env AUTOPEFT_DATA_DIR); default: download with `datasets`",
+        help="folder of the GLUE tasks (env AUTOPEFT_DATA_DIR); default: download with `datasets`",
     )
     parser.add_argument(
         "--trust-remote-code",
@@ -64,22 +85,30 @@ def _training_options(parser: argparse.ArgumentParser, numeric: list[tuple]) -> 
     )
 
 
-def _proxy_settings(args: argparse.Namespace):
-    """The proxy settings the training options ask for."""
+def _proxy_settings(args: argparse.Namespace, base=None):
+    """The training settings the options ask for; options not given keep ``base``'s (default: the proxy defaults).
+
+    Args:
+        args: parsed options.
+        base: settings whose values unset options keep (a study's proxy, or full fidelity).
+    """
+    import dataclasses
+
     from autopeft.training import ProxySettings
 
+    base = base or ProxySettings()
+    given = {name: getattr(args, name) for _, name, _, _ in _PROXY_OPTIONS if getattr(args, name) is not None}
     for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) < 0:
+        if given.get(name, 0) < 0:
             raise AutopeftError(f"--{name.replace('_', '-')} must not be negative")
-    if args.epochs <= 0:
-        raise AutopeftError(f"--epochs must be positive, got {args.epochs}")
-    return ProxySettings(
-        epochs=args.epochs,
-        max_train_samples=args.max_train_samples or None,
-        max_eval_samples=args.max_eval_samples or None,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+        if name in given:
+            given[name] = given[name] or None  # 0 = all
+    if given.get("epochs", 1) <= 0:
+        raise AutopeftError(f"--epochs must be positive, got {given['epochs']}")
+    for name in ("batch_size", "max_length"):
+        if given.get(name, 1) < 1:
+            raise AutopeftError(f"--{name.replace('_', '-')} must be at least 1, got {given[name]}")
+    return dataclasses.replace(base, **given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,19 +184,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _runs_dir_options(search)
 
-    trial = commands.add_parser(
-        "trial",
-        help="train and evaluate one configuration",
+    evaluate = commands.add_parser(
+        "evaluate",
+        aliases=["trial"],
+        help="train and evaluate one configuration (on any task: transfer)",
         description=(
-            "Train one configuration with the proxy settings (no search) and print its metrics, trainable "
-            "parameters and measured sparsity. --config takes a JSON/YAML file with `methods` (method -> plan, "
-            "as in an export's autopeft.json `config`) and `training`, or an export folder."
+            "Train one configuration (no search) with each seed and print its metric (mean ± std over seeds), "
+            "trainable parameters and measured sparsity. The configuration is an export folder, a JSON/YAML file "
+            "with `methods` (method -> plan, as in an export's autopeft.json `config`) and `training`, or a trial "
+            "of a study (--study, --pick). --task may differ from the one it was found on: that tests transfer."
         ),
     )
-    trial.add_argument("--config", required=True, help="configuration file (JSON/YAML) or export folder")
-    _training_options(trial, [])
-    trial.add_argument("--out", help="also write an export folder here (autopeft.json, peft config, masks)")
-    trial.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.add_argument("--config", help="configuration file (JSON/YAML) or export folder")
+    evaluate.add_argument("--study", help="take the configuration from this study instead (with --pick)")
+    evaluate.add_argument("--pick", default="knee", help="with --study: knee (default), best or a trial number")
+    _runs_dir_options(evaluate)
+    _training_options(evaluate, [("--seeds", int, 1, "seeds, each a separate training run")])
+    evaluate.add_argument("--out", help="also write an export folder here (autopeft.json, peft config, masks)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="retrain chosen trials at full fidelity with several seeds",
+        description=(
+            "Retrain trials of a study on the whole training split (default 3 epochs) with several seeds; store "
+            "each run in the study, log it to MLflow under the study's parent run, and print mean ± std. "
+            "`report` then shows these numbers. Runs already stored for a seed and these settings are skipped."
+        ),
+    )
+    _study_options(retrain)
+    retrain.add_argument(
+        "--pick", nargs="+", default=["knee"], help="pareto, knee (default), best and/or trial numbers"
+    )
+    retrain.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    retrain.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    for flag, field_name, kind, text in _PROXY_OPTIONS:
+        shown = {"epochs": 3, "max_train_samples": 0}.get(field_name, "the study's")
+        retrain.add_argument(flag, type=kind, help=f"{text} (default: {shown})")
+    retrain.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"), help="default: the study's")
+    retrain.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+    retrain.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    baselines = commands.add_parser(
+        "baselines",
+        help="train hand-made reference configurations beside a study",
+        description=(
+            "Train the standard configurations (LoRA r=8 on query/value; Houlsby and Pfeiffer adapters and prefix "
+            "tuning sized to the budget; full fine-tuning for reference) with each seed, store them in the study "
+            "storage (study <task>-<model>-<budget>-baselines) and MLflow, and print mean ± std. "
+            "`report` of a study with the same task, model and budget marks them on its plot."
+        ),
+    )
+    baselines.add_argument("--budget", help="the budget the sizes follow (as for search)")
+    baselines.add_argument("--study", help="take task, model, budget, data and training settings from this study")
+    baselines.add_argument("--only", help="comma-separated baselines (default: lora,houlsby,pfeiffer,prefix,full)")
+    baselines.add_argument("--learning-rate", type=float, help="one learning rate for all (default: each its usual)")
+    _training_options(baselines, [("--seeds", int, 3, "seeds per baseline")], inherited="the study's")
+    baselines.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+    baselines.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _runs_dir_options(baselines)
+
+    report = commands.add_parser(
+        "report",
+        help="write a study's Pareto plot, trials table and summary",
+        description=(
+            "Write pareto.png (metric vs trainable %% on a log scale: trials, Pareto front, knee, retrained means, "
+            "baselines, budget), trials.csv and summary.md to --out, and attach them to the study's MLflow parent run."
+        ),
+    )
+    _study_options(report)
+    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
 
     for name, what in (("pareto", "the Pareto set"), ("trials", "every trial")):
         sub = commands.add_parser(
@@ -276,8 +363,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     for name in ("task", "budget"):
         if not getattr(args, name):
             raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
+    from autopeft.display import SearchDisplay, print_pareto
     from autopeft.execution import EarlyStopping
-    from autopeft.report import SearchDisplay, print_pareto
     from autopeft.search import run_search
     from autopeft.study import StudySpec
 
@@ -308,63 +395,253 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_trial(args: argparse.Namespace) -> int:
-    """``autopeft trial``: one configuration, trained and evaluated without a search."""
+def _evaluated_config(args: argparse.Namespace):
+    """The configuration ``evaluate`` trains, with the model/task it came with: from a file, an export or a study."""
+    from autopeft.export import read_config
+    from autopeft.pareto import pick_trial
+    from autopeft.study import spec_of, trial_config
+
+    if bool(args.config) == bool(args.study):
+        raise AutopeftError("give either --config (a file or export folder) or --study (with --pick)")
+    if args.study:
+        study = _open_existing(args)
+        trial = pick_trial(study, args.pick)
+        spec = spec_of(study)
+        origin = {"model": spec["model"], "task": spec["task"], "source": f"{study.study_name} trial {trial.number}"}
+        return trial_config(trial), origin
+    config, document = read_config(args.config)
+    return config, {"model": document.get("model"), "task": document.get("task"), "source": str(args.config)}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``autopeft evaluate`` (alias ``trial``): one configuration, trained with each seed and evaluated."""
     import tempfile
+
+    from rich.console import Console
+
+    from autopeft.evaluation import RunPlan, summarize, train_seeds
+    from autopeft.export import write_export
+    from autopeft.methods.build import check_config
+    from autopeft.models import backbone_info, default_model
+    from autopeft.study import dumps
+    from autopeft.tasks import get_task, task_reference
+
+    if args.seeds < 1:
+        raise AutopeftError(f"--seeds must be at least 1, got {args.seeds}")
+    config, origin = _evaluated_config(args)
+    task_ref = args.task or origin.get("task")
+    if not task_ref:
+        raise AutopeftError("--task is required (the configuration names no task)")
+    settings = _proxy_settings(args)
+    task = get_task(task_ref)
+    model = args.model or origin.get("model") or default_model()
+    info = backbone_info(model, task.num_labels, args.trust_remote_code)
+    config = check_config(config, info, source=origin["source"])
+    seeds = [args.seed + k for k in range(args.seeds)]
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        cache_dir = str(Path(args.runs_dir).resolve() / "cache" / "tokenized")
+        plan = RunPlan(model, task_reference(task_ref), args.data_dir, settings, cache_dir, masks_dir=scratch)
+        console.print(f"training {', '.join(config.methods)} on {task.name} with {len(seeds)} seed(s) ...")
+        runs = train_seeds(config, plan, seeds, lambda seed, r: console.print(_run_line(task.metric, r)))
+        ok = [r for r in runs if "metric" in r]
+        if not ok:
+            raise AutopeftError(f"every run failed; first: {runs[0]['fail_reason']}")
+        stats = summarize(ok)
+        first = ok[0]
+        summary = {
+            "task": task.name,
+            "metric_name": task.metric,
+            "metric": stats.mean,
+            "metric_std": stats.std,
+            "seeds": stats.seeds,
+            "failed": len(runs) - len(ok),
+            "metrics": stats.metrics,
+            "trainable_params": first["trainable_params"],  # counted on the built model, equal to the prediction
+            "trainable_fraction": first["trainable_params"] / info.backbone_params,
+            "target_sparsity": first["target_sparsity"],
+            "sparsity": sum(r["sparsity"] for r in ok) / len(ok),
+            "steps": first["steps"],
+            "seconds": sum(r.get("seconds", 0.0) for r in ok),
+            "method_report": first["method_report"],
+            "runs": [_run_summary(r) for r in runs],
+        }
+        if args.out:
+            record = {**summary, "task": task_reference(task_ref), "task_name": task.name, "source": origin["source"]}
+            write_export(args.out, config, info, record, first["steps"], first.get("masks_path"))
+    if args.json:
+        print(dumps(summary))
+        return 0
+    _print_seed_table(f"{', '.join(config.methods)} on {task.name}", task.metric, summary)
+    return 0
+
+
+def _run_line(metric: str, result: dict) -> str:
+    if "fail_reason" in result:
+        return f"seed {result['seed']}: [red]failed[/]: {result['fail_reason']}"
+    return f"seed {result['seed']}: {metric} {result['metric']:.4f} ({result['seconds']:.0f} s)"
+
+
+def _run_summary(result: dict) -> dict:
+    keys = ("seed", "metric", "metrics", "sparsity", "steps", "seconds", "fail_reason")
+    return {k: result[k] for k in keys if k in result}
+
+
+def _print_seed_table(title: str, metric: str, summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    mean = f"{summary['metric']:.4f}" + (f" ± {summary['metric_std']:.4f}" if summary["seeds"] > 1 else "")
+    table.add_row(metric + (f" (mean ± std, {summary['seeds']} seeds)" if summary["seeds"] > 1 else ""), mean)
+    for key in ("trainable_params", "trainable_fraction", "target_sparsity", "sparsity", "steps", "seconds"):
+        value = summary[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+    if summary["failed"]:
+        table.add_row("failed runs", str(summary["failed"]))
+    Console().print(table)
+
+
+def _seed_progress(total: int, what: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    progress = Progress(*columns, console=Console(stderr=True))
+    return progress, progress.add_task(what, total=total)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """``autopeft retrain``: chosen trials at full fidelity, several seeds, stored and logged."""
+    import dataclasses
 
     from rich.console import Console
     from rich.table import Table
 
-    from autopeft.export import read_config, write_export
-    from autopeft.methods.build import check_config
-    from autopeft.models import backbone_info, default_model
-    from autopeft.study import default_runs_dir, dumps
-    from autopeft.tasks import get_task
-    from autopeft.training import ProxyRequest, run_proxy_trial
+    from autopeft.retrain import chosen_trials, retrain
+    from autopeft.study import dumps, spec_of
+    from autopeft.training import ProxySettings
 
-    if not args.task:
-        raise AutopeftError("--task is required")
-    settings = _proxy_settings(args)
-    task = get_task(args.task)
-    config, _ = read_config(args.config)
-    model = args.model or default_model()
-    info = backbone_info(model, task.num_labels, args.trust_remote_code)
-    config = check_config(config, info, source=args.config)
-    cache_dir = str(Path(default_runs_dir()).resolve() / "cache" / "tokenized")
-    with tempfile.TemporaryDirectory() as scratch:
-        masks_path = str(Path(args.out or scratch) / "masks.npz") if "pruning" in config.methods else None
-        request = ProxyRequest(
-            model, task.name, args.data_dir, config.to_dict(), settings, args.seed, 0, cache_dir, (), masks_path
+    if args.seeds < 1:
+        raise AutopeftError(f"--seeds must be at least 1, got {args.seeds}")
+    study = _open_existing(args)
+    proxy = ProxySettings(**spec_of(study)["proxy"])
+    full = dataclasses.replace(proxy, epochs=3.0, max_train_samples=None, max_eval_samples=None)
+    settings = _proxy_settings(args, full)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    trials = chosen_trials(study, args.pick)
+    progress, task_id = _seed_progress(len(trials) * len(seeds), "retraining")
+    with progress:
+        results = retrain(
+            study,
+            args.pick,
+            seeds,
+            settings,
+            args.runs_dir,
+            args.data_dir,
+            args.tracking_uri,
+            on_run=lambda trial, seed, result: progress.advance(task_id),
         )
-        Console(stderr=True).print(f"training {', '.join(config.methods)} on {task.name} ...")
-        result = run_proxy_trial(request)
-        count = result["trainable_params"]  # counted on the built model, equal to the prediction
-        summary = {
-            "task": task.name,
-            "metric_name": task.metric,
-            "metric": result["metric"],
-            "metrics": result["metrics"],
-            "trainable_params": count,
-            "trainable_fraction": count / info.backbone_params,
-            "target_sparsity": result["target_sparsity"],
-            "sparsity": result["sparsity"],
-            "steps": result["steps"],
-            "seconds": result["seconds"],
-            "method_report": result["method_report"],
-        }
-        if args.out:
-            write_export(args.out, config, info, {**summary, "source": str(args.config)}, result["steps"], masks_path)
     if args.json:
-        print(dumps(summary))
+        print(dumps([dataclasses.asdict(r) for r in results]))
         return 0
-    table = Table(title=f"{', '.join(config.methods)} on {task.name}")
-    table.add_column("field")
-    table.add_column("value", justify="right")
-    for key in ("metric", "trainable_params", "trainable_fraction", "target_sparsity", "sparsity", "steps", "seconds"):
-        value = summary[key]
-        shown = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
-        table.add_row(task.metric if key == "metric" else key, shown)
+    table = Table(title=f"Retrained trials of {study.study_name} ({results[0].settings})", title_justify="left")
+    for column in ("trial", "search metric", "retrained (mean ± std)", "seeds", "failed"):
+        table.add_column(column, justify="right")
+    for r in results:
+        search = f"{r.search_metric:.4f}" if r.search_metric is not None else ""
+        retrained = f"{r.summary.mean:.4f} ± {r.summary.std:.4f}" if r.summary else "all failed"
+        table.add_row(str(r.trial), search, retrained, str(r.summary.seeds if r.summary else 0), str(r.failed))
     Console().print(table)
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    """``autopeft baselines``: the hand-made configurations, sized to the budget, beside the study."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from autopeft.baselines import BASELINES, baselines_study_name, open_baselines_study, run_baselines
+    from autopeft.budget import parse_budget
+    from autopeft.evaluation import RunPlan
+    from autopeft.models import backbone_info, default_model
+    from autopeft.study import default_tracking_uri, dumps, mask_url, spec_of
+    from autopeft.tasks import get_task, task_reference
+    from autopeft.tracking import Tracker
+    from autopeft.training import ProxySettings
+
+    spec, base = {}, None
+    if args.study:
+        spec = spec_of(_open_existing(args))
+        base = ProxySettings(**spec["proxy"])
+    task_ref, budget_text = args.task or spec.get("task"), args.budget or spec.get("budget")
+    if not task_ref or not budget_text:
+        raise AutopeftError("--task and --budget are required (or --study to take them from a study)")
+    if args.seeds < 1:
+        raise AutopeftError(f"--seeds must be at least 1, got {args.seeds}")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(BASELINES)
+    settings = _proxy_settings(args, base)
+    task = get_task(task_ref)
+    model = args.model or spec.get("model") or default_model()
+    budget = parse_budget(budget_text)
+    info = backbone_info(model, task.num_labels, args.trust_remote_code)
+    limit = budget.limit(info.backbone_params)
+    name = baselines_study_name(task.name, model, budget_text)
+    study = open_baselines_study(_storage(args), name)
+    described = {"task": task_reference(task_ref), "model": model, "budget": budget_text, "limit": limit}
+    study.set_user_attr("autopeft.baselines", described)
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    tracker = Tracker(uri, name, Path(args.runs_dir).resolve() / "mlartifacts", described)
+    data_dir = args.data_dir or spec.get("data_dir")
+    plan = RunPlan.in_runs_dir(model, task_reference(task_ref), data_dir, settings, args.runs_dir, name)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    progress, task_id = _seed_progress(len(names) * len(seeds), "baselines")
+    with progress:
+        results = run_baselines(
+            study, names, info, limit, plan, seeds, tracker, args.learning_rate,
+            on_run=lambda baseline, seed, result: progress.advance(task_id),
+        )  # fmt: skip
+    tracker.finish()
+    if args.json:
+        print(dumps([dataclasses.asdict(r) for r in results]))
+        return 0
+    table = Table(title=f"Baselines {name} ({results[0].settings if results else ''})", title_justify="left")
+    for column in ("baseline", f"{task.metric} (mean ± std)", "seeds", "trainable", "% of backbone", "within budget"):
+        table.add_column(column, justify="left" if column == "baseline" else "right")
+    for r in results:
+        metric = f"{r.summary.mean:.4f} ± {r.summary.std:.4f}" if r.summary else "all failed"
+        table.add_row(
+            r.label,
+            metric,
+            str(r.summary.seeds if r.summary else 0),
+            f"{r.trainable_params:,}",
+            f"{100 * r.trainable_fraction:.3f}",
+            "no" if r.over_budget else "yes",
+        )
+    Console().print(table)
+    Console(stderr=True).print(f"stored in study {name} ({mask_url(_storage(args))}) and MLflow {mask_url(uri)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``autopeft report``: Pareto plot, trials table and summary, also attached to MLflow."""
+    from autopeft.report import finished_count, write_report
+    from autopeft.study import default_tracking_uri, spec_of
+    from autopeft.tracking import Tracker
+
+    study = _open_existing(args)
+    if not finished_count(study):
+        raise AutopeftError(f"study {study.study_name!r} has no finished trial yet: nothing to report")
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    tracker = Tracker(uri, study.study_name, Path(args.runs_dir).resolve() / "mlartifacts", spec_of(study))
+    paths = write_report(study, _storage(args), args.out, tracker)
+    tracker.finish()
+    logged = "; attached to the MLflow parent run" if tracker.enabled else "; MLflow unreachable, not attached"
+    print(f"wrote {', '.join(str(p) for p in paths.values())}{logged}")
     return 0
 
 
@@ -372,8 +649,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     """``autopeft pareto`` and ``autopeft trials``."""
     from rich.console import Console
 
+    from autopeft.display import print_pareto, print_trials
     from autopeft.pareto import pareto_trials
-    from autopeft.report import print_pareto, print_trials
     from autopeft.study import dumps, trial_record
 
     study = _open_existing(args)
@@ -456,7 +733,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "search": cmd_search,
-    "trial": cmd_trial,
+    "evaluate": cmd_evaluate,
+    "trial": cmd_evaluate,
+    "retrain": cmd_retrain,
+    "baselines": cmd_baselines,
+    "report": cmd_report,
     "pareto": cmd_list,
     "trials": cmd_list,
     "export": cmd_export,

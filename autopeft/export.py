@@ -35,6 +35,7 @@ _NOT_PEFT = {
     "parallel_adapter": "parallel bottleneck adapters are not a peft method",
     "prefix": "prefix lengths that differ per layer, cover only some layers, or use a per-layer MLP",
     "pruning": "pruning masks of the frozen backbone (written to masks.npz)",
+    "full_finetune": "full fine-tuning trains every backbone weight: save the trained model itself",
 }
 
 
@@ -118,7 +119,8 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
     record = trial_record(trial)
     summary = {
-        "task": task.name,
+        "task": spec["task"],  # a built-in name, or a task file's path
+        "task_name": task.name,
         "study": study.study_name,
         "trial": trial.number,
         "pick": pick,

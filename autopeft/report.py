@@ -1,158 +1,276 @@
-"""Showing results: the live search display and the Pareto/trials tables."""
+"""The written report of a study: a Pareto plot (PNG), a trials table (CSV) and a short Markdown summary.
+
+The plot shows the task metric against the trainable parameters (% of the backbone, log scale):
+every finished trial, the Pareto front, the knee, the retrained means (± std over seeds) where
+``retrain`` ran, the baselines trained for the same task, backbone and budget, and the budget
+limit. With the sparsity objective the Pareto points are coloured by their measured sparsity.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+import pandas as pd
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
-from autopeft.pareto import pareto_trials
-from autopeft.study import BoundStudy, mask_url, trial_record
+from autopeft.display import describe_config
+from autopeft.pareto import knee_index, pareto_trials
+from autopeft.retrain import retrain_summaries
+from autopeft.study import spec_of, trial_record
 
-
-def _describe(config: dict | None) -> str:
-    """A short human description of a configuration (``lora L0,2 query+value r2-8; lr 1.2e-03``)."""
-    if not config:
-        return ""
-    parts = []
-    for name, plan in config["methods"].items():
-        if name == "pruning":
-            parts.append(f"prune {plan['target']:.0%} {plan['granularity']} {plan['criterion']} {plan['schedule']}")
-            continue
-        targets = plan.get("targets", [])
-        layers = sorted({t[0] for t in targets})
-        places = sorted({t[1] for t in targets if isinstance(t[1], str)})
-        sizes = sorted({t[-1] for t in targets if not isinstance(t[-1], str)})
-        size_text = "" if not sizes else f" {sizes[0]}" if len(sizes) == 1 else f" {sizes[0]}-{sizes[-1]}"
-        place_text = f" {'+'.join(places)}" if places else ""
-        parts.append(f"{name} L{','.join(map(str, layers))}{place_text}{size_text}")
-    parts.append(f"lr {config['training']['learning_rate']:.1e}")
-    return "; ".join(parts)
+PLOT_FILE = "pareto.png"
+TABLE_FILE = "trials.csv"
+SUMMARY_FILE = "summary.md"
 
 
-def pareto_table(study: optuna.Study, title: str) -> Table:
-    """A table of the study's Pareto set, best metric first.
+@dataclass
+class StudyReport:
+    """What a report is drawn from.
+
+    Attributes:
+        study: the study.
+        trials: one row per trial (see :func:`trials_frame`).
+        baselines: one row per baseline (mean metric over seeds), possibly empty.
+        knee: the knee's trial number (``None`` without a Pareto set).
+        limit_fraction: the budget's limit as a fraction of the backbone.
+    """
+
+    study: optuna.Study
+    trials: pd.DataFrame
+    baselines: pd.DataFrame
+    knee: int | None
+    limit_fraction: float | None
+
+    @property
+    def metric_name(self) -> str:
+        """The task's main metric."""
+        from autopeft.tasks import get_task
+
+        return get_task(spec_of(self.study)["task"]).metric
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Every trial as a row: state, metric, trainable parameters, sparsity, Pareto/knee flags, retrain.
 
     Args:
         study: the study.
-        title: the table's title.
     """
-    table = Table(title=title, title_justify="left")
-    sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
-    columns = ("trial", "metric", "trainable", "% of backbone", *(("sparsity",) if sparse else ()), "configuration")
-    for column in columns:
-        table.add_column(column, justify="right" if column != "configuration" else "left")
-    for trial in pareto_trials(study):
-        record = trial_record(trial)
-        sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
-        table.add_row(
-            str(record["trial"]),
-            f"{record['metric']:.4f}",
-            f"{record['trainable_params']:,}",
-            f"{100 * record['trainable_fraction']:.3f}",
-            *sparsity,
-            _describe(record["params"]),
-        )
-    return table
-
-
-def print_pareto(console: Console, study: optuna.Study, title: str) -> None:
-    """Print the Pareto table."""
-    console.print(pareto_table(study, title))
-
-
-def print_trials(console: Console, study: optuna.Study) -> None:
-    """Print every trial of a study."""
-    table = Table(title=f"Trials of {study.study_name}", title_justify="left")
-    for column in ("trial", "state", "metric", "trainable", "% of backbone", "configuration / failure"):
-        table.add_column(column, justify="left" if column in ("state", "configuration / failure") else "right")
+    front = pareto_trials(study)
+    pareto = {t.number for t in front}
+    knee = _knee(study, front)
+    retrained = retrain_summaries(study)
+    rows = []
     for trial in study.get_trials(deepcopy=False):
         record = trial_record(trial)
-        metric = f"{record['metric']:.4f}" if record["metric"] is not None else ""
-        count = f"{record['trainable_params']:,}" if record["trainable_params"] is not None else ""
-        fraction = f"{100 * record['trainable_fraction']:.3f}" if record["trainable_fraction"] is not None else ""
-        table.add_row(
-            str(record["trial"]),
-            record["state"],
-            metric,
-            count,
-            fraction,
-            record.get("fail_reason") or _describe(record["params"]),
+        summary, settings = retrained.get(trial.number, (None, None))
+        fraction = record["trainable_fraction"]
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name,
+                "metric": record["metric"],
+                **{f"metric_{k}": v for k, v in (record.get("metrics") or {}).items()},
+                "trainable_params": record["trainable_params"],
+                "trainable_percent": None if fraction is None else 100 * fraction,
+                "sparsity": record.get("sparsity"),
+                "pareto": trial.number in pareto,
+                "knee": trial.number == knee,
+                "retrain_mean": summary.mean if summary else None,
+                "retrain_std": summary.std if summary else None,
+                "retrain_seeds": summary.seeds if summary else None,
+                "retrain_settings": settings,
+                "seconds": record.get("seconds"),
+                "configuration": record.get("fail_reason") or describe_config(record["params"]),
+            }
         )
-    console.print(table)
+    return pd.DataFrame(rows)
 
 
-class SearchDisplay:
-    """Progress of a running search: trials done / total, time left, and the current Pareto set.
+def _knee(study: optuna.Study, front: list) -> int | None:
+    if not front:
+        return None
+    values = np.asarray([t.values for t in front], dtype=float)
+    maximize = [d == StudyDirection.MAXIMIZE for d in study.directions]
+    return front[knee_index(values, maximize)].number
+
+
+def collect(study: optuna.Study, storage: str) -> StudyReport:
+    """Gather a study's trials, its retrain results and its baselines (same task, backbone, budget).
 
     Args:
-        console: where to draw (stderr, so ``--json`` style output on stdout stays clean).
+        study: the study.
+        storage: the Optuna storage URL holding it (and the baselines study, if any).
     """
+    from autopeft.baselines import baseline_points, baselines_study_name
+    from autopeft.study import connect_storage
+    from autopeft.tasks import get_task
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.live: Live | None = None
-        self.progress = Progress(
-            TextColumn("[bold]trials"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task_id = None
-        self.failed = 0
+    spec = spec_of(study)
+    name = baselines_study_name(get_task(spec["task"]).name, spec["model"], spec["budget"])
+    names = {s.study_name for s in optuna.get_all_study_summaries(connect_storage(storage))}
+    points = baseline_points(optuna.load_study(study_name=name, storage=storage)) if name in names else []
+    limit, backbone = study.user_attrs.get("autopeft.limit"), study.user_attrs.get("autopeft.backbone_params")
+    frame = trials_frame(study)
+    knee = frame.loc[frame["knee"], "trial"] if len(frame) else []
+    return StudyReport(
+        study=study,
+        trials=frame,
+        baselines=pd.DataFrame(points),
+        knee=int(knee.iloc[0]) if len(knee) else None,
+        limit_fraction=limit / backbone if limit and backbone else None,
+    )
 
-    def start(self, bound: BoundStudy, estimate_seconds: float) -> None:
-        """Print the study's header and start the live display."""
-        spec, info = bound.spec, bound.info
-        done = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        self.console.print(
-            f"[bold]study[/] {bound.study.study_name}  [bold]task[/] {bound.task.name} ({bound.task.metric})  "
-            f"[bold]model[/] {spec.model} ({info.backbone_params:,} params, {info.num_layers} layers)\n"
-            f"[bold]budget[/] {bound.budget} = {bound.limit:,} trainable params (head excluded: {info.head_params:,})  "
-            f"[bold]space[/] {bound.space.name} ({len(bound.space.dimensions)} dims)  [bold]sampler[/] {spec.sampler}\n"
-            f"[bold]storage[/] {mask_url(str(spec.storage))}  [bold]tracking[/] {mask_url(str(spec.tracking_uri))}\n"
-            f"{max(0, spec.trials - done)} trials to run ({done} already finished), {spec.workers} at a time; "
-            f"estimated {estimate_seconds / 60:.1f} min (CPU estimate)"
-        )
-        self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
-        self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
-        self.live.start()
 
-    def trial_ended(self, bound: BoundStudy, trial: FrozenTrial) -> None:
-        """Advance the bar and redraw the Pareto set."""
-        if trial.state == TrialState.COMPLETE:
-            self.progress.advance(self.task_id)
-            if not self.console.is_terminal:  # a log file gets one line per trial instead of a live bar
-                done = int(self.progress.tasks[0].completed)
-                record = trial_record(trial)
-                self.console.print(
-                    f"trial {trial.number} finished ({done}/{bound.spec.trials}): {bound.task.metric} "
-                    f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
-                    f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s"
-                )
-        elif trial.state == TrialState.PRUNED:
-            self.progress.advance(self.task_id)
-            rungs = trial.user_attrs.get("rung_metrics", [])
-            self.console.print(
-                f"trial {trial.number} stopped early at rung {len(rungs)} (dominated): {bound.task.metric} "
-                f"{trial.user_attrs.get('metric', float('nan')):.4f}, {trial.user_attrs.get('trainable_params', 0):,} "
-                f"trainable, {trial.user_attrs.get('steps', 0)} steps"
-            )
-        else:
-            self.failed += 1
-            reason = trial.user_attrs.get("fail_reason", "")
-            self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
-        if self.live is not None:
-            self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
+def plot_pareto(report: StudyReport, path: str | Path) -> Path:
+    """Draw the Pareto plot as a PNG.
 
-    def stop(self) -> None:
-        """Stop the live display."""
-        if self.live is not None:
-            self.live.update(self.progress)
-            self.live.stop()
+    Args:
+        report: what to draw.
+        path: the PNG file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    frame = report.trials
+    done = frame[frame["state"].isin(["COMPLETE", "PRUNED"]) & frame["trainable_percent"].notna()]
+    front = done[done["pareto"]].sort_values("trainable_percent")
+    sparse = "sparsity" in report.study.user_attrs.get("autopeft.objectives", [])
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    finished = done[done["state"] == "COMPLETE"]
+    ax.scatter(finished["trainable_percent"], finished["metric"], s=18, c="0.7", label="trials", zorder=2)
+    pruned = done[done["state"] == "PRUNED"]
+    if len(pruned):
+        ax.scatter(
+            pruned["trainable_percent"], pruned["metric"], s=18, facecolors="none", edgecolors="0.6",
+            label="trials stopped early (metric at the stop)", zorder=2,
+        )  # fmt: skip
+    if len(front):
+        ax.step(front["trainable_percent"], front["metric"], where="post", c="tab:blue", lw=1.2, zorder=3)
+        colour = front["sparsity"].fillna(0) if sparse else "tab:blue"
+        points = ax.scatter(
+            front["trainable_percent"], front["metric"], s=46, c=colour, cmap="viridis", vmin=0, vmax=1,
+            edgecolors="black", linewidths=0.5, label="Pareto set (search)", zorder=4,
+        )  # fmt: skip
+        if sparse:
+            fig.colorbar(points, ax=ax, label="measured sparsity of the encoder weights")
+    retrained = done[done["retrain_mean"].notna()]
+    if len(retrained):
+        ax.errorbar(
+            retrained["trainable_percent"], retrained["retrain_mean"], yerr=retrained["retrain_std"], fmt="D",
+            ms=6, c="black", capsize=3, label=f"retrained (mean ± std, {int(retrained['retrain_seeds'].max())} seeds)",
+            zorder=5,
+        )  # fmt: skip
+    if report.knee is not None:
+        knee = done[done["trial"] == report.knee].iloc[0]
+        ax.scatter(
+            [knee["trainable_percent"]], [knee["metric"]], s=260, marker="*", c="tab:red", edgecolors="black",
+            label=f"knee (trial {report.knee})", zorder=6,
+        )  # fmt: skip
+    markers = iter(["s", "^", "v", "P", "X", "h", "<", ">"])
+    for row in report.baselines.itertuples():
+        ax.errorbar(
+            [100 * row.trainable_fraction], [row.metric_mean], yerr=[row.metric_std], fmt=next(markers, "o"), ms=8,
+            capsize=3, label=f"{row.label} ({row.seeds} seeds)", zorder=5,
+        )  # fmt: skip
+    if report.limit_fraction:
+        ax.axvline(100 * report.limit_fraction, ls="--", c="tab:red", lw=1, label="budget limit")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
+    ax.set_xlabel("trainable parameters (% of the backbone, log scale)")
+    ax.set_ylabel(f"{report.metric_name} on the validation split")
+    ax.set_title(f"{report.study.study_name}: {report.metric_name} vs trainable parameters")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def summary_markdown(report: StudyReport) -> str:
+    """A short Markdown summary: the study, the Pareto set (with retrained means), the baselines, the plot.
+
+    Args:
+        report: what to summarise.
+    """
+    spec = spec_of(report.study)
+    frame = report.trials
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    columns = ["trial", "metric", "retrain_mean", "retrain_std", "trainable_params", "trainable_percent", "knee"]
+    columns += ["sparsity"] if frame["sparsity"].notna().any() else []
+    front = frame[frame["pareto"]][[*columns, "configuration"]] if len(frame) else frame
+    lines = [
+        f"# Study {report.study.study_name}",
+        "",
+        f"- task: {spec['task']} (metric: {report.metric_name}, validation split)",
+        f"- model: {spec['model']}",
+        f"- budget: {spec['budget']}; space: {spec['space']}; sampler: {spec['sampler']}",
+        f"- trials: {', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items())) or 'none'}",
+        "",
+        f"![Pareto plot]({PLOT_FILE})",
+        "",
+        "## Pareto set",
+        "",
+        _markdown_table(front) if len(front) else "No finished trial yet.",
+        "",
+    ]
+    if report.knee is not None:
+        lines += [f"Knee: trial {report.knee} (`autopeft export --pick knee`).", ""]
+    if len(report.baselines):
+        shown = report.baselines[["label", "metric_mean", "metric_std", "seeds", "trainable_params", "settings"]]
+        lines += ["## Baselines", "", _markdown_table(shown), ""]
+    lines += [f"All trials: [{TABLE_FILE}]({TABLE_FILE}).", ""]
+    return "\n".join(lines)
+
+
+def write_report(study: optuna.Study, storage: str, out: str | Path, tracker=None) -> dict[str, Path]:
+    """Write ``pareto.png``, ``trials.csv`` and ``summary.md`` to ``out``; log them to MLflow when a tracker is given.
+
+    Args:
+        study: the study.
+        storage: its Optuna storage URL.
+        out: the output folder (created).
+        tracker: the study's :class:`autopeft.tracking.Tracker` (the files go to its parent run).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = collect(study, storage)
+    paths = {
+        "plot": plot_pareto(report, out / PLOT_FILE),
+        "table": out / TABLE_FILE,
+        "summary": out / SUMMARY_FILE,
+    }
+    report.trials.to_csv(paths["table"], index=False)
+    paths["summary"].write_text(summary_markdown(report))
+    if tracker is not None:
+        for path in paths.values():
+            tracker.log_artifact(path)
+    return paths
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that finished or were stopped early (those the plot shows)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))

@@ -88,7 +88,7 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
     """
     spec = bound.spec
     train = tokenized_split(bound.task, "train", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
-    dev = tokenized_split(bound.task, "dev", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
+    dev = tokenized_split(bound.task, "validation", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
     dev_lengths = [len(x) for x in dev["input_ids"]][: spec.proxy.max_eval_samples or None]
     n_train = len(train["input_ids"])
@@ -142,7 +142,7 @@ def run_search(
     def make_request(number: int, config: TrialConfig) -> ProxyRequest:
         return ProxyRequest(
             model=spec.model,
-            task=bound.task.name,
+            task=spec.task,
             data_dir=spec.data_dir,
             config=config.to_dict(),
             settings=spec.proxy,

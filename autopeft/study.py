@@ -24,7 +24,7 @@ from autopeft.execution.early_stopping import EarlyStopping
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
 from autopeft.space import SearchSpace, TrialConfig
-from autopeft.tasks import TaskSpec, get_task
+from autopeft.tasks import TaskSpec, get_task, task_reference
 from autopeft.training import ProxySettings
 
 SPEC_ATTR = "autopeft.spec"
@@ -52,7 +52,18 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def _slug(text: str) -> str:
+def study_slug(task: str, model: str, budget: str, suffix: str) -> str:
+    """``<task>-<model>-<budget>-<suffix>`` in lower case, the model by its folder's or id's last part.
+
+    Args:
+        task: the task's name.
+        model: HF id or folder of the backbone.
+        budget: the budget as written (``0.5%`` becomes ``0.5pct``).
+        suffix: the space's name, or ``baselines``.
+    """
+    path = Path(model.rstrip("/"))
+    model_name = path.parent.name if path.name == "model" else path.name
+    text = f"{task}-{model_name}-{budget.replace('%', 'pct')}-{suffix}"
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
@@ -61,7 +72,7 @@ class StudySpec:
     """What a search is asked to do. Every field has a CLI option of the same name.
 
     Attributes:
-        task: built-in task name.
+        task: built-in task name, or a task file (stored as its absolute path).
         budget: trainable-parameter budget (``0.5%``, ``0.005``, ``120k``).
         model: HF id or folder of the backbone (default: the packaged all-MiniLM-L6-v2).
         space: space file or shipped space name.
@@ -111,6 +122,7 @@ class StudySpec:
             raise AutopeftError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
         if self.proxy.epochs <= 0:
             raise AutopeftError(f"--epochs must be positive, got {self.proxy.epochs}")
+        self.task = task_reference(self.task)  # a task file travels to workers by absolute path
         self.runs_dir = str(Path(self.runs_dir).resolve())
         if self.data_dir is not None:
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
@@ -122,10 +134,7 @@ class StudySpec:
         """The study's name: given, or ``<task>-<model>-<budget>-<space>``."""
         if self.study_name:
             return self.study_name
-        model = Path(self.model.rstrip("/"))
-        model_name = model.parent.name if model.name == "model" else model.name
-        budget = self.budget.replace("%", "pct")
-        return _slug(f"{self.task}-{model_name}-{budget}-{Path(self.space).stem}")
+        return study_slug(get_task(self.task).name, self.model, self.budget, Path(self.space).stem)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored with the study; URLs masked)."""
@@ -239,6 +248,7 @@ def open_study(spec: StudySpec) -> BoundStudy:
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
         study.set_user_attr("autopeft.space_yaml", space.path.read_text())
+        study.set_user_attr("autopeft.task_yaml", task.source.read_text() if task.source else "")
         study.set_user_attr("autopeft.limit", limit)
         study.set_user_attr("autopeft.backbone_params", info.backbone_params)
         study.set_user_attr("autopeft.objectives", [o.name for o in objectives])

@@ -140,10 +140,6 @@ class Tracker:
         }
         if "fail_reason" in record:
             tags["autopeft.fail_reason"] = str(record["fail_reason"])[:5000]
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{record['trial']}", tags=tags)
-        run_id = run.info.run_id
-        for key, value in optuna_params.items():
-            self.client.log_param(run_id, key, value)
         metrics = {
             "trainable_params": record.get("trainable_params"),
             "trainable_fraction": record.get("trainable_fraction"),
@@ -157,15 +153,55 @@ class Tracker:
             metrics.update(record.get("metrics") or {})
         for rung, value in enumerate(record.get("rung_metrics") or []):
             metrics[f"rung{rung + 1}_metric"] = value
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record["state"], "FAILED")
+        run_id = self._write_run(f"trial-{record['trial']}", tags, optuna_params, metrics, record.get("params"), status)
+        self._logged[record["trial"]] = run_id
+        return run_id
+
+    def _write_run(
+        self,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        config: dict | None,
+        status: str,
+    ) -> str:
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        for key, value in params.items():
+            self.client.log_param(run_id, key, value)
         for key, value in metrics.items():
             if value is not None:
                 self.client.log_metric(run_id, key, float(value))
-        if record.get("params") is not None:
-            self.client.log_dict(run_id, record["params"], "config.json")
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record["state"], "FAILED")
+        if config is not None:
+            self.client.log_dict(run_id, config, "config.json")
         self.client.set_terminated(run_id, status)
-        self._logged[record["trial"]] = run_id
         return run_id
+
+    def log_run(self, role: str, name: str, record: dict[str, Any], config: dict, tags: dict[str, str]) -> str | None:
+        """Log one seeded run of a fixed configuration (``retrain``, ``baseline``) as a child run.
+
+        Args:
+            role: the ``autopeft.role`` tag.
+            name: the run's name.
+            record: the run's record (see :func:`autopeft.evaluation.run_record`).
+            config: the configuration trained.
+            tags: further tags (``autopeft.trial``, ``autopeft.baseline`` ...).
+        """
+        all_tags = {"mlflow.parentRunId": self.parent_id, "autopeft.study": self.study, "autopeft.role": role}
+        all_tags |= {**tags, "autopeft.seed": str(record["seed"]), "autopeft.settings": record["settings"]}
+        keys = ("metric", "trainable_params", "trainable_fraction", "sparsity", "steps", "seconds", "epochs")
+        metrics = {key: record.get(key) for key in keys} | dict(record.get("metrics") or {})
+        params = {"seed": record["seed"], "max_train_samples": record.get("max_train_samples") or "all"}
+        return self._guard(self._write_run, name, all_tags, params, metrics, config, "FINISHED")
+
+    def log_artifact(self, path: str | Path) -> None:
+        """Attach a file (a report's plot) to the parent run.
+
+        Args:
+            path: the file.
+        """
+        self._guard(lambda: self.client.log_artifact(self.parent_id, str(path)))
 
     def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
         """Tag every child run ``autopeft.pareto=true|false`` and attach ``pareto.csv`` to the parent.

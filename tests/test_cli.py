@@ -80,7 +80,7 @@ def test_bad_input_from_the_installed_command_has_no_traceback(tmp_path):
     assert (
         result.returncode == 2
         and result.stderr.strip()
-        == "autopeft: error: unknown task 'squad'; built-in tasks: cola, mrpc, rte, sst2, stsb"
+        == "autopeft: error: unknown task 'squad'; built-in tasks: cola, mrpc, rte, sst2, stsb, or the path of a task file (.yaml)"
     )
 
 
@@ -99,8 +99,8 @@ def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
     [
         ("malformed", "malformed YAML at line 4, column 1"),
         ("unknown_key", "methods.lora.colour: unknown key"),
-        ("missing_split", "split file"),
-        ("bad_label", "row 1: label 'maybe' is not one of entailment, not_entailment"),
+        ("missing_split", "rte.yaml: validation: file"),
+        ("bad_label", "RTE/train.tsv row 1: label 'maybe' is not one of entailment, not_entailment"),
     ],
 )
 def test_bad_files_are_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, case, message):

@@ -86,7 +86,7 @@ class PeftMethod(ABC):
         name: key of the method's section under ``methods:`` in a space file.
         section: the pydantic model of that section.
         plan: the pydantic model of a plan (a decoded configuration of this method).
-        adds_modules: whether the method adds trainable modules (pruning does not: a configuration
+        adds_modules: whether the method trains parameters of its own (pruning does not: a configuration
             made of it alone places nothing).
         order: when the method is applied relative to the others (lower first).
     """
@@ -155,6 +155,15 @@ class PeftMethod(ABC):
         Returns:
             A training hook when the method acts during training, else ``None``.
         """
+
+    def trained_parameters(self, model: torch.nn.Module, created: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+        """The parameters this method trains, once applied: by default those it created with gradients.
+
+        Args:
+            model: the model the method was applied to.
+            created: parameters that did not exist before the method was applied.
+        """
+        return [p for p in created if p.requires_grad]
 
     def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
         """Validate a plan written by hand (``autopeft trial --config``): ``"key: problem"`` or ``None``.

@@ -120,7 +120,8 @@ def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo
             continue
         before = {id(p) for p in model.parameters()}
         hook = method.apply(model, config.methods[name], context)
-        trainable |= {id(p) for p in model.parameters() if id(p) not in before and p.requires_grad}
+        created = [p for p in model.parameters() if id(p) not in before]
+        trainable |= {id(p) for p in method.trained_parameters(model, created)}
         if hook is not None:
             context.hooks.append(hook)
     head_names = set(head)

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from autopeft.errors import ConfigError
 from autopeft.methods import base as method_base
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, fixed_value, numbers
+from autopeft.space.values import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_yaml
 
 _EMPTY = 2**62  # repair score of a configuration that places no module (exact integer arithmetic)
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -75,19 +74,6 @@ class TrialConfig:
         return cls(methods=dict(data["methods"]), training=dict(data["training"]))
 
 
-def _first_error(exc: ValidationError, prefix: str = "") -> str:
-    errors = exc.errors()
-    err = errors[0]
-    key = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{key}: {msg}{more}"
-
-
 def resolve_space_path(space: str | Path) -> Path:
     """A space file path, or the name of a shipped space (``default`` -> ``search_spaces/default.yaml``).
 
@@ -115,18 +101,13 @@ def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseM
     import autopeft.methods  # noqa: F401  (registers the built-in methods)
 
     path = resolve_space_path(space)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with keys name, methods, training")
     try:
         parsed = SpaceFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+        raise ConfigError(f"{path}: {first_error(exc)}") from None
     sections = {}
     for name, body in parsed.methods.items():
         if name not in method_base.METHODS:
@@ -136,7 +117,7 @@ def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseM
         try:
             sections[name] = method_base.METHODS[name].section.model_validate(body)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {_first_error(exc, f'methods.{name}')}") from None
+            raise ConfigError(f"{path}: {first_error(exc, f'methods.{name}')}") from None
     return path, parsed, sections
 
 

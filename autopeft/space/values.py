@@ -7,10 +7,64 @@ categorical/ordinal dimension) or ``{low: ..., high: ..., log: true}`` (a contin
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """``safe_load`` with YAML 1.2 booleans: only ``true``/``false``, so ``[no, yes]`` stays two words."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of a YAML file, or a one-line error with the line.
+
+    Safe loading (no code runs) with YAML 1.2 booleans: ``yes``/``no``/``on``/``off`` are words.
+
+    Args:
+        path: the file.
+    """
+    from autopeft.errors import ConfigError
+
+    try:
+        return yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def first_error(exc: ValidationError, prefix: str = "") -> str:
+    """The first problem of a pydantic validation error as ``key.path: message (and N more)``.
+
+    Args:
+        exc: the validation error.
+        prefix: key path of the validated section within its file.
+    """
+    errors = exc.errors()
+    err = errors[0]
+    key = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{key}: {msg}{more}" if key else f"{msg}{more}"
 
 
 class Strict(BaseModel):

@@ -14,7 +14,7 @@ from autopeft.tasks import TaskSpec
 
 
 def _cache_key(model: str, task: TaskSpec, split: str, max_length: int, data_dir: str | None) -> str:
-    raw = json.dumps([str(model), task.name, split, max_length, str(data_dir)])
+    raw = json.dumps([str(model), task.fingerprint(data_dir), split, max_length, str(data_dir)])
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
@@ -30,7 +30,7 @@ def tokenized_split(
 
     Args:
         task: the task.
-        split: ``train`` or ``dev``.
+        split: ``train`` or ``validation``.
         model: model id/folder whose tokenizer is used.
         max_length: truncation length.
         data_dir: local GLUE folder, or ``None`` for the hub.

@@ -178,7 +178,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     started = time.perf_counter()
 
     train = tokenized_split(task, "train", request.model, settings.max_length, request.data_dir, request.cache_dir)
-    dev = tokenized_split(task, "dev", request.model, settings.max_length, request.data_dir, request.cache_dir)
+    dev = tokenized_split(task, "validation", request.model, settings.max_length, request.data_dir, request.cache_dir)
     n_train = len(train["labels"])
     if settings.max_train_samples and settings.max_train_samples < n_train:
         train = subset(

@@ -52,7 +52,7 @@ def test_layer_count_comes_from_the_model(tiny_info):
         ("name: t\nmethods: {lora: {modules: {choices: [query]}}}", "methods.lora.rank: required key is missing"),
         (
             "name: t\nmethods: {loraa: {}}",
-            "methods.loraa: unknown method; allowed: adalora, ia3, lora, parallel_adapter",
+            "methods.loraa: unknown method; allowed: adalora, full_finetune, ia3, lora, parallel_adapter",
         ),
         (
             "name: t\nmethods: {lora: {modules: {choices: [qkv]}, rank: {choices: [2]}}}",

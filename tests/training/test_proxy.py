@@ -22,9 +22,9 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding():
 
 def test_tokenisation_is_cached_and_collation_pads_per_batch(tmp_path, tiny_model, data_dir):
     task = get_task("rte")
-    first = tokenized_split(task, "dev", tiny_model, 64, data_dir, tmp_path)
-    assert len(list(tmp_path.glob("rte-dev-*.json"))) == 1
-    again = tokenized_split(task, "dev", tiny_model, 64, data_dir, tmp_path)
+    first = tokenized_split(task, "validation", tiny_model, 64, data_dir, tmp_path)
+    assert len(list(tmp_path.glob("rte-validation-*.json"))) == 1
+    again = tokenized_split(task, "validation", tiny_model, 64, data_dir, tmp_path)
     assert again["input_ids"][:5] == first["input_ids"][:5]
     batch = collate(first, np.array([0, 1, 2]), regression=False)
     width = max(len(first["input_ids"][i]) for i in range(3))

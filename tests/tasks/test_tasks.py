@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from autopeft.errors import AutopeftError, DataError
-from autopeft.tasks import METRICS, compute_metrics, get_task
+from autopeft.tasks import METRICS, TASKS_DIR, builtin_tasks, compute_metrics, get_task
 
 ROWS = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043), "sst2": (67349, 872), "stsb": (5749, 1500)}
 
@@ -10,7 +10,7 @@ ROWS = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043), "sst2": (
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_local_glue_splits_have_the_official_row_counts(name, data_dir):
     task = get_task(name)
-    train, dev = task.load_split("train", data_dir), task.load_split("dev", data_dir)
+    train, dev = task.load_split("train", data_dir), task.load_split("validation", data_dir)
     assert (len(train), len(dev)) == ROWS[name]
     assert len(train.texts) == len(task.text_fields)
     assert all(isinstance(t, str) and t for t in train.texts[0][:50])
@@ -21,7 +21,7 @@ def test_local_glue_splits_have_the_official_row_counts(name, data_dir):
 
 
 def test_rte_labels_map_in_glue_order(data_dir):
-    dev = get_task("rte").load_split("dev", data_dir)
+    dev = get_task("rte").load_split("validation", data_dir)
     assert dev.texts[0][0].startswith("Dana Reeve") and dev.labels[0] == 1  # not_entailment
 
 
@@ -31,24 +31,32 @@ def test_task_names_are_case_and_dash_insensitive(alias, name):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(AutopeftError, match="unknown task 'qqq'; built-in tasks: cola, mrpc, rte, sst2, stsb"):
+    with pytest.raises(AutopeftError, match="unknown task 'qqq'; built-in tasks: cola, mrpc, rte, sst2, stsb, or the path"):
         get_task("qqq")
+
+
+def test_builtin_tasks_are_the_shipped_task_files():
+    assert builtin_tasks() == ["cola", "mrpc", "rte", "sst2", "stsb"]
+    assert get_task("rte").source == TASKS_DIR / "rte.yaml"
+    assert get_task(str(TASKS_DIR / "mrpc.yaml")).metrics == ("f1", "accuracy")
 
 
 def test_missing_folder_and_split_are_clear(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         get_task("rte").load_split("train", tmp_path / "nope")
     (tmp_path / "RTE").mkdir()
-    with pytest.raises(DataError, match="split file .*RTE/dev.tsv' is missing"):
-        get_task("rte").load_split("dev", tmp_path)
+    with pytest.raises(DataError, match=r"rte.yaml: validation: file '.*RTE/dev.tsv' does not exist"):
+        get_task("rte").load_split("validation", tmp_path)
 
 
-def test_label_outside_the_task_labels_names_file_and_row(tmp_path):
+def test_label_outside_the_task_labels_names_file_key_and_row(tmp_path):
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text(
         "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n"
     )
-    with pytest.raises(DataError, match=r"train.tsv: row 2: label 'maybe' is not one of entailment, not_entailment"):
+    with pytest.raises(
+        DataError, match=r"rte.yaml: labels: .*train.tsv row 2: label 'maybe' is not one of entailment, not_entailment"
+    ):
         get_task("rte").load_split("train", tmp_path)
 
 

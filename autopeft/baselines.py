@@ -1,0 +1,297 @@
+"""Hand-made reference configurations, sized to a budget, trained beside a study.
+
+Each baseline is a function ``(backbone, limit) -> methods`` registered with
+:func:`register_baseline`. Sizes follow the budget where the method has one (the largest bottleneck
+or prefix length whose count fits the limit); LoRA keeps its standard rank 8 on query and value,
+and full fine-tuning trains everything (the reference point, far above any budget).
+
+Results live in a plain Optuna study named ``<task>-<model>-<budget>-baselines`` in the study
+storage, one COMPLETE (or FAIL) trial per baseline and seed, with values ``[metric,
+trainable_fraction]`` and the configuration in its user attributes; runs are logged to the MLflow
+experiment of the same name. ``autopeft report`` finds them through the study's task, model and
+budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from autopeft.errors import AutopeftError
+from autopeft.evaluation import RunPlan, SeedSummary, run_record, settings_key, summarize, train_seeds
+from autopeft.methods import METHODS
+from autopeft.methods.build import check_config
+from autopeft.models import BackboneInfo
+from autopeft.space import TrialConfig, count_trainable
+
+MethodsFn = Callable[[BackboneInfo, int], dict[str, dict]]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A hand-made configuration.
+
+    Attributes:
+        name: short name (``houlsby``).
+        label: how plots and tables show it.
+        learning_rate: its usual learning rate.
+        methods: builds the plans for a backbone and a parameter limit.
+    """
+
+    name: str
+    label: str
+    learning_rate: float
+    methods: MethodsFn
+
+    def config(self, info: BackboneInfo, limit: int, learning_rate: float | None = None) -> TrialConfig:
+        """The baseline's configuration on a backbone within ``limit`` trainable parameters (where it has a size).
+
+        Args:
+            info: the backbone.
+            limit: the budget's parameter limit.
+            learning_rate: overrides the baseline's usual learning rate.
+        """
+        config = TrialConfig(self.methods(info, limit), {"learning_rate": learning_rate or self.learning_rate})
+        return check_config(config, info, source=f"baseline {self.name}")
+
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(name: str, label: str, learning_rate: float) -> Callable[[MethodsFn], MethodsFn]:
+    """Decorator adding a baseline.
+
+    Args:
+        name: its name on the command line.
+        label: its label in plots and tables.
+        learning_rate: its usual learning rate.
+    """
+
+    def wrap(fn: MethodsFn) -> MethodsFn:
+        BASELINES[name] = Baseline(name, label, learning_rate, fn)
+        return fn
+
+    return wrap
+
+
+def _largest_fitting(make: Callable[[int], dict[str, dict]], info: BackboneInfo, limit: int, cap: int) -> dict:
+    """The plans of the largest size in ``1..cap`` whose count fits ``limit`` (size 1 when none does)."""
+    best = make(1)
+    for size in range(2, cap + 1):
+        plans = make(size)
+        if sum(METHODS[name].count(plan, info) for name, plan in plans.items()) > limit:
+            break
+        best = plans
+    return best
+
+
+@register_baseline("lora", "LoRA r=8 (query, value)", 5e-4)
+def lora_query_value(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """LoRA of rank 8 on query and value of every layer (Hu et al., 2021), alpha 16."""
+    targets = [[layer, module, 8] for layer in range(info.num_layers) for module in ("query", "value")]
+    return {"lora": {"targets": targets, "alpha": 16.0}}
+
+
+@register_baseline("houlsby", "Houlsby adapter", 1e-3)
+def houlsby(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """Serial bottleneck adapters after attention and after the FFN of every layer (Houlsby et al., 2019)."""
+
+    def make(size: int) -> dict[str, dict]:
+        targets = [[layer, position, size] for layer in range(info.num_layers) for position in ("attn", "ffn")]
+        return {"serial_adapter": {"targets": targets, "activation": "relu"}}
+
+    return _largest_fitting(make, info, limit, info.hidden_size)
+
+
+@register_baseline("pfeiffer", "Pfeiffer adapter", 1e-3)
+def pfeiffer(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """One serial bottleneck adapter after the FFN of every layer (Pfeiffer et al., 2021)."""
+
+    def make(size: int) -> dict[str, dict]:
+        return {"serial_adapter": {"targets": [[layer, "ffn", size] for layer in range(info.num_layers)]}}
+
+    return _largest_fitting(make, info, limit, info.hidden_size)
+
+
+@register_baseline("prefix", "Prefix tuning", 5e-3)
+def prefix_tuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """Key/value prefixes of one length in every layer (Li & Liang, 2021), without reparameterisation."""
+
+    def make(length: int) -> dict[str, dict]:
+        return {"prefix": {"targets": [[layer, length] for layer in range(info.num_layers)]}}
+
+    return _largest_fitting(make, info, limit, 128)
+
+
+@register_baseline("full", "Full fine-tuning", 2e-5)
+def full_finetuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """Every backbone weight trains (the reference; not a PEFT method)."""
+    return {"full_finetune": {}}
+
+
+def baselines_study_name(task: str, model: str, budget: str) -> str:
+    """The name of the Optuna study holding the baselines of a task, backbone and budget.
+
+    Args:
+        task: the task's name.
+        model: HF id or folder of the backbone.
+        budget: the budget as written (``0.5%``).
+    """
+    from autopeft.study import study_slug
+
+    return study_slug(task, model, budget, "baselines")
+
+
+def open_baselines_study(storage: str, name: str) -> optuna.Study:
+    """Create or open the baselines study (directions: maximise the metric, minimise the fraction).
+
+    Args:
+        storage: the Optuna storage URL.
+        name: its name (see :func:`baselines_study_name`).
+    """
+    from autopeft.study import connect_storage
+
+    return optuna.create_study(
+        study_name=name, storage=connect_storage(storage), directions=["maximize", "minimize"], load_if_exists=True
+    )
+
+
+@dataclass
+class BaselineResult:
+    """One baseline over its seeds.
+
+    Attributes:
+        name: the baseline.
+        label: its label.
+        trainable_params: its trainable count (head excluded).
+        trainable_fraction: that count over the backbone's.
+        over_budget: whether it exceeds the budget's limit.
+        summary: its metric over the seeds (``None`` when every seed failed).
+        settings: the settings label.
+    """
+
+    name: str
+    label: str
+    trainable_params: int
+    trainable_fraction: float
+    over_budget: bool
+    summary: SeedSummary | None
+    settings: str
+
+
+def run_baselines(
+    study: optuna.Study,
+    names: list[str],
+    info: BackboneInfo,
+    limit: int,
+    plan: RunPlan,
+    seeds: list[int],
+    tracker=None,
+    learning_rate: float | None = None,
+    on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> list[BaselineResult]:
+    """Train each named baseline with each seed; store every run as a trial of ``study`` as it ends.
+
+    A baseline already stored for a seed and these settings is not trained again.
+
+    Args:
+        study: the baselines study (see :func:`open_baselines_study`).
+        names: baselines to run (keys of :data:`BASELINES`).
+        info: the backbone.
+        limit: the budget's parameter limit.
+        plan: model, task, data and settings.
+        seeds: the seeds.
+        tracker: an MLflow :class:`autopeft.tracking.Tracker` of the baselines study, or ``None``.
+        learning_rate: one learning rate for every baseline instead of their usual ones.
+        on_run: called with ``(baseline, seed, result)`` after each run.
+    """
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise AutopeftError(f"--only: unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
+    key = settings_key(plan.settings)
+    results = []
+    for name in names:
+        baseline = BASELINES[name]
+        config = baseline.config(info, limit, learning_rate)
+        count = count_trainable(config, info)
+        stored = [t for t in stored_runs(study) if t.user_attrs.get("baseline") == name]
+        done = {t.user_attrs["seed"] for t in stored if t.user_attrs.get("settings") == key and t.values}
+
+        def store(seed: int, result: dict[str, Any], baseline: Baseline = baseline, config=config) -> None:
+            attrs = {"baseline": baseline.name, "label": baseline.label, "config": config.to_dict(), "seed": seed}
+            if "fail_reason" in result:
+                attrs |= {"settings": key, "fail_reason": result["fail_reason"]}
+                study.add_trial(_frozen(optuna.trial.TrialState.FAIL, None, attrs))
+            else:
+                record = run_record(result, info, plan.settings)
+                attrs |= record
+                values = [record["metric"], record["trainable_fraction"]]
+                study.add_trial(_frozen(optuna.trial.TrialState.COMPLETE, values, attrs))
+                if tracker is not None:
+                    tags = {"autopeft.baseline": baseline.name}
+                    tracker.log_run("baseline", f"{baseline.name}-seed{seed}", record, config.to_dict(), tags)
+            if on_run is not None:
+                on_run(baseline.name, seed, result)
+
+        train_seeds(config, plan, [s for s in seeds if s not in done], store, label=name)
+        ok = [t.user_attrs for t in stored_runs(study) if t.user_attrs.get("baseline") == name and t.values]
+        ok = [r for r in ok if r.get("settings") == key]
+        results.append(
+            BaselineResult(
+                name,
+                baseline.label,
+                count,
+                count / info.backbone_params,
+                count > limit,
+                summarize(ok) if ok else None,
+                key,
+            )
+        )
+    return results
+
+
+def _frozen(state, values, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
+
+
+def stored_runs(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The finished and failed runs of a baselines study.
+
+    Args:
+        study: the baselines study.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def baseline_points(study: optuna.Study) -> list[dict[str, Any]]:
+    """Each baseline's mean metric over seeds and its trainable fraction (the latest settings of each).
+
+    Args:
+        study: the baselines study.
+    """
+    by_name: dict[str, list[dict]] = {}
+    for trial in stored_runs(study):
+        if trial.values:
+            by_name.setdefault(trial.user_attrs["baseline"], []).append(trial.user_attrs)
+    points = []
+    for name, runs in by_name.items():
+        settings = runs[-1]["settings"]
+        latest = [r for r in runs if r["settings"] == settings]
+        summary = summarize(latest)
+        points.append(
+            {
+                "baseline": name,
+                "label": latest[-1]["label"],
+                "trainable_params": latest[-1]["trainable_params"],
+                "trainable_fraction": latest[-1]["trainable_fraction"],
+                "metric_mean": summary.mean,
+                "metric_std": summary.std,
+                "seeds": summary.seeds,
+                "settings": settings,
+            }
+        )
+    return points

@@ -1,0 +1,53 @@
+"""Full fine-tuning: every backbone weight trains. The reference point of baselines, not a PEFT method.
+
+It adds no module and no dimension; its count is the backbone's whole parameter count. A space may
+list it (``full_finetune: {}``), but no budget below 100% admits it.
+"""
+
+from __future__ import annotations
+
+import torch
+from optuna.distributions import BaseDistribution
+
+from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
+from autopeft.models import BackboneInfo
+from autopeft.space.values import Strict
+
+
+class FullSection(MethodSection):
+    """The ``methods.full_finetune`` section of a space file (nothing to choose)."""
+
+
+class FullPlan(Strict):
+    """Full fine-tuning has no options."""
+
+
+@register_method
+class FullFinetune(PeftMethod):
+    """Train every parameter of the backbone."""
+
+    name = "full_finetune"
+    order = 15  # after every module-adding method, so their parameters are inside the backbone too
+    section = FullSection
+    plan = FullPlan
+
+    def check(self, section: FullSection, info: BackboneInfo) -> str | None:
+        return None
+
+    def dimensions(self, section: FullSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
+        return {}
+
+    def decode(self, section: FullSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
+        return {}
+
+    def count(self, plan: dict, info: BackboneInfo) -> int:
+        return info.backbone_params
+
+    def minimal_count(self, section: FullSection, info: BackboneInfo) -> int:
+        return info.backbone_params
+
+    def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> None:
+        return None
+
+    def trained_parameters(self, model: torch.nn.Module, created: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+        return list(model.base_model.parameters())

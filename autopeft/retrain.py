@@ -1,0 +1,160 @@
+"""Retrain chosen trials of a study at full fidelity with several seeds.
+
+Each seeded run is stored in the study as soon as it ends (study user attribute
+``autopeft.retrain.<trial>``: a list of run records, a plain Optuna attribute any Optuna tool
+reads) and logged to MLflow as a child of the study's parent run (``autopeft.role=retrain``). A run
+already stored for the same seed and settings is not repeated, so an interrupted retrain continues.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autopeft.errors import AutopeftError
+from autopeft.evaluation import RunPlan, SeedSummary, run_record, settings_key, summarize, train_seeds
+from autopeft.models import backbone_info
+from autopeft.pareto import pareto_trials, pick_trial
+from autopeft.study import default_tracking_uri, spec_of, trial_config
+from autopeft.tasks import get_task
+from autopeft.tracking import Tracker
+from autopeft.training import ProxySettings
+
+RETRAIN_ATTR = "autopeft.retrain."
+"""Prefix of the study attribute holding a trial's retrain runs (``autopeft.retrain.7``)."""
+
+
+@dataclass
+class Retrained:
+    """One retrained configuration.
+
+    Attributes:
+        trial: its trial number.
+        search_metric: the metric it reached in the search (proxy training).
+        summary: its metric over the seeds at these settings.
+        settings: the settings label (``e3-all-b16-l128``).
+        failed: seeds whose run failed.
+    """
+
+    trial: int
+    search_metric: float | None
+    summary: SeedSummary | None
+    settings: str
+    failed: int = 0
+
+
+def chosen_trials(study: optuna.Study, picks: list[str]) -> list[FrozenTrial]:
+    """The trials named by ``picks``: ``pareto`` (the whole Pareto set), ``knee``, ``best``, trial numbers.
+
+    Args:
+        study: the study.
+        picks: the choices, in order; duplicates are dropped.
+    """
+    chosen: dict[int, FrozenTrial] = {}
+    for pick in picks:
+        if pick == "pareto":
+            front = pareto_trials(study)
+            if not front:
+                raise AutopeftError(f"study {study.study_name!r} has no finished trial yet")
+            chosen.update((t.number, t) for t in front)
+        else:
+            trial = pick_trial(study, pick)
+            chosen[trial.number] = trial
+    return list(chosen.values())
+
+
+def retrain_runs(study: optuna.Study, trial: int) -> list[dict[str, Any]]:
+    """The stored retrain runs of one trial (empty when never retrained).
+
+    Args:
+        study: the study.
+        trial: the trial number.
+    """
+    return list(study.user_attrs.get(f"{RETRAIN_ATTR}{trial}", []))
+
+
+def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]:
+    """Trial number -> (summary over seeds, settings label) of every retrained trial.
+
+    When a trial was retrained at several settings, the settings of its latest run count.
+
+    Args:
+        study: the study.
+    """
+    found = {}
+    for key in study.user_attrs:
+        if not key.startswith(RETRAIN_ATTR):
+            continue
+        runs = [r for r in study.user_attrs[key] if "metric" in r]
+        if runs:
+            settings = runs[-1]["settings"]
+            latest = [r for r in runs if r["settings"] == settings]
+            found[int(key.removeprefix(RETRAIN_ATTR))] = (summarize(latest), settings)
+    return found
+
+
+def retrain(
+    study: optuna.Study,
+    picks: list[str],
+    seeds: list[int],
+    settings: ProxySettings,
+    runs_dir: str | Path,
+    data_dir: str | None = None,
+    tracking_uri: str | None = None,
+    on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> list[Retrained]:
+    """Retrain the chosen trials of a study with each seed; store and log every run as it ends.
+
+    Args:
+        study: the study.
+        picks: which trials (see :func:`chosen_trials`).
+        seeds: the seeds.
+        settings: the training settings (full fidelity: every training example, several epochs).
+        runs_dir: the runs folder (tokenisation cache, masks, MLflow artifacts).
+        data_dir: folder of data_dir tasks (default: the study's).
+        tracking_uri: MLflow store (default: the runs folder's).
+        on_run: called with ``(trial, seed, result)`` after each run.
+    """
+    spec = spec_of(study)
+    trials = chosen_trials(study, picks)
+    task = get_task(spec["task"])
+    info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
+    runs_dir = Path(runs_dir).resolve()
+    plan = RunPlan.in_runs_dir(
+        spec["model"], spec["task"], data_dir or spec.get("data_dir"), settings, runs_dir, study.study_name
+    )
+    uri = tracking_uri or default_tracking_uri(runs_dir)
+    tracker = Tracker(uri, study.study_name, os.path.join(runs_dir, "mlartifacts"), spec)
+    key = settings_key(settings)
+    results = []
+    for trial in trials:
+        config = trial_config(trial)
+        runs = retrain_runs(study, trial.number)
+        done = {r["seed"] for r in runs if r["settings"] == key and "metric" in r}  # failed seeds run again
+
+        def store(seed: int, result: dict[str, Any], trial: FrozenTrial = trial, runs: list = runs) -> None:
+            if "fail_reason" in result:
+                runs.append({"seed": seed, "settings": key, "fail_reason": result["fail_reason"]})
+            else:
+                record = run_record(result, info, settings)
+                runs.append(record)
+                name = f"retrain-trial-{trial.number}-seed{seed}"
+                tags = {"autopeft.trial": str(trial.number)}
+                tracker.log_run("retrain", name, record, trial.user_attrs["config"], tags)
+            study.set_user_attr(f"{RETRAIN_ATTR}{trial.number}", runs)
+            if on_run is not None:
+                on_run(trial.number, seed, result)
+
+        train_seeds(config, plan, [s for s in seeds if s not in done], store, label=f"trial-{trial.number}")
+        ok = [r for r in runs if r["settings"] == key and "metric" in r]
+        failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
+        metric = trial.values[0] if trial.values else trial.user_attrs.get("metric")
+        results.append(Retrained(trial.number, metric, summarize(ok) if ok else None, key, failed))
+    tracker.finish()
+    return results
