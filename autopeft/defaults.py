@@ -12,7 +12,7 @@ BATCH_SIZE = 16
 """Training batch size."""
 MAX_LENGTH = 128
 """Truncation length in tokens."""
-RUNGS = (1 / 3, 2 / 3)
+RUNGS = (1 / 4, 1 / 2)
 """Fractions of the proxy training at which early stopping compares a trial with its peers."""
 REDUCTION = 3.0
 """Early stopping: a trial stops when at least 1/REDUCTION of a rung's trials dominate it."""

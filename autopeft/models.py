@@ -175,13 +175,19 @@ def backbone_info(model: str, num_labels: int, trust_remote_code: bool = False) 
     )
 
 
-def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+"""Config keys of the dropout on attention probabilities (BERT-like models; DistilBERT)."""
+
+
+def load_model(model: str, num_labels: int, trust_remote_code: bool = False, attention_dropout: bool = True):
     """Load a sequence-classification model with pretrained backbone weights.
 
     Args:
         model: HF id or local folder.
         num_labels: output width of the head (1 for regression).
         trust_remote_code: allow custom modelling code.
+        attention_dropout: keep the model's dropout on attention probabilities; without it,
+            training runs PyTorch's fused attention kernel on CPUs too (other dropout stays).
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -189,6 +195,10 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False):
 
     config = load_config(model, trust_remote_code)
     config.num_labels = num_labels
+    if not attention_dropout:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, 0.0)
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here

@@ -150,6 +150,7 @@ def run_search(
             threads=threads,
             cache_dir=cache_dir,
             rungs=spec.early_stopping.rungs if spec.early_stopping else (),
+            rung_score=spec.early_stopping.score if spec.early_stopping else "metric",
             masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
         )
 

@@ -5,7 +5,8 @@ Runs the same search twice with the same seeds (``autopeft search``, real Ray, r
 - ``off``: every trial trains to the end. Its trials still measure the rung metrics (a policy that
   never stops: grace larger than the study), so the same run also gives ``replay``; its cost
   excludes those rung evaluations, as a run without early stopping would not make them.
-- ``on``: the default policy (rungs at 1/3 and 2/3, dominated by a third of the rung's trials).
+- ``on``: the default policy (rungs at 1/4 and 1/2 scored on a fixed 256-example validation subset
+  by minus the loss; a trial goes on within the top third of the rung's trials by fronts).
 - ``replay``: the ``on`` policy replayed on the ``off`` run's trials in their order: the same
   configurations, so it shows the policy's effect without the optimiser's different path.
 
@@ -75,7 +76,7 @@ def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: f
         if trial.state != TrialState.COMPLETE:
             continue
         attrs, total = trial.user_attrs, trial.user_attrs["steps"]
-        rungs = attrs.get("rung_metrics", [])
+        rungs = attrs.get("rung_scores", attrs.get("rung_metrics", []))
         per_rung_eval = attrs.get("rung_eval_seconds", 0.0) / max(1, len(rungs))
         stopped = next(
             (r for r, m in enumerate(rungs) if board.decide(trial.number, r, m, attrs["trainable_params"])), None

@@ -7,7 +7,10 @@ count. Variants, each in a fresh process so that its peak memory is its own:
 - ``trainer-padded``: ``transformers.Trainer`` over examples padded to ``max_length`` (128), the
   usual first attempt;
 - ``trainer-dynamic``: the same ``Trainer`` with ``DataCollatorWithPadding`` (pads per batch);
-- ``ours``: autopeft's proxy trainer (cached tokens, length-grouped batches, padding per batch).
+- ``ours``: autopeft's proxy trainer as a search runs it (cached tokens, length-grouped batches,
+  padding per batch), the model's dropout as the ``Trainer`` runs it;
+- ``ours-no-attn-dropout``: the same with ``--no-attention-dropout`` (PyTorch's fused attention
+  kernel then runs on CPUs too; hidden-state dropout stays), faster but a worse-ranking proxy.
 
 Prints examples/s of training, the wall seconds of the training loop, the process's peak RSS and its
 growth during training; last, ``speedup=<ours / trainer-padded examples/s>``.
@@ -40,7 +43,7 @@ methods:
 training:
   learning_rate: 1.0e-3
 """
-VARIANTS = ("trainer-padded", "trainer-dynamic", "ours")
+VARIANTS = ("trainer-padded", "trainer-dynamic", "ours", "ours-no-attn-dropout")
 
 
 def _rss_mib() -> float:
@@ -65,11 +68,17 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
         space_file = Path(tmp, "space.yaml")
         space_file.write_text(SPACE)
         config = SearchSpace.load(space_file, info).decode({})
-    settings = ProxySettings(epochs=1, max_train_samples=args.examples, max_eval_samples=16, batch_size=16)
+    settings = ProxySettings(
+        epochs=1,
+        max_train_samples=args.examples,
+        max_eval_samples=16,
+        batch_size=16,
+        attention_dropout=variant != "ours-no-attn-dropout",
+    )
     cache = str(Path(args.cache).resolve())
     request = ProxyRequest(model_path, "rte", args.data_dir, config.to_dict(), settings, seed=0, threads=args.threads,
                            cache_dir=cache)  # fmt: skip
-    if variant == "ours":
+    if variant.startswith("ours"):
         run_proxy_trial(request)  # warm-up: the token cache and the backbone, as in a search's later trials
         before = _rss_mib()
         result = run_proxy_trial(request)
@@ -87,7 +96,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
         texts = [[column[i] for i in chosen] for column in data.texts]
         encoded = tokenizer(*texts, truncation=True, max_length=128, padding="max_length" if padded else False)
         rows = [{k: encoded[k][j] for k in encoded} | {"labels": int(data.labels[i])} for j, i in enumerate(chosen)]
-        model = apply_config(load_model(model_path, task.num_labels), config, info)
+        model = apply_config(load_model(model_path, task.num_labels), config, info).model
         with tempfile.TemporaryDirectory() as out:
             training_args = TrainingArguments(
                 output_dir=out, per_device_train_batch_size=16, num_train_epochs=1, learning_rate=1e-3,

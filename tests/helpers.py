@@ -61,7 +61,9 @@ def write_similarity_task(data_dir: str, folder, train_rows: int = 96, dev_rows:
             for record in records:
                 score = float(record["score"])
                 label = "different" if score < 2 else "related" if score <= 3.5 else "same"
-                out.write(json.dumps({"first": record["sentence1"], "second": record["sentence2"], "label": label}) + "\n")
+                out.write(
+                    json.dumps({"first": record["sentence1"], "second": record["sentence2"], "label": label}) + "\n"
+                )
     task = folder / "similarity.yaml"
     task.write_text(
         "name: similarity3\n"

@@ -20,7 +20,7 @@ def test_the_standard_baselines_are_registered():
 def test_sized_baselines_take_the_largest_size_within_the_limit(name, tiny_info):
     limit = 3000
     config = BASELINES[name].config(tiny_info, limit)
-    (method, plan), = config.methods.items()
+    ((method, plan),) = config.methods.items()
     count = count_trainable(config, tiny_info)
     assert count <= limit
     larger = {**plan, "targets": [[*t[:-1], t[-1] + 1] for t in plan["targets"]]}

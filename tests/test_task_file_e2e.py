@@ -45,7 +45,10 @@ def _runs_of(runs, experiment: str, role: str) -> list:
 def test_the_search_scores_the_task_files_metric(searched):
     runs, task = searched
     study = _study(runs)
-    assert study.user_attrs["autopeft.spec"]["task"] == task and "name: similarity3" in study.user_attrs["autopeft.task_yaml"]
+    assert (
+        study.user_attrs["autopeft.spec"]["task"] == task
+        and "name: similarity3" in study.user_attrs["autopeft.task_yaml"]
+    )
     trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
     assert set(trial.user_attrs["metrics"]) == {"macro_f1", "accuracy", "neg_loss"}
     assert trial.values[0] == trial.user_attrs["metrics"]["macro_f1"]

@@ -35,6 +35,7 @@ RESULT_ATTRS = (
     "steps",
     "final_loss",
     "rung_metrics",
+    "rung_scores",
     "sparsity",
     "masks_path",
 )
@@ -73,8 +74,8 @@ def proxy_trainable(config: dict[str, Any]) -> None:
         board = ray.get_actor(config["rung_board"])
         number, params = config["trial_number"], config["trainable_params"]
 
-        def at_rung(rung: int, fraction: float, metric: float) -> bool:
-            return ray.get(board.decide.remote(number, rung, metric, params))
+        def at_rung(rung: int, fraction: float, score: float) -> bool:
+            return ray.get(board.decide.remote(number, rung, score, params))
 
     try:
         result = run_proxy_trial(request, at_rung)
@@ -137,7 +138,7 @@ class StudySearcher(Searcher):
 
     # -- Tune interface --------------------------------------------------------------------------
     def start_early_stopping(self, policy: EarlyStopping) -> None:
-        """Start the Ray actor that takes the stop decisions, fed with the rung metrics already stored.
+        """Start the Ray actor that takes the stop decisions, fed with the rung scores already stored.
 
         Args:
             policy: the early-stopping policy.
@@ -146,8 +147,8 @@ class StudySearcher(Searcher):
 
         history: dict[int, dict[int, tuple[float, int]]] = {}
         for trial in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES):
-            for rung, metric in enumerate(trial.user_attrs.get("rung_metrics", [])):
-                history.setdefault(rung, {})[trial.number] = (metric, trial.user_attrs["trainable_params"])
+            for rung, score in enumerate(trial.user_attrs.get("rung_scores", [])):
+                history.setdefault(rung, {})[trial.number] = (score, trial.user_attrs["trainable_params"])
         self.rung_board = f"autopeft-rungs-{self.bound.study.study_name}-{os.getpid()}-{time.time_ns()}"
         actor = ray.remote(num_cpus=0)(RungBoard).options(name=self.rung_board)
         self._board = actor.remote(policy, history)

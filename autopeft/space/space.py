@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from autopeft.errors import ConfigError
 from autopeft.methods import base as method_base
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_yaml
+from autopeft.space.values import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_model_file
 
 _EMPTY = 2**62  # repair score of a configuration that places no module (exact integer arithmetic)
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -101,13 +101,7 @@ def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseM
     import autopeft.methods  # noqa: F401  (registers the built-in methods)
 
     path = resolve_space_path(space)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys name, methods, training")
-    try:
-        parsed = SpaceFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {first_error(exc)}") from None
+    parsed = read_model_file(path, SpaceFile, "name, methods, training")
     sections = {}
     for name, body in parsed.methods.items():
         if name not in method_base.METHODS:

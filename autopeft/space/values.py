@@ -48,6 +48,25 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
 
 
+def read_model_file(path: Path, model: type[BaseModel], keys: str) -> Any:
+    """Read a YAML file and validate it as ``model``: one-line errors naming the file and the key.
+
+    Args:
+        path: the file.
+        model: the pydantic model of the whole file.
+        keys: its main keys, for the message when the file is not a mapping.
+    """
+    from autopeft.errors import ConfigError
+
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys {keys}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {first_error(exc)}") from None
+
+
 def first_error(exc: ValidationError, prefix: str = "") -> str:
     """The first problem of a pydantic validation error as ``key.path: message (and N more)``.
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from autopeft.errors import ConfigError, DataError
-from autopeft.space.values import Strict, first_error, read_yaml
+from autopeft.space.values import Strict, read_model_file
 from autopeft.tasks.metrics import METRICS
 
 SPLITS = ("train", "validation", "test")
@@ -312,12 +312,6 @@ def load_task_file(path: str | Path) -> TaskSpec:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"task file {str(path)!r} does not exist")
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys name, train, validation, text_fields, ...")
-    try:
-        task = TaskSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {first_error(exc)}") from None
+    task = read_model_file(path, TaskSpec, "name, train, validation, text_fields, ...")
     task._source = path
     return task

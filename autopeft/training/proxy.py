@@ -33,6 +33,12 @@ class ProxySettings:
         eval_batch_size: evaluation batch size (no gradients, so larger).
         max_length: truncation length in tokens.
         warmup_ratio: fraction of steps with linear learning-rate warm-up.
+        rung_eval_samples: validation examples scored at early-stopping rungs (one fixed subset for
+            every trial, so their rung metrics compare; ``None``: all): a rung costs a fraction of
+            the final evaluation.
+        attention_dropout: keep the backbone's dropout on attention probabilities (the default).
+            Without it PyTorch's fused attention kernel runs on CPUs too, about 15% faster here, but
+            one-epoch proxies then ranked MRPC configurations worse (``bench/proxy_fidelity.py``).
     """
 
     epochs: float = defaults.EPOCHS
@@ -42,6 +48,8 @@ class ProxySettings:
     eval_batch_size: int = 128
     max_length: int = defaults.MAX_LENGTH
     warmup_ratio: float = 0.06
+    rung_eval_samples: int | None = 256
+    attention_dropout: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,8 @@ class ProxyRequest:
         rungs: fractions of training after which the dev metric is measured and ``at_rung`` asked
             whether to go on (early stopping); empty: evaluate only at the end.
         masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
+        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the validation loss) or
+            ``metric`` (the task's main metric).
     """
 
     model: str
@@ -72,6 +82,7 @@ class ProxyRequest:
     cache_dir: str | None = None
     rungs: tuple[float, ...] = ()
     masks_path: str | None = None
+    rung_score: str = "metric"
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -83,14 +94,14 @@ class ProxyRequest:
         return cls(**{**data, "settings": ProxySettings(**data["settings"]), "rungs": tuple(data.get("rungs", ()))})
 
 
-_BACKBONES: dict[tuple[str, int], torch.nn.Module] = {}
+_BACKBONES: dict[tuple[str, int, bool], torch.nn.Module] = {}
 
 
-def _fresh_backbone(model: str, num_labels: int) -> torch.nn.Module:
+def _fresh_backbone(model: str, num_labels: int, attention_dropout: bool) -> torch.nn.Module:
     """A fresh copy of the pretrained model; the weights are read from disk once per process."""
-    key = (model, num_labels)
+    key = (model, num_labels, attention_dropout)
     if key not in _BACKBONES:
-        _BACKBONES[key] = load_model(model, num_labels)
+        _BACKBONES[key] = load_model(model, num_labels, attention_dropout=attention_dropout)
     return copy.deepcopy(_BACKBONES[key])
 
 
@@ -112,7 +123,7 @@ def _autocast(device: torch.device) -> torch.autocast:
 
 
 RungCallback = Callable[[int, float, float], bool]
-"""Called at each rung with (rung index, fraction of training done, main dev metric); true stops the trial."""
+"""Called at each rung with (rung index, fraction of training done, rung score); true stops the trial."""
 
 
 def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression: bool, batch_size: int) -> dict:
@@ -160,7 +171,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     Returns:
         ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
         ``trainable_params`` (counted on the built model, head excluded), timings and step counts,
-        ``rung_metrics`` (the main metric at each rung reached), ``pruned`` (true when
+        ``rung_metrics`` (the main metric at each rung reached), ``rung_scores`` (what the stop
+        decisions compared: ``request.rung_score`` at each rung), ``pruned`` (true when
         ``at_rung`` stopped it: ``metric`` is then the last rung's), ``sparsity`` (measured from the
         backbone's encoder-layer Linear weights), ``target_sparsity`` (what the configuration asks)
         and ``masks_path`` (where the pruning masks were written, if any).
@@ -193,7 +205,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     warmup = int(settings.warmup_ratio * total_steps)
 
     device = _device()
-    adapted = apply_config(_fresh_backbone(request.model, task.num_labels), config, info, total_steps)
+    backbone = _fresh_backbone(request.model, task.num_labels, settings.attention_dropout)
+    adapted = apply_config(backbone, config, info, total_steps)
     model = adapted.model.to(device)
     predicted, actual = count_trainable(config, info), adapted.trainable_params()
     if predicted != actual:
@@ -208,9 +221,15 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     rung_steps = {max(1, math.ceil(f * total_steps)): (i, f) for i, f in enumerate(request.rungs)}
     rung_metrics: list[float] = []
+    rung_scores: list[float] = []
 
-    def evaluate_dev() -> dict[str, float]:
-        return evaluate(model, dev, list(task.metrics), task.is_regression, settings.eval_batch_size)
+    rung_dev = dev
+    if settings.rung_eval_samples and settings.rung_eval_samples < len(dev["labels"]):
+        chosen = np.random.default_rng(0).choice(len(dev["labels"]), settings.rung_eval_samples, replace=False)
+        rung_dev = subset(dev, np.sort(chosen))
+
+    def evaluate_dev(split: dict = dev) -> dict[str, float]:
+        return evaluate(model, split, list(task.metrics), task.is_regression, settings.eval_batch_size)
 
     for hook in adapted.hooks:
         hook.on_train_begin()
@@ -239,10 +258,11 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             tokens += int(batch["attention_mask"].sum())
             if step in rung_steps and step < total_steps and at_rung is not None:
                 rung_started = time.perf_counter()
-                metrics = evaluate_dev()
+                metrics = evaluate_dev(rung_dev)
                 rung_seconds += time.perf_counter() - rung_started
                 rung_metrics.append(metrics[task.metric])
-                pruned = bool(at_rung(*rung_steps[step], metrics[task.metric]))
+                rung_scores.append(metrics[task.metric if request.rung_score == "metric" else request.rung_score])
+                pruned = bool(at_rung(*rung_steps[step], rung_scores[-1]))
                 model.train()
             if step >= total_steps or pruned:
                 break
@@ -268,6 +288,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "train_tokens": tokens,
         "final_loss": float(loss.detach()),
         "rung_metrics": rung_metrics,
+        "rung_scores": rung_scores,
         "rung_eval_seconds": rung_seconds,
         "pruned": pruned,
         "sparsity": adapted.sparsity(),

@@ -1,4 +1,4 @@
-"""The multi-objective successive-halving policy: dominance, grace, the 1-D ASHA special case."""
+"""The multi-objective successive-halving policy: fronts, grace, the 1-D ASHA special case."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ import pytest
 
 from autopeft.errors import AutopeftError
 from autopeft.execution import EarlyStopping, RungBoard, should_stop
-from autopeft.execution.early_stopping import dominators
+from autopeft.execution.early_stopping import front_ranks
 
 
-def test_a_peer_dominates_with_a_higher_metric_and_no_more_params():
-    assert dominators(0.6, 1000, [(0.7, 1000), (0.65, 10), (0.6, 500), (0.6, 1000), (0.9, 2000), (0.5, 10)]) == 2
+def test_fronts_follow_clear_domination_a_higher_metric_with_no_more_params():
+    points = [(0.6, 1000), (0.7, 1000), (0.65, 10), (0.6, 500), (0.9, 2000), (0.5, 10), (0.6, 1000)]
+    assert front_ranks(points) == [1, 0, 0, 1, 0, 1, 1]  # equal metrics never dominate each other
+
+
+def test_a_trial_behind_a_full_top_front_stops_even_with_one_dominator():
+    policy = EarlyStopping(grace=2, reduction=3)
+    front = [(0.9, 100), (0.8, 50), (0.7, 10)]  # a Pareto front of three: the top third of nine
+    others = [(0.1, 5000)] * 5
+    assert should_stop(policy, 0.85, 150, front + others)  # dominated by (0.9, 100) alone, behind three
+    assert not should_stop(policy, 0.95, 150, front + others)  # joins the front
+    assert not should_stop(policy, 0.6, 5, front + others)  # the cheap end survives
 
 
 def test_nothing_stops_before_the_rung_has_seen_grace_trials():
@@ -45,7 +55,7 @@ def test_a_non_finite_metric_stops_after_the_grace():
 
 def test_the_board_records_every_trial_and_uses_the_history():
     board = RungBoard(EarlyStopping(grace=3, reduction=2), history={0: {0: (0.8, 100), 1: (0.7, 100)}})
-    assert board.decide(2, 0, 0.6, 100)  # two of three dominate it
+    assert board.decide(2, 0, 0.6, 100)  # two of three rank ahead of it
     assert not board.decide(3, 0, 0.9, 100)
     assert not board.decide(4, 1, 0.1, 100)  # rung 1 has seen one trial: within the grace
     assert set(board.rungs[0]) == {0, 1, 2, 3}
@@ -61,6 +71,7 @@ def test_the_board_records_every_trial_and_uses_the_history():
         ({"rungs": ()}, "increasing fractions"),
         ({"reduction": 1.0}, "reduction must be > 1"),
         ({"grace": 1}, "grace must be at least 2"),
+        ({"score": "accuracy"}, "score must be neg_loss or metric"),
     ],
 )
 def test_invalid_policies_are_refused(kwargs, message):

@@ -15,8 +15,7 @@ PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPL
 
 
 def test_dominated_trials_stop_at_a_rung_exactly_as_the_policy_says(tmp_path, tiny_model, data_dir):
-    # One worker, so each decision saw exactly the trials before it; any dominating peer stops a trial.
-    # STS-B: a tiny random model's Pearson differs from trial to trial (RTE accuracies would all tie).
+    # One worker, so each decision saw exactly the trials before it; any trial in a better front stops it.
     args = tiny_search_args(
         tiny_model, data_dir, tmp_path, "es", 6, "--task", "stsb", "--workers", "1", "--sampler", "random", "--early-stopping",
         "--early-stopping-grace", "2", "--early-stopping-reduction", "100", "--epochs", "1", "--max-train-samples", "96",
@@ -28,9 +27,10 @@ def test_dominated_trials_stop_at_a_rung_exactly_as_the_policy_says(tmp_path, ti
     assert any(t.state == PRUNED for t in trials), "these seeds prune at least one trial"
 
     board = RungBoard(EarlyStopping(grace=2, reduction=100))
-    for trial in trials:  # replay the policy on the stored rung metrics
-        rungs = trial.user_attrs["rung_metrics"]
-        stops = [board.decide(trial.number, r, m, trial.user_attrs["trainable_params"]) for r, m in enumerate(rungs)]
+    for trial in trials:  # replay the policy on the stored rung scores (minus the validation loss)
+        scores, rungs = trial.user_attrs["rung_scores"], trial.user_attrs["rung_metrics"]
+        assert all(s < 0 for s in scores) and len(scores) == len(rungs)
+        stops = [board.decide(trial.number, r, s, trial.user_attrs["trainable_params"]) for r, s in enumerate(scores)]
         if trial.state == COMPLETE:
             assert len(rungs) == 2 and not any(stops)
         else:

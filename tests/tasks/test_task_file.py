@@ -30,14 +30,14 @@ def _write(folder, ext: str, rows: list[dict], body: str = "labels: [no, yes]\nm
     return task
 
 
-ROWS = [{"a": "one, \"quoted\"", "b": "two", "y": "yes"}, {"a": "three", "b": "four", "y": "no"}]
+ROWS = [{"a": 'one, "quoted"', "b": "two", "y": "yes"}, {"a": "three", "b": "four", "y": "no"}]
 
 
 @pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet"])
 def test_every_format_reads_the_same_examples(tmp_path, ext):
     task = get_task(str(_write(tmp_path, ext, ROWS)))
     data = task.load_split("train")
-    assert data.texts == (["one, \"quoted\"", "three"], ["two", "four"])
+    assert data.texts == (['one, "quoted"', "three"], ["two", "four"])
     assert data.labels.tolist() == [1, 0]
 
 
@@ -61,12 +61,28 @@ def test_regression_reads_float_labels(tmp_path):
 @pytest.mark.parametrize(
     ("rows", "body", "message"),
     [
-        ([{"a": "x", "y": "yes"}], None, r"task.yaml: text_fields: column 'b' is missing in .*train.jsonl \(columns: a, y\)"),
+        (
+            [{"a": "x", "y": "yes"}],
+            None,
+            r"task.yaml: text_fields: column 'b' is missing in .*train.jsonl \(columns: a, y\)",
+        ),
         ([{"a": "x", "b": "z", "label": "yes"}], None, r"task.yaml: label_field: column 'y' is missing"),
-        ([{"a": "x", "b": "z", "y": "maybe"}], None, r"task.yaml: labels: .*train.jsonl row 1: label 'maybe' is not one of no, yes"),
-        ([{"a": None, "b": "z", "y": "yes"}], None, r"task.yaml: text_fields: .*train.jsonl row 1: column 'a' is empty \(null\)"),
+        (
+            [{"a": "x", "b": "z", "y": "maybe"}],
+            None,
+            r"task.yaml: labels: .*train.jsonl row 1: label 'maybe' is not one of no, yes",
+        ),
+        (
+            [{"a": None, "b": "z", "y": "yes"}],
+            None,
+            r"task.yaml: text_fields: .*train.jsonl row 1: column 'a' is empty \(null\)",
+        ),
         ([], None, r"task.yaml: train: .*train.jsonl has no rows"),
-        (ROWS, "labels: [no, yes]\nmetric: pearson\n", r"task.yaml: metric: 'pearson' does not apply to classification"),
+        (
+            ROWS,
+            "labels: [no, yes]\nmetric: pearson\n",
+            r"task.yaml: metric: 'pearson' does not apply to classification",
+        ),
         (ROWS, "labels: [a, b, c]\nmetric: f1\n", r"task.yaml: metric: f1 is binary; use macro_f1"),
         (ROWS, "labels: [no, yes]\nmetric: accuracy\ncolour: red\n", r"task.yaml: colour: unknown key"),
         (ROWS, "metric: accuracy\n", r"task.yaml: labels: a classification task lists its labels"),

@@ -31,7 +31,9 @@ def test_task_names_are_case_and_dash_insensitive(alias, name):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(AutopeftError, match="unknown task 'qqq'; built-in tasks: cola, mrpc, rte, sst2, stsb, or the path"):
+    with pytest.raises(
+        AutopeftError, match="unknown task 'qqq'; built-in tasks: cola, mrpc, rte, sst2, stsb, or the path"
+    ):
         get_task("qqq")
 
 

@@ -86,3 +86,21 @@ def test_without_a_callback_no_rung_is_evaluated(tmp_path, tiny_model, tiny_info
     request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path), rungs=(0.5,))
     result = run_proxy_trial(request)
     assert result["rung_metrics"] == [] and not result["pruned"] and result["steps"] == 4
+
+
+def test_without_attention_dropout_only_the_attention_probabilities_lose_it(tiny_model):
+    import torch
+
+    from autopeft.models import load_model
+
+    kept, dropped = load_model(tiny_model, 2), load_model(tiny_model, 2, attention_dropout=False)
+
+    def rates(model, where: str) -> set[float]:
+        return {m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and where in n}
+
+    assert rates(kept, "attention.self") == {0.1} and rates(dropped, "attention.self") == {0.0}
+    assert rates(dropped, "output") == {0.1}  # hidden-state dropout stays
+    assert torch.equal(
+        kept.bert.encoder.layer[0].attention.self.query.weight,
+        dropped.bert.encoder.layer[0].attention.self.query.weight,
+    )
