@@ -564,7 +564,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     with progress:
         results = retrain(
             study,
-            args.pick,
+            trials,
             seeds,
             settings,
             args.runs_dir,
@@ -665,9 +665,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not finished_count(study):
         raise AutopeftError(f"study {study.study_name!r} has no finished trial yet: nothing to report")
     uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
-    tracker = Tracker(uri, study.study_name, Path(args.runs_dir).resolve() / "mlartifacts", spec_of(study))
+    artifacts = Path(args.runs_dir).resolve() / "mlartifacts"
+    tracker = Tracker(uri, study.study_name, artifacts, spec_of(study), attach=True)
     paths = write_report(study, _storage(args), args.out, tracker)
-    tracker.finish()
     logged = "; attached to the MLflow parent run" if tracker.enabled else "; MLflow unreachable, not attached"
     print(f"wrote {', '.join(str(p) for p in paths.values())}{logged}")
     return 0

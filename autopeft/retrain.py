@@ -101,7 +101,7 @@ def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]
 
 def retrain(
     study: optuna.Study,
-    picks: list[str],
+    trials: list[FrozenTrial],
     seeds: list[int],
     settings: ProxySettings,
     runs_dir: str | Path,
@@ -113,7 +113,7 @@ def retrain(
 
     Args:
         study: the study.
-        picks: which trials (see :func:`chosen_trials`).
+        trials: the trials to retrain (see :func:`chosen_trials`).
         seeds: the seeds.
         settings: the training settings (full fidelity: every training example, several epochs).
         runs_dir: the runs folder (tokenisation cache, masks, MLflow artifacts).
@@ -122,7 +122,6 @@ def retrain(
         on_run: called with ``(trial, seed, result)`` after each run.
     """
     spec = spec_of(study)
-    trials = chosen_trials(study, picks)
     task = get_task(spec["task"])
     info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
     runs_dir = Path(runs_dir).resolve()
@@ -130,7 +129,7 @@ def retrain(
         spec["model"], spec["task"], data_dir or spec.get("data_dir"), settings, runs_dir, study.study_name
     )
     uri = tracking_uri or default_tracking_uri(runs_dir)
-    tracker = Tracker(uri, study.study_name, os.path.join(runs_dir, "mlartifacts"), spec)
+    tracker = Tracker(uri, study.study_name, os.path.join(runs_dir, "mlartifacts"), spec, attach=True)
     key = settings_key(settings)
     results = []
     for trial in trials:
@@ -156,5 +155,4 @@ def retrain(
         failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
         metric = trial.values[0] if trial.values else trial.user_attrs.get("metric")
         results.append(Retrained(trial.number, metric, summarize(ok) if ok else None, key, failed))
-    tracker.finish()
     return results

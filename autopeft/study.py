@@ -8,6 +8,7 @@ other commands need only the study's name and storage.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -129,9 +130,9 @@ class StudySpec:
         self.storage = self.storage or default_storage(self.runs_dir)
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.runs_dir)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """The study's name: given, or ``<task>-<model>-<budget>-<space>``."""
+        """The study's name: given, or ``<task>-<model>-<budget>-<space>`` (computed once: it reads the task file)."""
         if self.study_name:
             return self.study_name
         return study_slug(get_task(self.task).name, self.model, self.budget, Path(self.space).stem)

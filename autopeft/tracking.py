@@ -46,11 +46,21 @@ class Tracker:
         study: the study's name (also the experiment's name).
         artifact_dir: where artifacts go for a local SQLite store (ignored for servers).
         spec: the study's settings, logged as parameters of the parent run.
+        attach: only add runs and files to the parent (``retrain``, ``report``): its status is left
+            as it is (a search running beside them keeps it RUNNING), and :meth:`finish` does nothing.
     """
 
-    def __init__(self, uri: str, study: str, artifact_dir: str | Path | None = None, spec: dict | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        study: str,
+        artifact_dir: str | Path | None = None,
+        spec: dict | None = None,
+        attach: bool = False,
+    ) -> None:
         self.uri = uri
         self.study = study
+        self.attach = attach
         self.enabled = True
         self.parent_id: str | None = None
         self._logged: dict[int, str] = {}
@@ -96,7 +106,8 @@ class Tracker:
                 if extra.info.run_id == run.info.run_id:
                     self.client.delete_run(extra.info.run_id)
         self.parent_id = parents[0].info.run_id
-        self.client.update_run(self.parent_id, status="RUNNING")
+        if not self.attach:
+            self.client.update_run(self.parent_id, status="RUNNING")
 
     def _parents(self) -> list:
         runs = self._runs("tags.`autopeft.role` = 'parent'")
@@ -247,5 +258,6 @@ class Tracker:
         return len(missing) if self.enabled else 0
 
     def finish(self, status: str = "FINISHED") -> None:
-        """Mark the parent run finished (a continued study re-opens it)."""
-        self._guard(lambda: self.client.set_terminated(self.parent_id, status))
+        """Mark the parent run finished (a continued study re-opens it); nothing for an attached tracker."""
+        if not self.attach:
+            self._guard(lambda: self.client.set_terminated(self.parent_id, status))

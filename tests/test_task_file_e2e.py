@@ -113,8 +113,12 @@ def test_baselines_then_report_draws_them_with_the_pareto_front(searched):
     assert sorted({r.data.tags["autopeft.seed"] for r in logged}) == ["0", "1"] and len(logged) == 10
 
     out = runs / "report"
+    (parent,) = _runs_of(runs, "sim", "parent")
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    client.update_run(parent.info.run_id, status="RUNNING")  # as while a search continues the study
     done = autopeft("report", "--runs-dir", str(runs), "--study", "sim", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"  # the report only attached its files
     png = (out / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     table = pd.read_csv(out / "trials.csv")
@@ -126,8 +130,6 @@ def test_baselines_then_report_draws_them_with_the_pareto_front(searched):
 
     drawn = collect(_study(runs), f"sqlite:///{runs}/optuna.db")
     assert len(drawn.baselines) == 5 and drawn.knee is not None
-    (parent,) = _runs_of(runs, "sim", "parent")
-    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
     assert {"pareto.png", "trials.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
