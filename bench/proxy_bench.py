@@ -141,9 +141,9 @@ def main() -> None:
         rows[variant] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"measured {variant}", file=sys.stderr, flush=True)
     print(f"RTE, {args.examples} training examples, batch 16, 1 epoch, {args.threads} torch thread(s), LoRA r=8 q,v")
-    print(f"{'variant':>16} {'examples/s':>11} {'train s':>8} {'peak RSS MiB':>13} {'RSS growth MiB':>15}")
+    print(f"{'variant':>20} {'examples/s':>11} {'train s':>8} {'peak RSS MiB':>13} {'RSS growth MiB':>15}")
     for row in rows.values():
-        print(f"{row['variant']:>16} {row['examples_per_s']:11.1f} {row['seconds']:8.1f} {row['peak_rss_mib']:13.0f} "
+        print(f"{row['variant']:>20} {row['examples_per_s']:11.1f} {row['seconds']:8.1f} {row['peak_rss_mib']:13.0f} "
               f"{row['rss_growth_mib']:15.0f}")  # fmt: skip
     print(f"speedup={rows['ours']['examples_per_s'] / rows['trainer-padded']['examples_per_s']:.2f}")
 

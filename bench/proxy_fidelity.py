@@ -48,6 +48,10 @@ PROXY_SETTINGS = {
     "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster, ranks worse
 }
 FULL_SEED, PROXY_SEED = 0, 1
+PROXY_REVISION = 2
+"""Revision of the proxy trainer the stored proxy results come from (2: cheap CPU dropout masks).
+Stored proxy results of another revision are retrained; full-training references are kept: they
+are the ground truth whichever correct trainer produced them."""
 
 
 DESIGNED = [  # (layers, {module: rank}, learning rate): capacity from 768 to 74k parameters, lr 5e-4 to 8e-3
@@ -138,6 +142,10 @@ def main() -> None:
     if {k: state.get(k) for k in header} != header:
         state = {**header, "settings": {k: asdict(v) for k, v in settings.items()}, "results": {}}
     results: dict[str, dict] = state["results"]
+    if state.get("proxy_revision", 1) != PROXY_REVISION:  # the trainer changed: retrain the proxies
+        for key in [k for k in results if not k.startswith("full/")]:
+            del results[key]
+        state["proxy_revision"] = PROXY_REVISION
     cache = str(out.parent / "cache")
 
     jobs = []

@@ -65,6 +65,8 @@ def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
         ({"--trials": "x"}, "invalid int value: 'x'"),
         ({"--early-stopping-reduction": "1"}, "early stopping reduction must be > 1"),
         ({"--early-stopping-grace": "1"}, "early stopping grace must be at least 2"),
+        ({"--early-stopping-rungs": "1/4,half"}, "--early-stopping-rungs: 'half' is not a fraction"),
+        ({"--early-stopping-rungs": "1/2,1/4"}, "rungs must be increasing fractions in (0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, overrides, message):

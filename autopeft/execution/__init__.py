@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopeft.execution.early_stopping import EarlyStopping, RungBoard, should_stop
+from autopeft.execution.early_stopping import EarlyStopping, RungBoard, parse_fractions, should_stop
 
 _RAY_TUNE = ("DONE_STATES", "StudySearcher", "init_ray", "proxy_trainable", "run_with_ray")
 
-__all__ = ["EarlyStopping", "RungBoard", "should_stop", *_RAY_TUNE]
+__all__ = ["EarlyStopping", "RungBoard", "parse_fractions", "should_stop", *_RAY_TUNE]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from autopeft import defaults
 from autopeft.errors import AutopeftError
@@ -55,6 +56,24 @@ class EarlyStopping:
             raise AutopeftError(f"early stopping score must be neg_loss or metric, got {self.score!r}")
         if self.grace < 2:
             raise AutopeftError(f"early stopping grace must be at least 2 trials, got {self.grace}")
+
+
+def parse_fractions(text: str | None, option: str) -> tuple[float, ...] | None:
+    """Comma-separated fractions (``1/8,1/4,0.5``) as floats; ``None`` when ``text`` is.
+
+    Args:
+        text: the option's value.
+        option: the option's name, for the error message.
+    """
+    if text is None:
+        return None
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(Fraction(item.strip())))
+        except (ValueError, ZeroDivisionError):
+            raise AutopeftError(f"{option}: {item.strip()!r} is not a fraction (like 1/4 or 0.25)") from None
+    return tuple(values)
 
 
 def front_ranks(points: list[tuple[float, int]]) -> list[int]:

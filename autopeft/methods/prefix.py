@@ -98,10 +98,10 @@ def _with_prefix(module, query, key, value, attention_mask):
 
 
 def _sdpa_with_prefix(module, query, key, value, attention_mask, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from autopeft.training.fast_dropout import sdpa_attention  # SDPA, with cheap dropout masks on CPUs
 
     key, value, attention_mask = _with_prefix(module, query, key, value, attention_mask)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention(module, query, key, value, attention_mask, **kwargs)
 
 
 def _eager_with_prefix(module, query, key, value, attention_mask, **kwargs):
@@ -194,6 +194,10 @@ class Prefix(PeftMethod):
         base = model.config._attn_implementation
         if base.startswith("autopeft_prefix_"):
             base = base.removeprefix("autopeft_prefix_")
+        from autopeft.training.fast_dropout import ATTENTION as FAST_SDPA  # lazy: training imports methods
+
+        if base == FAST_SDPA:
+            base = "sdpa"  # the prefix wrapper of SDPA takes the same fast path
         if base not in _BASES:
             raise ConfigError(f"prefix tuning needs sdpa or eager attention, the model uses {base!r}")
         _register_attention()

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from autopeft.errors import AutopeftError
-from autopeft.execution import EarlyStopping, RungBoard, should_stop
+from autopeft.execution import EarlyStopping, RungBoard, parse_fractions, should_stop
 from autopeft.execution.early_stopping import front_ranks
 
 
@@ -77,3 +77,10 @@ def test_the_board_records_every_trial_and_uses_the_history():
 def test_invalid_policies_are_refused(kwargs, message):
     with pytest.raises(AutopeftError, match=message):
         EarlyStopping(**kwargs)
+
+
+def test_rungs_are_read_as_fractions_or_decimals():
+    assert parse_fractions("1/8, 0.25,1/2", "--rungs") == (0.125, 0.25, 0.5)
+    assert parse_fractions(None, "--rungs") is None
+    with pytest.raises(AutopeftError, match="--rungs: '1/0' is not a fraction"):
+        parse_fractions("1/4,1/0", "--rungs")
