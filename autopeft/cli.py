@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from autopeft import defaults
 from autopeft.errors import AutopeftError, SearchAborted
+from autopeft.execution.early_stopping import SCORES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,9 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--early-stopping-score",
-        choices=("neg_loss", "metric"),
+        choices=SCORES,
         default="neg_loss",
-        help="what rungs compare: minus the validation loss (default; ranks even while metrics tie) or the metric",
+        help="what rungs compare: minus the loss on a 256-example validation subset (neg_loss, the default; ranks "
+        "even while metrics tie), minus the training loss of the last eighth of the steps (train_loss: free) or "
+        "the metric",
     )
     search.add_argument(
         "--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study"

@@ -141,7 +141,7 @@ class SearchDisplay:
                 )
         elif trial.state == TrialState.PRUNED:
             self.progress.advance(self.task_id)
-            rungs = trial.user_attrs.get("rung_metrics", [])
+            rungs = trial.user_attrs.get("rung_scores", [])
             self.console.print(
                 f"trial {trial.number} stopped early at rung {len(rungs)} (dominated): {bound.task.metric} "
                 f"{trial.user_attrs.get('metric', float('nan')):.4f}, {trial.user_attrs.get('trainable_params', 0):,} "

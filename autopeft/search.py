@@ -155,7 +155,7 @@ def run_search(
         )
 
     def trial_ended(trial: FrozenTrial) -> None:
-        tracker.log_trial(trial_record(trial), trial.params)
+        tracker.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
         if on_trial_end is not None:
             on_trial_end(bound, trial)
 

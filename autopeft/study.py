@@ -333,7 +333,7 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         record["objectives"] = list(trial.values)
     if "fail_reason" in attrs:
         record["fail_reason"] = attrs["fail_reason"]
-    for key in ("target_sparsity", "sparsity", "seconds", "steps", "rung_metrics"):
+    for key in ("target_sparsity", "sparsity", "seconds", "steps", "rung_metrics", "rung_scores"):
         if key in attrs:
             record[key] = attrs[key]
     return record

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,16 +131,19 @@ class Tracker:
         return self._logged
 
     # -- logging -----------------------------------------------------------------------------------
-    def log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str | None:
+    def log_trial(
+        self, record: dict[str, Any], optuna_params: dict[str, Any], train_losses: list[float] | None = None
+    ) -> str | None:
         """Log one finished or failed trial as a child run (once: a trial already logged is skipped).
 
         Args:
             record: the trial's record (see :func:`autopeft.study.trial_record`).
             optuna_params: the sampled values, logged as parameters.
+            train_losses: the training loss of each step, logged as the ``train_loss`` metric's history.
         """
-        return self._guard(self._log_trial, record, optuna_params)
+        return self._guard(self._log_trial, record, optuna_params, train_losses or [])
 
-    def _log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any]) -> str:
+    def _log_trial(self, record: dict[str, Any], optuna_params: dict[str, Any], train_losses: list[float]) -> str:
         existing = self._logged.get(record["trial"])  # refreshed from the server by sync(), not per trial
         if existing is not None:
             return existing
@@ -162,10 +167,14 @@ class Tracker:
             metrics["metric"] = record["metric"]
             metrics["sparsity"] = record.get("sparsity")
             metrics.update(record.get("metrics") or {})
-        for rung, value in enumerate(record.get("rung_metrics") or []):
-            metrics[f"rung{rung + 1}_metric"] = value
+        scores, rung_metrics = record.get("rung_scores") or [], record.get("rung_metrics") or []
+        for rung, value in enumerate(scores):
+            metrics[f"rung{rung + 1}_score"] = value
+        if len(rung_metrics) == len(scores):  # a train_loss rung evaluates only where the trial stops
+            metrics.update({f"rung{rung + 1}_metric": value for rung, value in enumerate(rung_metrics)})
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record["state"], "FAILED")
         run_id = self._write_run(f"trial-{record['trial']}", tags, optuna_params, metrics, record.get("params"), status)
+        self._log_curve(run_id, "train_loss", train_losses)
         self._logged[record["trial"]] = run_id
         return run_id
 
@@ -188,6 +197,15 @@ class Tracker:
             self.client.log_dict(run_id, config, "config.json")
         self.client.set_terminated(run_id, status)
         return run_id
+
+    def _log_curve(self, run_id: str, key: str, values: list[float]) -> None:
+        """Log a per-step series (a training loss curve) as one metric's history, in batches."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(key, float(v), now, step) for step, v in enumerate(values, 1) if math.isfinite(v)]
+        for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=points[start : start + 1000])
 
     def log_run(self, role: str, name: str, record: dict[str, Any], config: dict, tags: dict[str, str]) -> str | None:
         """Log one seeded run of a fixed configuration (``retrain``, ``baseline``) as a child run.
@@ -252,7 +270,7 @@ class Tracker:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
         missing = [t for t in trials if t.number not in logged]
         for trial in missing:
-            self.log_trial(trial_record(trial), trial.params)
+            self.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
         records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
         self.mark_pareto(records, {t.number for t in pareto_trials(study)})
         return len(missing) if self.enabled else 0

@@ -40,10 +40,11 @@ from optuna.trial import TrialState
 
 from autopeft import defaults
 from autopeft.execution import EarlyStopping, RungBoard, parse_fractions
+from autopeft.training.proxy import TRAIN_LOSS_WINDOW
 
 OBSERVE_ONLY = 10**9
 """Grace of the off runs' policy: more trials than any study, so nothing stops."""
-OBSERVE_RUNGS = (1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2)
+OBSERVE_RUNGS = (1 / 8, 1 / 4, 1 / 3, 1 / 2)
 """Rungs the off runs score every trial at (the replayed policies' rungs are among them)."""
 
 
@@ -79,10 +80,13 @@ def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: f
     The observe-only run scored every trial at each of :data:`OBSERVE_RUNGS`; the policy's rungs
     must be among them.
     """
-    missing = [r for r in policy.rungs if not any(math.isclose(r, o) for o in OBSERVE_RUNGS)]
-    if missing:
-        raise SystemExit(f"replay: rungs {missing} were not observed (observed: {list(OBSERVE_RUNGS)})")
-    columns = [next(i for i, o in enumerate(OBSERVE_RUNGS) if math.isclose(r, o)) for r in policy.rungs]
+    if policy.score == "neg_loss":
+        missing = [r for r in policy.rungs if not any(math.isclose(r, o) for o in OBSERVE_RUNGS)]
+        if missing:
+            raise SystemExit(f"replay: rungs {missing} were not observed (observed: {list(OBSERVE_RUNGS)})")
+        columns = [next(i for i, o in enumerate(OBSERVE_RUNGS) if math.isclose(r, o)) for r in policy.rungs]
+    elif policy.score != "train_loss":
+        raise SystemExit(f"replay: score {policy.score!r} was not observed")
     board = RungBoard(policy)
     steps, seconds, points, pruned = 0, 0.0, [], 0
     for trial in sorted(trials, key=lambda t: t.number):
@@ -91,19 +95,26 @@ def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: f
         attrs, total = trial.user_attrs, trial.user_attrs["steps"]
         observed = attrs["rung_scores"]
         per_rung_eval = attrs.get("rung_eval_seconds", 0.0) / max(1, len(observed))
-        scores = [observed[c] for c in columns]
+        if policy.score == "neg_loss":
+            scores, evals = [observed[c] for c in columns], list(range(1, len(columns) + 1))
+        else:  # as the trainer scores it: the recent training losses, one evaluation when it stops
+            losses, window = attrs["train_losses"], max(1, round(TRAIN_LOSS_WINDOW * total))
+            ends = [max(1, math.ceil(r * total)) for r in policy.rungs]
+            scores = [-(sum(losses[max(0, e - window) : e]) / min(e, window)) for e in ends]
+            evals = [1] * len(ends)
         stopped = next(
             (r for r, m in enumerate(scores) if board.decide(trial.number, r, m, attrs["trainable_params"])), None
         )
         if stopped is None:
             steps += total
-            seconds += attrs["train_seconds"] + attrs["eval_seconds"] - (len(observed) - len(columns)) * per_rung_eval
+            kept_evals = len(columns) if policy.score == "neg_loss" else 0
+            seconds += attrs["train_seconds"] + attrs["eval_seconds"] - (len(observed) - kept_evals) * per_rung_eval
             points.append((trial.values[0], attrs["trainable_fraction"]))
         else:
             pruned += 1
             share = policy.rungs[stopped]
             steps += math.ceil(share * total)
-            seconds += share * attrs["train_seconds"] + (stopped + 1) * per_rung_eval
+            seconds += share * attrs["train_seconds"] + evals[stopped] * per_rung_eval
     return {"trials": len(trials), "pruned": pruned, "train_steps": steps, "seconds": seconds,
             "hv": hypervolume(points, ref)}  # fmt: skip
 
@@ -138,11 +149,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=defaults.TRIALS)
     parser.add_argument("--workers", type=int, default=defaults.WORKERS)
     parser.add_argument("--epochs", type=float, default=defaults.EPOCHS)
-    parser.add_argument("--max-train-samples", type=int, default=1024)
+    parser.add_argument("--max-train-samples", type=int, default=defaults.MAX_TRAIN_SAMPLES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one pair of searches per seed")
     parser.add_argument("--rungs", default=fractions_text(defaults.RUNGS), help="policy rungs (among the observed)")
     parser.add_argument("--reduction", type=float, default=defaults.REDUCTION)
     parser.add_argument("--grace", type=int, default=defaults.GRACE)
+    parser.add_argument("--score", default="neg_loss", help="what the policy's rungs compare")
     parser.add_argument("--replay-only", action="store_true", help="run (or reuse) the off runs; replay the policy")
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
     parser.add_argument("--out", default="runs/bench/early_stopping")
@@ -152,10 +164,11 @@ def main() -> None:
         args.trials, args.max_train_samples, args.seeds = 8, 256, args.seeds[:1]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     args.out = str(Path(args.out).resolve())
-    policy = EarlyStopping(rungs=parse_fractions(args.rungs, "--rungs"), reduction=args.reduction, grace=args.grace)
+    rungs = parse_fractions(args.rungs, "--rungs")
+    policy = EarlyStopping(rungs=rungs, reduction=args.reduction, grace=args.grace, score=args.score)
     observe = ["--early-stopping-rungs", fractions_text(OBSERVE_RUNGS), "--early-stopping-grace", str(OBSERVE_ONLY)]
     on = ["--early-stopping-rungs", args.rungs, "--early-stopping-reduction", str(args.reduction),
-          "--early-stopping-grace", str(args.grace)]  # fmt: skip
+          "--early-stopping-grace", str(args.grace), "--early-stopping-score", args.score]  # fmt: skip
 
     from autopeft.budget import parse_budget
     from autopeft.models import backbone_info, default_model
@@ -167,12 +180,15 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"{args.task}, {args.trials} trials, {args.workers} workers, {args.epochs:g} epoch(s) of "
           f"{args.max_train_samples} examples; policy: rungs {args.rungs}, keep 1/{args.reduction:g}, "
-          f"grace {args.grace}")  # fmt: skip
+          f"grace {args.grace}, score {args.score}")  # fmt: skip
     print(f"{'seed':>4} {'run':>7} {'trials':>6} {'pruned':>6} {'train steps':>11} {'trial s':>8} {'wall s':>7} "
           f"{'HV':>9} {'saved':>6} {'HV ratio':>8}")  # fmt: skip
     totals: dict[str, list[dict]] = {"on": [], "replay": []}
     for seed in args.seeds:
-        studies = {"off": f"es-off-s{seed}", "on": f"es-on-s{seed}-{args.rungs}-{args.reduction:g}-{args.grace}"}
+        studies = {
+            "off": f"es-off-s{seed}",
+            "on": f"es-on-s{seed}-{args.rungs}-{args.reduction:g}-{args.grace}-{args.score}",
+        }
         wall = {"off": run_search(args, studies["off"], seed, observe)}
         if not args.replay_only:
             wall["on"] = run_search(args, studies["on"], seed, on)

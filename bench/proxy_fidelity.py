@@ -14,10 +14,12 @@ interrupted study continues. Trainings run in ``--jobs`` processes with one torc
     python bench/proxy_fidelity.py --data-dir ../shared/data/glue            # MRPC, the 10 designed configs
     python bench/proxy_fidelity.py --quick --data-dir ../shared/data/glue    # 4 configs, 1 epoch "full" (smoke test)
 
-Two proxy scores are ranked against the full-training task metric: the proxy's own task metric, and
-its ``neg_loss`` (minus the dev loss), which still orders models whose thresholded metric ties. The
-last line is ``spearman=<r> setting=<name> proxy_score=<metric|neg_loss>``: the cheapest setting and
-score reaching 0.7, or the best one when none does.
+Three proxy scores are ranked against the full-training task metric: the proxy's own task metric,
+its ``neg_loss`` (minus the dev loss), which still orders models whose thresholded metric ties, and
+its ``train_loss`` score (minus the mean training loss of its last eighth of steps: what a free
+early-stopping rung sees). The last line is
+``spearman=<r> setting=<name> proxy_score=<metric|neg_loss|train_loss>``: the cheapest setting
+and score reaching 0.7, or the best one when none does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from autopeft.models import backbone_info, default_model  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
 from autopeft.tasks import get_task  # noqa: E402
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial  # noqa: E402
+from autopeft.training.proxy import TRAIN_LOSS_WINDOW  # noqa: E402
 
 PROXY_SETTINGS = {
     "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
@@ -104,6 +107,13 @@ def _train(job: tuple[str, int, dict]) -> tuple[str, int, dict]:
     name, index, request = job
     result = run_proxy_trial(ProxyRequest.from_dict(request))
     return name, index, {k: result[k] for k in ("metric", "metrics", "trainable_params", "steps", "train_seconds")}
+
+
+def train_loss_score(result: dict) -> float:
+    """Minus the mean training loss of a run's last eighth of steps (the ``train_loss`` rung score at the end)."""
+    losses = result.get("train_losses") or [float("nan")]
+    window = max(1, round(TRAIN_LOSS_WINDOW * len(losses)))
+    return -float(np.mean(losses[-window:]))
 
 
 def main() -> None:
@@ -180,8 +190,8 @@ def main() -> None:
     full_main = [results[f"full/{i}"]["metric"] for i in range(n_configs)]
     others = [m for m in task.metrics if m != task.metric]
     extra = "".join(f" {'rho ' + m:>13}" for m in others)
-    print(f"\n{'setting':>9} {'rho ' + task.metric:>9}{extra} {'rho neg_loss':>13} {'train examples':>15} "
-          f"{'train s/config':>15} {'cost vs full':>13}")  # fmt: skip
+    print(f"\n{'setting':>9} {'rho ' + task.metric:>9}{extra} {'rho neg_loss':>13} {'rho train_loss':>15} "
+          f"{'train examples':>15} {'train s/config':>15} {'cost vs full':>13}")  # fmt: skip
     full_seconds = np.mean([results[f"full/{i}"]["train_seconds"] for i in range(n_configs)])
     rows = []
     for name, proxy in settings.items():
@@ -195,17 +205,20 @@ def main() -> None:
             full_scores = [results[f"full/{i}"]["metrics"][metric] for i in range(n_configs)]
             return float(spearmanr(proxy_scores(metric), full_scores)[0])
 
-        # neg_loss: the proxy's smooth score (minus its dev loss) against full training's task metric.
+        # neg_loss: the proxy's smooth score (minus its dev loss) against full training's task metric;
+        # train_loss: minus the mean training loss of its last eighth of steps (what a free rung sees).
         rho_loss = float(spearmanr(proxy_scores("neg_loss"), full_main)[0])
+        rho_train = float(spearmanr([train_loss_score(results[f"{name}/{i}"]) for i in range(n_configs)], full_main)[0])
         examples = results[f"{name}/0"]["steps"] * proxy.batch_size
         seconds = float(np.mean([results[f"{name}/{i}"]["train_seconds"] for i in range(n_configs)]))
         rows += [(name, task.metric, rho(task.metric), seconds), (name, "neg_loss", rho_loss, seconds)]
+        rows += [(name, "train_loss", rho_train, seconds)]
         others_text = "".join(f" {rho(m):13.3f}" for m in others)
         cost = seconds / full_seconds
-        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {examples:15d} {seconds:15.1f} "
-              f"{cost:13.3f}")  # fmt: skip
+        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {rho_train:15.3f} {examples:15d} "
+              f"{seconds:15.1f} {cost:13.3f}")  # fmt: skip
     full_examples = results["full/0"]["steps"] * full.batch_size
-    print(f"{'full':>9} {1.0:9.3f}{' ' * (len(extra) + 14)} {full_examples:15d} {full_seconds:15.1f} {1.0:13.3f}")
+    print(f"{'full':>9} {1.0:9.3f}{' ' * (len(extra) + 30)} {full_examples:15d} {full_seconds:15.1f} {1.0:13.3f}")
     passing = [row for row in rows if row[2] >= 0.7]
     name, score, best, _ = min(passing, key=lambda r: r[3]) if passing else max(rows, key=lambda r: r[2])
     print(f"spearman={best:.3f} setting={name} proxy_score={score}")

@@ -25,6 +25,9 @@ from fractions import Fraction
 from autopeft import defaults
 from autopeft.errors import AutopeftError
 
+SCORES = ("neg_loss", "train_loss", "metric")
+"""What rungs can compare (see :class:`EarlyStopping`)."""
+
 
 @dataclass(frozen=True)
 class EarlyStopping:
@@ -37,7 +40,9 @@ class EarlyStopping:
         grace: trials a rung must have seen (this one included) before any trial stops there.
         score: what trials are compared on at a rung: ``neg_loss`` (minus the validation loss, a
             smooth score that ranks as full training does even while the thresholded metric of
-            every trial still ties at the majority class) or ``metric`` (the task's main metric).
+            every trial still ties at the majority class), ``train_loss`` (minus the mean training
+            loss of the last eighth of the steps before the rung: free, no evaluation) or
+            ``metric`` (the task's main metric).
     """
 
     rungs: tuple[float, ...] = defaults.RUNGS
@@ -52,8 +57,8 @@ class EarlyStopping:
             raise AutopeftError(f"early stopping rungs must be increasing fractions in (0, 1), got {list(rungs)}")
         if self.reduction <= 1:
             raise AutopeftError(f"early stopping reduction must be > 1, got {self.reduction}")
-        if self.score not in ("neg_loss", "metric"):
-            raise AutopeftError(f"early stopping score must be neg_loss or metric, got {self.score!r}")
+        if self.score not in SCORES:
+            raise AutopeftError(f"early stopping score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.grace < 2:
             raise AutopeftError(f"early stopping grace must be at least 2 trials, got {self.grace}")
 

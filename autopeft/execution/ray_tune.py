@@ -36,6 +36,7 @@ RESULT_ATTRS = (
     "final_loss",
     "rung_metrics",
     "rung_scores",
+    "train_losses",
     "sparsity",
     "masks_path",
 )

@@ -69,8 +69,10 @@ class ProxyRequest:
         rungs: fractions of training after which the dev metric is measured and ``at_rung`` asked
             whether to go on (early stopping); empty: evaluate only at the end.
         masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
-        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the validation loss) or
-            ``metric`` (the task's main metric).
+        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the loss on the rung's validation
+            subset), ``metric`` (the task's main metric there) or ``train_loss`` (minus the mean task
+            loss of the last :data:`TRAIN_LOSS_WINDOW` of the steps: no evaluation, and the rung
+            subset is evaluated only when the trial stops).
     """
 
     model: str
@@ -123,6 +125,10 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+TRAIN_LOSS_WINDOW = 1 / 8
+"""The ``train_loss`` rung score averages the task loss of the last ``TRAIN_LOSS_WINDOW`` of the
+training's steps (one epoch: batches the model had not seen when they were scored)."""
+
 RungCallback = Callable[[int, float, float], bool]
 """Called at each rung with (rung index, fraction of training done, rung score); true stops the trial."""
 
@@ -172,8 +178,9 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     Returns:
         ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
         ``trainable_params`` (counted on the built model, head excluded), timings and step counts,
-        ``rung_metrics`` (the main metric at each rung reached), ``rung_scores`` (what the stop
-        decisions compared: ``request.rung_score`` at each rung), ``pruned`` (true when
+        ``rung_metrics`` (the main metric at each rung evaluated), ``rung_scores`` (what the stop
+        decisions compared: ``request.rung_score`` at each rung), ``train_losses`` (the task loss of
+        each training step, before regularisers), ``pruned`` (true when
         ``at_rung`` stopped it: ``metric`` is then the last rung's), ``sparsity`` (measured from the
         backbone's encoder-layer Linear weights), ``target_sparsity`` (what the configuration asks)
         and ``masks_path`` (where the pruning masks were written, if any).
@@ -233,6 +240,18 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     def evaluate_dev(split: dict = dev) -> dict[str, float]:
         return evaluate(model, split, list(task.metrics), task.is_regression, settings.eval_batch_size)
 
+    def evaluate_rung() -> float:
+        """Evaluate on the rung subset into ``metrics`` and ``rung_metrics``; return the seconds taken."""
+        nonlocal metrics
+        rung_started = time.perf_counter()
+        metrics = evaluate_dev(rung_dev)
+        rung_metrics.append(metrics[task.metric])
+        return time.perf_counter() - rung_started
+
+    metrics: dict[str, float] = {}
+    train_losses: list[float] = []
+    loss_window = max(1, round(TRAIN_LOSS_WINDOW * total_steps))
+
     for hook in adapted.hooks:
         hook.on_train_begin()
     model.train()
@@ -243,6 +262,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
             with _autocast(device):
                 loss = model(**batch).loss
+                train_losses.append(float(loss.detach()))  # the task loss, before regularisers
                 for term in filter(lambda t: t is not None, (hook.loss_term() for hook in adapted.hooks)):
                     loss = loss + term
             if not torch.isfinite(loss):
@@ -259,12 +279,14 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
             if step in rung_steps and step < total_steps and at_rung is not None:
-                rung_started = time.perf_counter()
-                metrics = evaluate_dev(rung_dev)
-                rung_seconds += time.perf_counter() - rung_started
-                rung_metrics.append(metrics[task.metric])
-                rung_scores.append(metrics[task.metric if request.rung_score == "metric" else request.rung_score])
+                if request.rung_score == "train_loss":  # free: the recent batches were unseen when scored
+                    rung_scores.append(-float(np.mean(train_losses[-loss_window:])))
+                else:
+                    rung_seconds += evaluate_rung()
+                    rung_scores.append(metrics[task.metric if request.rung_score == "metric" else request.rung_score])
                 pruned = bool(at_rung(*rung_steps[step], rung_scores[-1]))
+                if pruned and request.rung_score == "train_loss":
+                    rung_seconds += evaluate_rung()  # the metric it stopped at
                 model.train()
             if step >= total_steps or pruned:
                 break
@@ -292,6 +314,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "rung_metrics": rung_metrics,
         "rung_scores": rung_scores,
         "rung_eval_seconds": rung_seconds,
+        "train_losses": [round(x, 5) for x in train_losses],
         "pruned": pruned,
         "sparsity": adapted.sparsity(),
         "target_sparsity": target_sparsity(config, info),

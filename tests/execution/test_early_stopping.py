@@ -71,7 +71,7 @@ def test_the_board_records_every_trial_and_uses_the_history():
         ({"rungs": ()}, "increasing fractions"),
         ({"reduction": 1.0}, "reduction must be > 1"),
         ({"grace": 1}, "grace must be at least 2"),
-        ({"score": "accuracy"}, "score must be neg_loss or metric"),
+        ({"score": "accuracy"}, "score must be one of neg_loss, train_loss, metric"),
     ],
 )
 def test_invalid_policies_are_refused(kwargs, message):

@@ -7,6 +7,7 @@ import json
 import optuna
 import pytest
 from helpers import autopeft, mlflow_runs, tiny_search_args, trials_of
+from mlflow import MlflowClient
 
 from autopeft.execution import EarlyStopping, RungBoard
 
@@ -46,3 +47,10 @@ def test_dominated_trials_stop_at_a_rung_exactly_as_the_policy_says(tmp_path, ti
     runs, _ = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "es")
     status = {int(r.data.tags["autopeft.trial"]): r.info.status for r in runs}
     assert status == {t.number: "KILLED" if t.state == PRUNED else "FINISHED" for t in trials}
+    client, by_number = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), {t.number: t for t in trials}
+    for run in runs:  # the loss curve and the rung scores of every trial, stopped or not
+        trial = by_number[int(run.data.tags["autopeft.trial"])]
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in history] == list(range(1, trial.user_attrs["steps"] + 1))
+        assert [m.value for m in history] == pytest.approx(trial.user_attrs["train_losses"])
+        assert run.data.metrics["rung1_score"] == trial.user_attrs["rung_scores"][0]

@@ -80,6 +80,27 @@ def test_rungs_are_evaluated_and_a_stop_ends_training_there(stop_at, tmp_path, t
         assert result["metric"] == calls[-1][2]  # the metric it was stopped at
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_training_loss_rungs_score_recent_steps_and_evaluate_only_a_stopped_trial(stop, tmp_path, tiny_model,
+                                                                                  tiny_info, data_dir):  # fmt: skip
+    space = SearchSpace.load("default", tiny_info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
+    settings = ProxySettings(epochs=1, max_train_samples=256, max_eval_samples=64, batch_size=16)  # 16 steps
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path),
+                           rungs=(1 / 4, 1 / 2), rung_score="train_loss")  # fmt: skip
+    scores = []
+    result = run_proxy_trial(request, lambda rung, fraction, score: scores.append(score) or stop)
+    losses = result["train_losses"]
+    assert len(losses) == result["steps"] == (4 if stop else 16)
+    assert scores[0] == pytest.approx(-np.mean(losses[2:4]), abs=1e-4)  # the last eighth: steps 3 and 4
+    assert result["rung_scores"] == scores
+    assert len(result["rung_metrics"]) == int(stop)  # evaluated once, at the stop
+    if stop:
+        assert result["pruned"] and result["metric"] == result["rung_metrics"][0]
+    else:
+        assert scores[1] == pytest.approx(-np.mean(losses[6:8]), abs=1e-4) and result["rung_eval_seconds"] == 0
+
+
 def test_without_a_callback_no_rung_is_evaluated(tmp_path, tiny_model, tiny_info, data_dir):
     space = SearchSpace.load("default", tiny_info)
     config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
