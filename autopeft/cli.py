@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="stop trials outside the top third of their peers at 1/4 and 1/2 of their training (multi-objective "
+        help="stop trials outside the top quarter of their peers at 1/4 and 1/2 of their training (multi-objective "
         "successive halving on minus the validation loss; off by default); stopped trials are kept as pruned",
     )
     search.add_argument(
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.REDUCTION,
         help="a trial goes on only within the top 1/REDUCTION of a rung's trials, ordered by non-dominated fronts "
-        f"(default {defaults.REDUCTION:g}: successive halving's eta)",
+        f"(default {defaults.REDUCTION:g}: successive halving's eta; 4 keeps the top quarter)",
     )
     search.add_argument(
         "--early-stopping-rungs",

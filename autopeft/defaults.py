@@ -14,7 +14,8 @@ MAX_LENGTH = 128
 """Truncation length in tokens."""
 RUNGS = (1 / 4, 1 / 2)
 """Fractions of the proxy training at which early stopping compares a trial with its peers."""
-REDUCTION = 3.0
-"""Early stopping: a trial stops when at least 1/REDUCTION of a rung's trials dominate it."""
+REDUCTION = 4.0
+"""Early stopping: a trial stops when at least 1/REDUCTION of a rung's trials sit in better fronts
+(4: the top quarter goes on; with 3, one seed of three saved only 28% of the training, see README)."""
 GRACE = 6
 """Early stopping: trials a rung must have seen before any trial stops there."""

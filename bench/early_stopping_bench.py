@@ -1,27 +1,30 @@
 """Early stopping on and off: training compute saved, and the final Pareto set's hypervolume, side by side.
 
-Runs the same search twice with the same seeds (``autopeft search``, real Ray, real storage):
+For each seed (``--seeds``, default 0 1 2) runs the same search twice (``autopeft search`` with the
+search's default proxy, real Ray, real storage):
 
-- ``off``: every trial trains to the end. Its trials still measure the rung metrics (a policy that
-  never stops: grace larger than the study), so the same run also gives ``replay``; its cost
-  excludes those rung evaluations, as a run without early stopping would not make them.
-- ``on``: the default policy (rungs at 1/4 and 1/2 scored on a fixed 256-example validation subset
-  by minus the loss; a trial goes on within the top third of the rung's trials by fronts).
-- ``replay``: the ``on`` policy replayed on the ``off`` run's trials in their order: the same
-  configurations, so it shows the policy's effect without the optimiser's different path.
+- ``off``: every trial trains to the end. Its trials are still scored at the rungs 1/8, 1/4, 1/3
+  and 1/2 (a policy that never stops: grace larger than the study), and every trial stores its
+  per-step training losses, so the same run also gives ``replay``; its cost excludes those rung
+  evaluations, as a run without early stopping would not make them.
+- ``on``: the policy (``--rungs``, ``--reduction``, ``--grace``, ``--score``; default: the
+  search's defaults).
+- ``replay``: the policy replayed on the ``off`` run's trials in their order: the same
+  configurations, so it shows the policy's effect without the optimiser's different path; with
+  ``--replay-only`` (no ``on`` run) any policy whose rungs were observed can be tried in minutes.
 
 Compute is counted as training steps (``train_steps``) and as trial seconds (training plus every
 evaluation, rungs included). Hypervolume of the trained-to-the-end trials: task metric (max) vs
-trainable fraction (min), reference point (0, the budget's fraction). The last line is
-``compute_saved=<fraction of training steps> seconds_saved=<fraction> hv_ratio=<on / off>``.
+trainable fraction (min), reference point (0, the budget's fraction). One row per seed and run,
+then the mean and the worst seed; the last line is
+``compute_saved=<worst seed's fraction of training steps> seconds_saved=<worst> hv_ratio=<worst on/off>``.
 
-    python bench/early_stopping_bench.py --data-dir ../shared/data/glue          # 24 trials, SST-2
-    python bench/early_stopping_bench.py --quick --data-dir ../shared/data/glue  # 8 short trials
+    python bench/early_stopping_bench.py --data-dir ../shared/data/glue          # 3 seeds x 2 searches of 24 trials
+    python bench/early_stopping_bench.py --quick --data-dir ../shared/data/glue  # one seed, 8 short trials
 
 SST-2 by default: at proxy scale its accuracy moves within a few dozen steps, whereas MRPC's F1 and
-RTE's accuracy still sit at the majority class, where ties never stop a trial (nothing to measure).
-
-A rerun continues both studies where they stopped (same runs folder).
+RTE's accuracy still sit at the majority class. A rerun continues the studies where they stopped
+(same runs folder), so finished seeds are not run again.
 """
 
 from __future__ import annotations

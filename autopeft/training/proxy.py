@@ -279,7 +279,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
             if step in rung_steps and step < total_steps and at_rung is not None:
-                if request.rung_score == "train_loss":  # free: the recent batches were unseen when scored
+                if request.rung_score == "train_loss":  # free; in a first epoch, scored on batches not yet seen
                     rung_scores.append(-float(np.mean(train_losses[-loss_window:])))
                 else:
                     rung_seconds += evaluate_rung()
