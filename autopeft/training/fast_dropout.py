@@ -66,7 +66,9 @@ def sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    causal = kwargs.get("is_causal", getattr(module, "is_causal", False))
+    causal = kwargs.get("is_causal")
+    if causal is None:
+        causal = getattr(module, "is_causal", True)  # transformers' SDPA assumes causal when a module does not say
     plain = query.device.type != "cpu" or dropout <= 0.0 or causal or kwargs.get("position_bias") is not None
     if plain or key.shape[1] != query.shape[1]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

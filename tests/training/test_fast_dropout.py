@@ -52,6 +52,7 @@ def test_attention_applies_the_mask_then_drops_probabilities():
     mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
     mask[0, :, :, 3:] = False  # padding keys of the first example
     module = torch.nn.Module()
+    module.is_causal = False  # an encoder's self-attention
     torch.manual_seed(7)
     output, _ = sdpa_attention(module, query, key, value, mask, dropout=0.2)
     torch.manual_seed(7)
