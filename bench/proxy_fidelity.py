@@ -48,7 +48,7 @@ PROXY_SETTINGS = {
     "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
     "e1-n2048": ProxySettings(epochs=1, max_train_samples=2048),
     "e1-all": ProxySettings(epochs=1, max_train_samples=None),  # one epoch of the whole split: 1/3 of full
-    "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster, ranks worse
+    "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster
 }
 FULL_SEED, PROXY_SEED = 0, 1
 PROXY_REVISION = 2
@@ -106,7 +106,8 @@ def sample_configs(space: SearchSpace, limit: int, count: int, seed: int) -> lis
 def _train(job: tuple[str, int, dict]) -> tuple[str, int, dict]:
     name, index, request = job
     result = run_proxy_trial(ProxyRequest.from_dict(request))
-    return name, index, {k: result[k] for k in ("metric", "metrics", "trainable_params", "steps", "train_seconds")}
+    kept = ("metric", "metrics", "trainable_params", "steps", "train_seconds", "train_losses")
+    return name, index, {k: result[k] for k in kept}
 
 
 def train_loss_score(result: dict) -> float:
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
     parser.add_argument("--out", default="runs/bench/proxy_fidelity.json")
     parser.add_argument("--quick", action="store_true", help="4 configs, 1 full epoch, two proxy settings")
+    parser.add_argument("--settings", help=f"comma-separated proxy settings (default all: {','.join(PROXY_SETTINGS)})")
     args = parser.parse_args()
 
     model = args.model or default_model()
@@ -138,7 +140,11 @@ def main() -> None:
     limit = parse_budget(args.budget).limit(info.backbone_params)
     n_configs = 4 if args.quick else args.configs
     full = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
-    settings = {"full": full, **(dict(list(PROXY_SETTINGS.items())[:2]) if args.quick else PROXY_SETTINGS)}
+    chosen = args.settings.split(",") if args.settings else list(PROXY_SETTINGS)[: 2 if args.quick else None]
+    unknown = [name for name in chosen if name not in PROXY_SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(PROXY_SETTINGS)}")
+    settings = {"full": full, **{name: PROXY_SETTINGS[name] for name in chosen}}
     if args.sampled:
         configs = sample_configs(space, limit, n_configs, seed=0)
     else:
@@ -208,14 +214,20 @@ def main() -> None:
         # neg_loss: the proxy's smooth score (minus its dev loss) against full training's task metric;
         # train_loss: minus the mean training loss of its last eighth of steps (what a free rung sees).
         rho_loss = float(spearmanr(proxy_scores("neg_loss"), full_main)[0])
-        rho_train = float(spearmanr([train_loss_score(results[f"{name}/{i}"]) for i in range(n_configs)], full_main)[0])
+        runs = [results[f"{name}/{i}"] for i in range(n_configs)]  # results stored before losses were kept: "-"
+        rho_train = (
+            float(spearmanr([train_loss_score(r) for r in runs], full_main)[0])
+            if all(r.get("train_losses") for r in runs)
+            else float("nan")
+        )
         examples = results[f"{name}/0"]["steps"] * proxy.batch_size
         seconds = float(np.mean([results[f"{name}/{i}"]["train_seconds"] for i in range(n_configs)]))
         rows += [(name, task.metric, rho(task.metric), seconds), (name, "neg_loss", rho_loss, seconds)]
         rows += [(name, "train_loss", rho_train, seconds)]
         others_text = "".join(f" {rho(m):13.3f}" for m in others)
         cost = seconds / full_seconds
-        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {rho_train:15.3f} {examples:15d} "
+        train_text = f"{rho_train:15.3f}" if rho_train == rho_train else f"{'-':>15}"
+        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {train_text} {examples:15d} "
               f"{seconds:15.1f} {cost:13.3f}")  # fmt: skip
     full_examples = results["full/0"]["steps"] * full.batch_size
     print(f"{'full':>9} {1.0:9.3f}{' ' * (len(extra) + 30)} {full_examples:15d} {full_seconds:15.1f} {1.0:13.3f}")

@@ -38,8 +38,8 @@ class ProxySettings:
             every trial, so their rung metrics compare; ``None``: all): a rung costs a fraction of
             the final evaluation.
         attention_dropout: keep the backbone's dropout on attention probabilities (the default).
-            Without it PyTorch's fused attention kernel runs on CPUs too, about 10% faster here, but
-            one-epoch proxies then ranked MRPC configurations worse (``bench/proxy_fidelity.py``).
+            Without it PyTorch's fused attention kernel runs on CPUs too, 10-25% faster here; whether
+            proxies then rank differently is within the noise of ``bench/proxy_fidelity.py``.
     """
 
     epochs: float = defaults.EPOCHS
