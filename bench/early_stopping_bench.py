@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 
 from autopeft import defaults
 from autopeft.execution import EarlyStopping, RungBoard, parse_fractions
-from autopeft.training.proxy import TRAIN_LOSS_WINDOW
+from autopeft.training.proxy import train_loss_score
 
 OBSERVE_ONLY = 10**9
 """Grace of the off runs' policy: more trials than any study, so nothing stops."""
@@ -101,9 +101,8 @@ def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: f
         if policy.score == "neg_loss":
             scores, evals = [observed[c] for c in columns], list(range(1, len(columns) + 1))
         else:  # as the trainer scores it: the recent training losses, one evaluation when it stops
-            losses, window = attrs["train_losses"], max(1, round(TRAIN_LOSS_WINDOW * total))
             ends = [max(1, math.ceil(r * total)) for r in policy.rungs]
-            scores = [-(sum(losses[max(0, e - window) : e]) / min(e, window)) for e in ends]
+            scores = [train_loss_score(attrs["train_losses"][:end], total) for end in ends]
             evals = [1] * len(ends)
         stopped = next(
             (r for r, m in enumerate(scores) if board.decide(trial.number, r, m, attrs["trainable_params"])), None

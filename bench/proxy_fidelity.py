@@ -42,7 +42,7 @@ from autopeft.models import backbone_info, default_model  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
 from autopeft.tasks import get_task  # noqa: E402
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial  # noqa: E402
-from autopeft.training.proxy import TRAIN_LOSS_WINDOW  # noqa: E402
+from autopeft.training.proxy import train_loss_score  # noqa: E402
 
 PROXY_SETTINGS = {
     "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
@@ -108,13 +108,6 @@ def _train(job: tuple[str, int, dict]) -> tuple[str, int, dict]:
     result = run_proxy_trial(ProxyRequest.from_dict(request))
     kept = ("metric", "metrics", "trainable_params", "steps", "train_seconds", "train_losses")
     return name, index, {k: result[k] for k in kept}
-
-
-def train_loss_score(result: dict) -> float:
-    """Minus the mean training loss of a run's last eighth of steps (the ``train_loss`` rung score at the end)."""
-    losses = result.get("train_losses") or [float("nan")]
-    window = max(1, round(TRAIN_LOSS_WINDOW * len(losses)))
-    return -float(np.mean(losses[-window:]))
 
 
 def main() -> None:
@@ -216,7 +209,7 @@ def main() -> None:
         rho_loss = float(spearmanr(proxy_scores("neg_loss"), full_main)[0])
         runs = [results[f"{name}/{i}"] for i in range(n_configs)]  # results stored before losses were kept: "-"
         rho_train = (
-            float(spearmanr([train_loss_score(r) for r in runs], full_main)[0])
+            float(spearmanr([train_loss_score(r["train_losses"], r["steps"]) for r in runs], full_main)[0])
             if all(r.get("train_losses") for r in runs)
             else float("nan")
         )

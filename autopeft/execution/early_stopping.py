@@ -3,9 +3,10 @@
 A trial's trainable-parameter count is exact before training, so only its task metric is uncertain.
 At each rung (a fraction of the proxy training) the trial's *score* is compared with the scores of
 every other trial of the study at the same rung: by default minus its validation loss, which ranks
-configurations as full training does (Spearman 0.93 on MRPC, ``bench/proxy_fidelity.py``) even
-while every trial's thresholded metric still sits at the majority class; ``score="metric"`` uses
-the task metric itself. A peer *clearly dominates* a trial there when the peer's score is strictly
+configurations as full training does (Spearman 0.71 on MRPC after one epoch,
+``bench/proxy_fidelity.py``) even while every trial's thresholded metric still sits at the
+majority class; ``score="train_loss"`` uses the recent training loss (free) and
+``score="metric"`` the task metric itself. A peer *clearly dominates* a trial there when the peer's score is strictly
 higher with at most as many parameters. The rung's trials are sorted into
 non-dominated fronts under that relation (front 0: dominated by none; front 1: dominated only by
 front 0; ...), and a trial goes on only while fewer than ``ceil(seen / reduction)`` trials sit in

@@ -129,6 +129,18 @@ TRAIN_LOSS_WINDOW = 1 / 8
 """The ``train_loss`` rung score averages the task loss of the last ``TRAIN_LOSS_WINDOW`` of the
 training's steps (one epoch: batches the model had not seen when they were scored)."""
 
+
+def train_loss_score(losses: list[float], total_steps: int) -> float:
+    """The ``train_loss`` rung score after ``len(losses)`` of ``total_steps`` steps.
+
+    Args:
+        losses: the task loss of each step so far.
+        total_steps: the training's planned steps (they set the window's length).
+    """
+    window = max(1, round(TRAIN_LOSS_WINDOW * total_steps))
+    return -float(np.mean(losses[-window:]))
+
+
 RungCallback = Callable[[int, float, float], bool]
 """Called at each rung with (rung index, fraction of training done, rung score); true stops the trial."""
 
@@ -250,7 +262,6 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
 
     metrics: dict[str, float] = {}
     train_losses: list[float] = []
-    loss_window = max(1, round(TRAIN_LOSS_WINDOW * total_steps))
 
     for hook in adapted.hooks:
         hook.on_train_begin()
@@ -280,7 +291,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             tokens += int(batch["attention_mask"].sum())
             if step in rung_steps and step < total_steps and at_rung is not None:
                 if request.rung_score == "train_loss":  # free; in a first epoch, scored on batches not yet seen
-                    rung_scores.append(-float(np.mean(train_losses[-loss_window:])))
+                    rung_scores.append(train_loss_score(train_losses, total_steps))
                 else:
                     rung_seconds += evaluate_rung()
                     rung_scores.append(metrics[task.metric if request.rung_score == "metric" else request.rung_score])
