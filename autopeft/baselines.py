@@ -236,7 +236,7 @@ def run_baselines(
             if on_run is not None:
                 on_run(baseline.name, seed, result)
 
-        train_seeds(config, plan, [s for s in seeds if s not in done], store, label=name)
+        train_seeds(config, plan, [s for s in seeds if s not in done], store, label=name, command="baselines")
         ok = [t.user_attrs for t in stored_runs(study) if t.user_attrs.get("baseline") == name and t.values]
         ok = [r for r in ok if r.get("settings") == key]
         results.append(
@@ -244,7 +244,7 @@ def run_baselines(
                 name,
                 baseline.label,
                 count,
-                count / info.backbone_params,
+                info.fraction(count),
                 count > limit,
                 summarize(ok) if ok else None,
                 key,

@@ -28,11 +28,20 @@ class Budget:
 
         Args:
             backbone_params: parameters of the backbone, classification head excluded.
+
+        Raises:
+            BudgetError: the budget is not below the backbone's size (a count written as ``50M``
+                can be; a fraction of 100% or more is refused when parsed).
         """
-        if self.max_params is not None:
-            return self.max_params
-        assert self.fraction is not None
-        return int(self.fraction * backbone_params)
+        if self.max_params is None:
+            assert self.fraction is not None
+            return int(self.fraction * backbone_params)
+        if self.max_params >= backbone_params:
+            raise BudgetError(
+                f"--budget {self.text} is {self.max_params:,} trainable parameters, not fewer than the backbone's "
+                f"{backbone_params:,}: a PEFT budget must be below 100% of the backbone"
+            )
+        return self.max_params
 
     def __str__(self) -> str:
         return self.text

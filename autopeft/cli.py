@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(search, search_numbers)
     _tracking_option(search)
     search.add_argument(
+        "--select-on",
+        choices=("selection", "validation"),
+        default="selection",
+        help="what trials are scored on: selection (default: the task's selection file, or a stratified 10%% of "
+        "the train split held out, 200 to 1,000 examples; the validation split is never read) or validation "
+        "(selected and reported on the same data: optimistic figures)",
+    )
+    search.add_argument(
         "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack several trials on one GPU"
     )
     search.add_argument(
@@ -368,15 +376,12 @@ def spec_file_arguments(path: str, known: set[str]) -> list[str]:
         path: the spec file.
         known: option names (underscored) that ``search`` accepts.
     """
-    import yaml
+    from autopeft.space.values import read_yaml
 
     spec = Path(path)
     if not spec.is_file():
         raise AutopeftError(f"--spec {path!r}: no such file")
-    try:
-        raw = yaml.safe_load(spec.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise AutopeftError(f"{spec}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(spec) or {}
     if not isinstance(raw, dict):
         raise AutopeftError(f"{spec}: expected a mapping of search options")
     options: list[str] = []
@@ -406,7 +411,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
-    same_name += " gpus_per_trial ray_address trust_remote_code"
+    same_name += " gpus_per_trial ray_address trust_remote_code select_on"
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
@@ -428,6 +433,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         display.stop()
     print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
     name = summary.bound.study.study_name
+    if summary.fallbacks:
+        console.print(
+            f"[yellow]{summary.fallbacks} of the study's proposals fell back to random values[/] "
+            f"(first reason: {summary.fallback_reason}); see the trials' 'proposal' attribute"
+        )
     console.print(
         f"{summary.finished} finished trials, {summary.pruned} stopped early ({summary.failed_now} failed in this run) "
         f"in {summary.seconds / 60:.1f} min. "
@@ -484,7 +494,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cache_dir = str(Path(args.runs_dir).resolve() / "cache" / "tokenized")
         plan = RunPlan(model, task_reference(task_ref), args.data_dir, settings, cache_dir, masks_dir=scratch)
         console.print(f"training {', '.join(config.methods)} on {task.name} with {len(seeds)} seed(s) ...")
-        runs = train_seeds(config, plan, seeds, lambda seed, r: console.print(_run_line(task.metric, r)))
+        runs = train_seeds(
+            config, plan, seeds, lambda seed, r: console.print(_run_line(task.metric, r)), command="evaluate"
+        )
         ok = [r for r in runs if "metric" in r]
         if not ok:
             raise AutopeftError(f"every run failed; first: {runs[0]['fail_reason']}")
@@ -499,7 +511,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "failed": len(runs) - len(ok),
             "metrics": stats.metrics,
             "trainable_params": first["trainable_params"],  # counted on the built model, equal to the prediction
-            "trainable_fraction": first["trainable_params"] / info.backbone_params,
+            "trainable_fraction": info.fraction(first["trainable_params"]),
             "target_sparsity": first["target_sparsity"],
             "sparsity": sum(r["sparsity"] for r in ok) / len(ok),
             "steps": first["steps"],
@@ -561,14 +573,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from autopeft.evaluation import require_validation
     from autopeft.retrain import chosen_trials, retrain
     from autopeft.study import dumps, spec_of
+    from autopeft.tasks import get_task
     from autopeft.training import ProxySettings
 
     if args.seeds < 1:
         raise AutopeftError(f"--seeds must be at least 1, got {args.seeds}")
     study = _open_existing(args)
-    proxy = ProxySettings(**spec_of(study)["proxy"])
+    spec = spec_of(study)
+    require_validation(get_task(spec["task"]), args.data_dir or spec.get("data_dir"), "retrain")
+    proxy = ProxySettings(**spec["proxy"])
     full = dataclasses.replace(proxy, epochs=3.0, max_train_samples=None, max_eval_samples=None)
     settings = _proxy_settings(args, full)
     seeds = [args.seed + k for k in range(args.seeds)]
@@ -589,7 +605,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(dumps([dataclasses.asdict(r) for r in results]))
         return 0
     table = Table(title=f"Retrained trials of {study.study_name} ({results[0].settings})", title_justify="left")
-    for column in ("trial", "search metric", "retrained (mean ± std)", "seeds", "failed"):
+    split = spec.get("select_on", "validation")
+    for column in ("trial", f"search metric ({split})", "validation, retrained (mean ± std)", "seeds", "failed"):
         table.add_column(column, justify="right")
     for r in results:
         search = f"{r.search_metric:.4f}" if r.search_metric is not None else ""
@@ -692,15 +709,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from autopeft.display import print_pareto, print_trials
     from autopeft.pareto import pareto_trials
+    from autopeft.retrain import validation_results
     from autopeft.study import dumps, trial_record
 
     study = _open_existing(args)
+    validation = validation_results(study)
+    chosen = pareto_trials(study) if args.command == "pareto" else study.get_trials(deepcopy=False)
+    records = [trial_record(t, validation.get(t.number)) for t in chosen]
     if args.command == "pareto":
-        records = [trial_record(t) for t in pareto_trials(study)]
         for record in records:
             record.pop("state", None)
-    else:
-        records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     if args.json:
         print(dumps(records))
     elif args.command == "pareto":
@@ -715,9 +733,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autopeft.export import export_trial
 
     summary = export_trial(_open_existing(args), args.pick, args.out)
+    validation = summary.get("validation")
+    reported = (
+        f", {validation['mean']:.4f} ± {validation['std']:.4f} on the validation split ({validation['seeds']} seeds)"
+        if validation
+        else ", not retrained yet (autopeft retrain gives its validation figure)"
+    )
     print(
-        f"exported trial {summary['trial']} of {summary['study']} ({summary['metric_name']} {summary['metric']:.4f}, "
-        f"{summary['trainable_params']:,} trainable parameters) to {args.out}"
+        f"exported trial {summary['trial']} of {summary['study']} ({summary['metric_name']} {summary['metric']:.4f} "
+        f"on the {summary['metric_split']} split{reported}; {summary['trainable_params']:,} trainable parameters) "
+        f"to {args.out}"
     )
     return 0
 

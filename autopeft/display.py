@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
+import statistics
+import time
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from autopeft.execution.trials import fallback_reason
 from autopeft.pareto import pareto_trials
-from autopeft.study import BoundStudy, mask_url, trial_record
+from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, trial_record
 
 
 def describe_config(config: dict | None) -> str:
@@ -43,17 +49,35 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
         study: the study.
         title: the table's title.
     """
-    table = Table(title=title, title_justify="left")
+    from autopeft.retrain import validation_results
+
+    split = scored_on(study)
+    table = Table(title=title, caption=f"metric: on the {SPLIT_LABELS[split]}", title_justify="left")
     sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
-    columns = ("trial", "metric", "trainable", "% of backbone", *(("sparsity",) if sparse else ()), "configuration")
+    validation = validation_results(study)
+    front = pareto_trials(study)
+    retrained = any(t.number in validation for t in front)
+    columns = (
+        "trial",
+        f"metric ({split})",
+        *(("validation (retrained)",) if retrained else ()),
+        "trainable",
+        "% of backbone",
+        *(("sparsity",) if sparse else ()),
+        "configuration",
+    )
     for column in columns:
         table.add_column(column, justify="right" if column != "configuration" else "left")
-    for trial in pareto_trials(study):
-        record = trial_record(trial)
+    for trial in front:
+        record = trial_record(trial, validation.get(trial.number))
         sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
+        found = record.get("validation")
+        text = f"{found['mean']:.4f} ± {found['std']:.4f} (n={found['seeds']})" if found else ""
+        shown = (text,) if retrained else ()
         table.add_row(
             str(record["trial"]),
             f"{record['metric']:.4f}",
+            *shown,
             f"{record['trainable_params']:,}",
             f"{100 * record['trainable_fraction']:.3f}",
             *sparsity,
@@ -88,6 +112,54 @@ def print_trials(console: Console, study: optuna.Study) -> None:
     console.print(table)
 
 
+class TrialsEta(ProgressColumn):
+    """Time left in a search, from the trials as they end: trials left x seconds per trial / workers.
+
+    Until the first trial ends it counts the start-up estimate down. From then on, each trial that
+    ends sets ``left = (trials left x median trial seconds - time already spent by the trials in
+    flight) / workers``, counted down between trials (a trial's seconds: from its start to its end
+    in the storage, so Ray's scheduling and evaluation are included).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durations: list[float] = []
+        self.workers = 1
+        self.left: float | None = None
+        self.at = time.monotonic()
+
+    def start(self, estimate_seconds: float, workers: int, trials_left: int) -> None:
+        """Count the start-up estimate down until the first trial ends."""
+        self.workers, self.left, self.at = max(1, workers), float(estimate_seconds), time.monotonic()
+        if trials_left <= 0:
+            self.left = 0.0
+
+    def trial_ended(self, study: optuna.Study, trial: FrozenTrial, target: int) -> None:
+        """Re-estimate from the trials' measured durations."""
+        if trial.datetime_start and trial.datetime_complete:
+            self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+        if not self.durations:
+            return
+        per_trial = statistics.median(self.durations)
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        trials = study.get_trials(deepcopy=False, states=states)
+        done = sum(t.state != TrialState.RUNNING for t in trials)
+        now = datetime.datetime.now()
+        spent = sum(
+            min(per_trial, (now - t.datetime_start).total_seconds())
+            for t in trials
+            if t.state == TrialState.RUNNING and t.datetime_start
+        )
+        self.left = max(0.0, (max(0, target - done) * per_trial - spent) / self.workers)
+        self.at = time.monotonic()
+
+    def render(self, task) -> Text:
+        if self.left is None:
+            return Text("-:--:--", style="progress.remaining")
+        seconds = max(0, int(self.left - (time.monotonic() - self.at)))
+        return Text(str(datetime.timedelta(seconds=seconds)), style="progress.remaining")
+
+
 class SearchDisplay:
     """Progress of a running search: trials done / total, time left, and the current Pareto set.
 
@@ -98,17 +170,19 @@ class SearchDisplay:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live: Live | None = None
+        self.eta = TrialsEta()
         self.progress = Progress(
             TextColumn("[bold]trials"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("left"),
-            TimeRemainingColumn(),
+            self.eta,
             console=console,
         )
         self.task_id = None
         self.failed = 0
+        self.fallback_shown = False
 
     def start(self, bound: BoundStudy, estimate_seconds: float) -> None:
         """Print the study's header and start the live display."""
@@ -123,12 +197,22 @@ class SearchDisplay:
             f"{max(0, spec.trials - done)} trials to run ({done} already finished), {spec.workers} at a time; "
             f"estimated {estimate_seconds / 60:.1f} min (CPU estimate)"
         )
+        self.eta.start(estimate_seconds, spec.workers, spec.trials - done)
         self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
         self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
     def trial_ended(self, bound: BoundStudy, trial: FrozenTrial) -> None:
-        """Advance the bar and redraw the Pareto set."""
+        """Advance the bar and redraw the Pareto set; say once when a proposal fell back to random values."""
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.eta.trial_ended(bound.study, trial, bound.spec.trials)
+        reason = fallback_reason(trial)
+        if reason is not None and not self.fallback_shown:
+            self.fallback_shown = True
+            self.console.print(
+                f"[yellow]warning[/]: trial {trial.number}'s configuration is a random fallback, not the optimiser's "
+                f"choice ({reason}); the search summary counts them"
+            )
         if trial.state == TrialState.COMPLETE:
             self.progress.advance(self.task_id)
             if not self.console.is_terminal:  # a log file gets one line per trial instead of a live bar
@@ -137,7 +221,8 @@ class SearchDisplay:
                 self.console.print(
                     f"trial {trial.number} finished ({done}/{bound.spec.trials}): {bound.task.metric} "
                     f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
-                    f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s"
+                    f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s; "
+                    f"{self.eta.render(None).plain} left"
                 )
         elif trial.state == TrialState.PRUNED:
             self.progress.advance(self.task_id)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autopeft.errors import AutopeftError
+from autopeft.errors import AutopeftError, DataError
 from autopeft.models import BackboneInfo
 from autopeft.space import TrialConfig
+from autopeft.tasks import TaskSpec, get_task
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
 
 
@@ -92,6 +93,7 @@ def train_seeds(
     seeds: Iterable[int],
     on_run: Callable[[int, dict[str, Any]], None] | None = None,
     label: str = "run",
+    command: str = "this command",
 ) -> list[dict[str, Any]]:
     """Train and evaluate ``config`` once per seed (a trial's result dict per seed, ``seed`` added).
 
@@ -104,7 +106,12 @@ def train_seeds(
         seeds: the seeds (each decides the training subset, order and initialisation).
         on_run: called with ``(seed, result)`` after each run (to store or log it at once).
         label: name of the masks file of each run (``<label>-seed<k>.npz``).
+        command: what is training, for the message when the task has no validation split.
+
+    Raises:
+        DataError: the task has no validation split to score on (or another problem with the input).
     """
+    require_validation(get_task(plan.task), plan.data_dir, command)
     threads = os.cpu_count() or 1
     results = []
     for seed in seeds:
@@ -133,6 +140,26 @@ def train_seeds(
         if on_run is not None:
             on_run(seed, result)
     return results
+
+
+def require_validation(task: TaskSpec, data_dir: str | None, command: str) -> None:
+    """A one-line error when a task's validation split, which every run after the search scores on, is missing
+    or unreadable (read once here, before any training starts).
+
+    Args:
+        task: the task.
+        data_dir: the folder of data_dir tasks.
+        command: what needs it (``retrain``).
+    """
+    path = task.split_path("validation", data_dir)
+    if path is None or not path.parent.is_dir():
+        return  # the hub's split, or a data folder that is missing (reading the train split says so)
+    if not path.is_file():
+        raise DataError(
+            f"{command} needs a validation split to score on, and task {task.name!r} has none: {path} does not "
+            "exist (a search does not need it: it scores on its selection split)"
+        )
+    task.load_split("validation", data_dir)  # its labels are checked before any training starts
 
 
 def summarize(runs: list[dict[str, Any]]) -> SeedSummary:
@@ -164,7 +191,7 @@ def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettin
         "metric": result["metric"],
         "metrics": result["metrics"],
         "trainable_params": result["trainable_params"],
-        "trainable_fraction": result["trainable_params"] / info.backbone_params,
+        "trainable_fraction": info.fraction(result["trainable_params"]),
         "sparsity": result["sparsity"],
         "steps": result["steps"],
         "seconds": result["seconds"],

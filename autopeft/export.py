@@ -110,6 +110,7 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         The content of ``autopeft.json``.
     """
     from autopeft.pareto import pick_trial
+    from autopeft.retrain import validation_results
     from autopeft.study import spec_of, trial_config, trial_record
     from autopeft.tasks import get_task
 
@@ -117,14 +118,16 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     spec = spec_of(study)
     task = get_task(spec["task"])
     info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
-    record = trial_record(trial)
+    record = trial_record(trial, validation_results(study).get(trial.number))
     summary = {
         "task": spec["task"],  # a built-in name, or a task file's path
         "task_name": task.name,
         "study": study.study_name,
         "trial": trial.number,
         "pick": pick,
-        "metric": record["metric"],
+        "metric": record["metric"],  # the search's figure, on metric_split: what selected the trial
+        "metric_split": record["metric_split"],
+        "validation": record.get("validation"),  # retrained on the validation split: the figure to report
         "metric_name": task.metric,
         "metrics": record["metrics"],
         "trainable_fraction": record["trainable_fraction"],
@@ -158,16 +161,19 @@ def read_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
     Returns:
         The configuration and the whole document it came from.
     """
-    import yaml
+    from autopeft.space.values import read_yaml
 
     path = Path(path)
     file = path / EXPORT_FILE if path.is_dir() else path
     if not file.is_file():
         raise ConfigError(f"--config {str(path)!r}: no such file (nor an export folder with {EXPORT_FILE})")
-    try:
-        raw = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{file}: malformed {file.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+    if file.suffix == ".json":
+        try:
+            raw = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file}: malformed JSON: {exc}") from None
+    else:  # YAML read as space files are (YAML 1.2 numbers and booleans)
+        raw = read_yaml(file)
     document = raw if isinstance(raw, dict) else {}
     body = document.get("config", document)
     if not isinstance(body, dict) or not isinstance(body.get("methods"), dict) or not body["methods"]:

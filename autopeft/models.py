@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from autopeft.errors import AutopeftError
 
@@ -97,6 +98,14 @@ class BackboneInfo:
     def modules(self) -> tuple[str, ...]:
         """Generic module names this backbone has."""
         return tuple(m for m in GENERIC_MODULES if (0, m) in self.sites)
+
+    def fraction(self, count: int) -> float:
+        """A trainable-parameter count as a fraction of the backbone (the ``params`` objective's unit).
+
+        Args:
+            count: trainable parameters (the head excluded).
+        """
+        return count / self.backbone_params
 
 
 def _check_model_path(model: str) -> None:
@@ -189,6 +198,20 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False, att
         attention_dropout: keep the model's dropout on attention probabilities; without it,
             training runs PyTorch's fused attention kernel on CPUs too (other dropout stays).
     """
+    return load_pretrained(model, num_labels, trust_remote_code, attention_dropout)[0]
+
+
+def load_pretrained(
+    model: str, num_labels: int, trust_remote_code: bool = False, attention_dropout: bool = True
+) -> tuple[Any, frozenset[str]]:
+    """:func:`load_model`, and the names of the parameters the checkpoint did not hold (freshly initialised).
+
+    Args:
+        model: HF id or local folder.
+        num_labels: output width of the head (1 for regression).
+        trust_remote_code: allow custom modelling code.
+        attention_dropout: keep the model's dropout on attention probabilities.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -206,11 +229,42 @@ def load_model(model: str, num_labels: int, trust_remote_code: bool = False, att
     try:
         # fp32 master weights whatever the checkpoint's dtype (autocast gives bf16 speed on GPUs);
         # a checkpoint's own head of another size is replaced by a fresh one.
-        return AutoModelForSequenceClassification.from_pretrained(
-            model, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
+        net, loading = AutoModelForSequenceClassification.from_pretrained(
+            model,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    mismatched = {entry[0] if isinstance(entry, tuple) else entry for entry in loading.get("mismatched_keys", ())}
+    return net, frozenset(set(loading.get("missing_keys", ())) | mismatched)
+
+
+def initialise_fresh(net: Any, fresh: frozenset[str], seed: int) -> None:
+    """Draw again, from ``seed``, every parameter the checkpoint did not hold (the head, a missing pooler).
+
+    Each module that owns such parameters is initialised by the model's own ``_init_weights``
+    (the initialiser ``from_pretrained`` used), under ``torch.manual_seed(seed)``.
+
+    Args:
+        net: a model from :func:`load_pretrained` (or a copy of one).
+        fresh: the names :func:`load_pretrained` returned.
+        seed: the random seed.
+    """
+    import torch
+
+    owners = sorted({name.rsplit(".", 1)[0] for name in fresh if "." in name})
+    modules = dict(net.named_modules())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for owner in owners:
+            module = modules.get(owner)
+            own = {f"{owner}.{n}" for n, _ in module.named_parameters(recurse=False)} if module is not None else set()
+            if own and own <= fresh:  # never touch pretrained weights that share a module with fresh ones
+                net._init_weights(module)
 
 
 def load_tokenizer(model: str, trust_remote_code: bool = False):

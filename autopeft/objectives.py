@@ -3,8 +3,11 @@
 ``metric`` is the task's standard dev-split metric (maximised). ``params`` is the trainable
 fraction of the PEFT modules relative to the backbone (minimised); it is exact and known before
 training, so optimisers may use it without a model. ``sparsity`` (maximised) is the fraction of
-exactly-zero weights among the backbone's encoder-layer Linear matrices, measured after training;
-the configuration's target over the same set is exact before training, and optimisers use that.
+the backbone's encoder-layer Linear weights that the configuration prunes: exact before training,
+so the study stores that target (the sparsity measured after training is kept beside it).
+``neg_loss`` (maximised) is minus the mean validation loss, measured: a smooth second measured
+objective. Exact values come from ``BoundStudy.exact_values``, the one formula the stored value
+and the sampler share.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from autopeft.errors import ConfigError
+from autopeft.space.values import read_yaml
 
 OBJECTIVES_DIR = Path(__file__).resolve().parents[1] / "objectives"
 
@@ -35,11 +37,22 @@ class Objective:
     field: str
     known_before_training: bool
 
+    def measured(self, result: dict) -> float:
+        """The objective's value in a training's result (``metric``, or ``metrics.<name>``).
+
+        Args:
+            result: the proxy training's result.
+        """
+        if self.field.startswith("metrics."):
+            return float(result["metrics"][self.field.removeprefix("metrics.")])
+        return float(result[self.field])
+
 
 OBJECTIVES: dict[str, Objective] = {
     "metric": Objective("metric", "maximize", "metric", known_before_training=False),
     "params": Objective("params", "minimize", "trainable_fraction", known_before_training=True),
     "sparsity": Objective("sparsity", "maximize", "sparsity", known_before_training=True),
+    "neg_loss": Objective("neg_loss", "maximize", "metrics.neg_loss", known_before_training=False),
 }
 
 
@@ -55,10 +68,7 @@ def parse_objectives(text: str) -> list[Objective]:
         path = path if path.suffix in (".yaml", ".yml") else shipped
         if not path.is_file():
             raise ConfigError(f"objectives file {str(path)!r} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+        raw = read_yaml(path)
         if not isinstance(raw, dict) or not isinstance(raw.get("objectives"), list):
             raise ConfigError(f"{path}: objectives: expected a list of objective names")
         names = [str(item["name"] if isinstance(item, dict) else item) for item in raw["objectives"]]

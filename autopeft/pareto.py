@@ -32,6 +32,31 @@ def _single_best(study: optuna.Study) -> list[FrozenTrial]:
     return [study.best_trial] if complete else []
 
 
+def hypervolume(values: list[list[float]] | np.ndarray, maximize: list[bool], ref: list[float]) -> float:
+    """The hypervolume that points dominate up to a reference point (BoTorch's exact computation).
+
+    Points that do not dominate ``ref`` in every objective add nothing.
+
+    Args:
+        values: ``n x m`` objective values as a study stores them.
+        maximize: per objective, whether larger is better.
+        ref: the reference point, in the same units and directions as ``values``.
+    """
+    import torch
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    if len(values) == 0:
+        return 0.0
+    signs = torch.tensor([1.0 if m else -1.0 for m in maximize], dtype=torch.double)
+    y = torch.as_tensor(np.asarray(values, dtype=float), dtype=torch.double) * signs
+    bound = torch.as_tensor(ref, dtype=torch.double) * signs
+    y = y[(y > bound).all(dim=-1)]
+    if len(y) == 0:
+        return 0.0
+    return float(Hypervolume(bound).compute(y[is_non_dominated(y)]))
+
+
 def knee_index(values: np.ndarray, maximize: list[bool]) -> int:
     """Index of the knee among Pareto points.
 

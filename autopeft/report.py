@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from autopeft.display import describe_config
 from autopeft.pareto import knee_index, pareto_trials
 from autopeft.retrain import retrain_summaries
-from autopeft.study import spec_of, trial_record
+from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
 
 PLOT_FILE = "pareto.png"
 TABLE_FILE = "trials.csv"
@@ -186,7 +186,8 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
     ax.set_xlabel("trainable parameters (% of the backbone, log scale)")
-    ax.set_ylabel(f"{report.metric_name} on the validation split")
+    split = scored_on(report.study)
+    ax.set_ylabel(f"{report.metric_name}: trials on the {split} split, retrained and baselines on validation")
     ax.set_title(f"{report.study.study_name}: {report.metric_name} vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
@@ -222,13 +223,27 @@ def summary_markdown(report: StudyReport) -> str:
     columns = ["trial", "metric", "retrain_mean", "retrain_std", "trainable_params", "trainable_percent", "knee"]
     columns += ["sparsity"] if frame["sparsity"].notna().any() else []
     front = frame[frame["pareto"]][[*columns, "configuration"]] if len(frame) else frame
+    split = scored_on(report.study)
+    front = front.rename(
+        columns={"metric": f"metric ({split})", "retrain_mean": "validation mean", "retrain_std": "validation std"}
+    )
+    warning = []
+    if split == "validation":
+        warning = [
+            "",
+            "**These figures are optimistic**: the search selected its trials on the validation split, the "
+            "split they are reported on (`--select-on validation`); the best of many noisy trials, scored on "
+            "the data that picked it, is overstated.",
+        ]
     lines = [
         f"# Study {report.study.study_name}",
         "",
-        f"- task: {spec['task']} (metric: {report.metric_name}, validation split)",
+        f"- task: {spec['task']} (metric: {report.metric_name}; the search scored its trials on the "
+        f"{SPLIT_LABELS[split]}; retrained runs and baselines are scored on the validation split)",
         f"- model: {spec['model']}",
         f"- budget: {spec['budget']}; space: {spec['space']}; sampler: {spec['sampler']}",
         f"- trials: {', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items())) or 'none'}",
+        *warning,
         "",
         f"![Pareto plot]({PLOT_FILE})",
         "",

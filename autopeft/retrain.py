@@ -99,6 +99,20 @@ def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]
     return found
 
 
+def validation_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its retrained metric on the validation split (``mean``, ``std``, ``seeds``, ``settings``).
+
+    These are the figures to report: a search's own metric is the one that selected the trial.
+
+    Args:
+        study: the study.
+    """
+    return {
+        trial: {"mean": summary.mean, "std": summary.std, "seeds": summary.seeds, "settings": settings}
+        for trial, (summary, settings) in retrain_summaries(study).items()
+    }
+
+
 def retrain(
     study: optuna.Study,
     trials: list[FrozenTrial],
@@ -150,7 +164,8 @@ def retrain(
             if on_run is not None:
                 on_run(trial.number, seed, result)
 
-        train_seeds(config, plan, [s for s in seeds if s not in done], store, label=f"trial-{trial.number}")
+        pending = [s for s in seeds if s not in done]
+        train_seeds(config, plan, pending, store, label=f"trial-{trial.number}", command="retrain")
         ok = [r for r in runs if r["settings"] == key and "metric" in r]
         failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
         metric = trial.values[0] if trial.values else trial.user_attrs.get("metric")

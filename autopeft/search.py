@@ -17,12 +17,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import SearchAborted
 from autopeft.pareto import pareto_trials
-from autopeft.samplers import create_sampler
 from autopeft.space import TrialConfig
 from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
-from autopeft.training.data import tokenized_split
+from autopeft.training.data import training_and_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,8 @@ class SearchSummary:
         pareto: records of the Pareto set.
         seconds: wall time of this run.
         estimate_seconds: the estimate printed at start.
+        fallbacks: trials of the study whose configuration is a random fallback (the sampler's
+            model could not be used), with the first one's reason.
     """
 
     bound: BoundStudy
@@ -55,6 +56,8 @@ class SearchSummary:
     pareto: list[dict[str, Any]]
     seconds: float
     estimate_seconds: float
+    fallbacks: int = 0
+    fallback_reason: str | None = None
 
 
 def cpus_per_trial(workers: int) -> int:
@@ -80,15 +83,16 @@ def estimate_trial_seconds(bound: BoundStudy, train_tokens_per_example: float, e
 
 
 def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
-    """Tokenise train and dev once (into the cache the workers read); return their token statistics.
+    """Tokenise the training and evaluation data once (into the cache the workers read); return their token statistics.
 
     Args:
         bound: the study.
         cache_dir: the tokenisation cache folder.
     """
     spec = bound.spec
-    train = tokenized_split(bound.task, "train", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
-    dev = tokenized_split(bound.task, "validation", spec.model, spec.proxy.max_length, spec.data_dir, cache_dir)
+    train, dev = training_and_evaluation(
+        bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, spec.seed
+    )
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
     dev_lengths = [len(x) for x in dev["input_ids"]][: spec.proxy.max_eval_samples or None]
     n_train = len(train["input_ids"])
@@ -115,6 +119,7 @@ def run_search(
     import torch
 
     from autopeft.execution import DONE_STATES, StudySearcher, init_ray, run_with_ray
+    from autopeft.execution.trials import fallback_reason
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
     started = time.perf_counter()
@@ -123,7 +128,7 @@ def run_search(
     runs_dir = os.path.abspath(spec.runs_dir)
     cache_dir = os.path.join(runs_dir, "cache", "tokenized")
     fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
-    bound.study.sampler = create_sampler(spec.sampler, bound.space, bound.limit, spec.seed, bound.known_objectives())
+    bound.study.sampler = bound.create_sampler()
 
     tracker = Tracker(
         str(spec.tracking_uri), bound.study.study_name, os.path.join(runs_dir, "mlartifacts"), spec.to_dict()
@@ -151,6 +156,8 @@ def run_search(
             cache_dir=cache_dir,
             rungs=spec.early_stopping.rungs if spec.early_stopping else (),
             rung_score=spec.early_stopping.score if spec.early_stopping else "metric",
+            evaluate_on=spec.select_on,
+            selection_seed=spec.seed,
             masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
         )
 
@@ -188,6 +195,7 @@ def run_search(
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    reasons = [r for r in map(fallback_reason, bound.study.get_trials(deepcopy=False)) if r is not None]
     return SearchSummary(
         bound=bound,
         finished=finished,
@@ -196,4 +204,6 @@ def run_search(
         pareto=[trial_record(t) for t in front],
         seconds=time.perf_counter() - started,
         estimate_seconds=estimate,
+        fallbacks=len(reasons),
+        fallback_reason=reasons[0] if reasons else None,
     )

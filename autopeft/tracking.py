@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from autopeft.locks import sqlite_path, store_lock
 from autopeft.study import mask_url
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,16 @@ class Tracker:
 
     # -- setup ---------------------------------------------------------------------------------
     def _open(self, artifact_dir: str | Path | None, spec: dict) -> None:
-        from mlflow.tracking import MlflowClient
-
         if self.uri.startswith(("http://", "https://")):
             _check_server(self.uri)  # fail in seconds, not after MLflow's minutes of retries
+        # A local store's schema is created (migrated) by its first client, and its experiment and
+        # parent run by the first of the study's workers: one process at a time.
+        with store_lock(sqlite_path(self.uri)):
+            self._open_runs(artifact_dir, spec)
+
+    def _open_runs(self, artifact_dir: str | Path | None, spec: dict) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(self.study)
         if experiment is None:

@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from autopeft import defaults
 from autopeft.execution import EarlyStopping, RungBoard, parse_fractions
+from autopeft.pareto import hypervolume
 from autopeft.training.proxy import train_loss_score
 
 OBSERVE_ONLY = 10**9
@@ -51,15 +52,9 @@ OBSERVE_RUNGS = (1 / 8, 1 / 4, 1 / 3, 1 / 2)
 """Rungs the off runs score every trial at (the replayed policies' rungs are among them)."""
 
 
-def hypervolume(points: list[tuple[float, float]], ref_fraction: float) -> float:
-    """Area dominated by (metric, fraction) points, metric maximised from 0, fraction minimised up to the reference."""
-    area, best = 0.0, 0.0
-    ordered = sorted((f, m) for m, f in points if f < ref_fraction)
-    for i, (fraction, metric) in enumerate(ordered):
-        best = max(best, metric)
-        upper = ordered[i + 1][0] if i + 1 < len(ordered) else ref_fraction
-        area += (upper - fraction) * best
-    return area
+def front_hypervolume(points: list[tuple[float, float]], ref_fraction: float) -> float:
+    """Hypervolume of (metric, fraction) points: metric maximised from 0, fraction minimised up to the budget."""
+    return hypervolume(points, [True, False], [0.0, ref_fraction])
 
 
 def summarise(trials: list[optuna.trial.FrozenTrial], ref: float, count_rung_evals: bool) -> dict:
@@ -73,7 +68,7 @@ def summarise(trials: list[optuna.trial.FrozenTrial], ref: float, count_rung_eva
         "pruned": len(done) - len(complete),
         "train_steps": sum(a["steps"] for a in attrs),
         "seconds": sum(a["train_seconds"] + a["eval_seconds"] for a in attrs) - rung_seconds,
-        "hv": hypervolume([(t.values[0], t.user_attrs["trainable_fraction"]) for t in complete], ref),
+        "hv": front_hypervolume([(t.values[0], t.user_attrs["trainable_fraction"]) for t in complete], ref),
     }
 
 
@@ -118,7 +113,7 @@ def replay(trials: list[optuna.trial.FrozenTrial], policy: EarlyStopping, ref: f
             steps += math.ceil(share * total)
             seconds += share * attrs["train_seconds"] + evals[stopped] * per_rung_eval
     return {"trials": len(trials), "pruned": pruned, "train_steps": steps, "seconds": seconds,
-            "hv": hypervolume(points, ref)}  # fmt: skip
+            "hv": front_hypervolume(points, ref)}  # fmt: skip
 
 
 def run_search(args: argparse.Namespace, study: str, seed: int, extra: list[str]) -> float:

@@ -2,16 +2,21 @@
 
 Takes ten designed configurations of the ``default`` space that span what a search meets (768 to
 74k trainable parameters, one layer to all six, one module type to all, learning rates 5e-4 to
-8e-3), or with ``--sampled`` random ones of ``--space``, trains each once at full fidelity
-(``--full-epochs`` over the whole train split, the whole dev split) and once per proxy setting, and
-prints, per proxy setting, the Spearman correlation of its dev metric with the full-training one and
-what it costs (training examples and seconds per configuration). Proxy and full runs use different
-seeds, so the correlation is not helped by a shared initialisation.
+8e-3), or with ``--sampled`` random ones of ``--space``, trains each at full fidelity with
+``--full-seeds`` seeds (``--full-epochs`` over the whole train split, scored on the validation
+split, as ``retrain`` does: the reference is the mean over the seeds) and once per proxy setting as
+a search trains it (on the train split less the held-out selection part, scored on that selection
+part: the search never reads validation), and prints, per proxy setting, the Spearman correlation
+of its selection score with the full-training validation metric and what it costs (training
+examples and seconds per configuration). The correlation between two full-training seeds is printed
+too: the noise ceiling no proxy can beat. Proxy and full runs use different seeds, so the
+correlation is not helped by a shared initialisation.
 
 Every finished training is written to ``--out`` (JSON) at once; a rerun skips what is there, so an
 interrupted study continues. Trainings run in ``--jobs`` processes with one torch thread each.
 
     python bench/proxy_fidelity.py --data-dir ../shared/data/glue            # MRPC, the 10 designed configs
+    python bench/proxy_fidelity.py --task rte --data-dir ../shared/data/glue # the second task
     python bench/proxy_fidelity.py --quick --data-dir ../shared/data/glue    # 4 configs, 1 epoch "full" (smoke test)
 
 Three proxy scores are ranked against the full-training task metric: the proxy's own task metric,
@@ -47,14 +52,17 @@ from autopeft.training.proxy import train_loss_score  # noqa: E402
 PROXY_SETTINGS = {
     "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
     "e1-n2048": ProxySettings(epochs=1, max_train_samples=2048),
+    "e2-n2048": ProxySettings(epochs=2, max_train_samples=2048),
     "e1-all": ProxySettings(epochs=1, max_train_samples=None),  # one epoch of the whole split: 1/3 of full
     "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster
 }
-FULL_SEED, PROXY_SEED = 0, 1
-PROXY_REVISION = 2
-"""Revision of the proxy trainer the stored proxy results come from (2: cheap CPU dropout masks).
-Stored proxy results of another revision are retrained; full-training references are kept: they
-are the ground truth whichever correct trainer produced them."""
+FULL_SEEDS, PROXY_SEED, SELECTION_SEED = (0, 2), 1, 0
+PROXY_REVISION = 3
+"""Revision of the trainer the stored results come from (2: cheap CPU dropout masks; 3: proxies
+scored on the selection split, every fresh parameter drawn from the run's seed). Stored proxy
+results of another revision are retrained; full-training references of revision 3 on are kept
+(they are the ground truth whichever correct trainer produced them), older ones were one seed
+with a head that did not follow the seed and are retrained."""
 
 
 DESIGNED = [  # (layers, {module: rank}, learning rate): capacity from 768 to 74k parameters, lr 5e-4 to 8e-3
@@ -121,7 +129,9 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=float, default=3.0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
-    parser.add_argument("--out", default="runs/bench/proxy_fidelity.json")
+    parser.add_argument("--out", help="results file (default bench/results/proxy_fidelity-<task>.json: committed)")
+    parser.add_argument("--cache", help="tokenisation cache folder (default runs/bench/cache)")
+    parser.add_argument("--full-seeds", type=int, nargs="+", default=list(FULL_SEEDS), help="seeds of full training")
     parser.add_argument("--quick", action="store_true", help="4 configs, 1 full epoch, two proxy settings")
     parser.add_argument("--settings", help=f"comma-separated proxy settings (default all: {','.join(PROXY_SETTINGS)})")
     args = parser.parse_args()
@@ -132,39 +142,45 @@ def main() -> None:
     space = SearchSpace.load(args.space, info)
     limit = parse_budget(args.budget).limit(info.backbone_params)
     n_configs = 4 if args.quick else args.configs
-    full = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
+    full_settings = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
     chosen = args.settings.split(",") if args.settings else list(PROXY_SETTINGS)[: 2 if args.quick else None]
     unknown = [name for name in chosen if name not in PROXY_SETTINGS]
     if unknown:
         raise SystemExit(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(PROXY_SETTINGS)}")
-    settings = {"full": full, **{name: PROXY_SETTINGS[name] for name in chosen}}
+    settings = {"full": full_settings, **{name: PROXY_SETTINGS[name] for name in chosen}}
     if args.sampled:
         configs = sample_configs(space, limit, n_configs, seed=0)
     else:
         configs = designed_configs(SearchSpace.load("default", info), limit)[:n_configs]
         n_configs = len(configs)
 
-    out = Path(args.out)
+    out = Path(args.out or f"bench/results/proxy_fidelity-{task.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     header = {"task": task.name, "model": model, "space": args.space, "budget": args.budget, "configs": configs}
     state = json.loads(out.read_text()) if out.is_file() else {}
     if {k: state.get(k) for k in header} != header:
         state = {**header, "settings": {k: asdict(v) for k, v in settings.items()}, "results": {}}
     results: dict[str, dict] = state["results"]
-    if state.get("proxy_revision", 1) != PROXY_REVISION:  # the trainer changed: retrain the proxies
-        for key in [k for k in results if not k.startswith("full/")]:
+    if state.get("proxy_revision", 1) != PROXY_REVISION:  # the trainer changed: retrain what it changed
+        keep = "full/s" if state.get("proxy_revision", 1) >= 3 else "\0"
+        for key in [k for k in results if not k.startswith(keep)]:
             del results[key]
         state["proxy_revision"] = PROXY_REVISION
-    cache = str(out.parent / "cache")
+    cache = str(Path(args.cache or "runs/bench/cache"))
 
     jobs = []
+    full_keys = [f"full/s{seed}" for seed in args.full_seeds]
     for name, proxy in settings.items():  # full trainings first: they are the longest
         for index, config in enumerate(configs):
-            if f"{name}/{index}" in results:
-                continue
-            seed = FULL_SEED if name == "full" else PROXY_SEED
-            request = ProxyRequest(model, task.name, args.data_dir, config, proxy, seed, 1, cache)
-            jobs.append((name, index, request.to_dict()))
+            for key, seed in zip(full_keys, args.full_seeds, strict=True) if name == "full" else [(name, PROXY_SEED)]:
+                if f"{key}/{index}" in results:
+                    continue
+                evaluate_on = "validation" if name == "full" else "selection"
+                request = ProxyRequest(
+                    model, task.name, args.data_dir, config, proxy, seed, 1, cache,
+                    evaluate_on=evaluate_on, selection_seed=SELECTION_SEED,
+                )  # fmt: skip
+                jobs.append((key, index, request.to_dict()))
     started = time.perf_counter()
     if jobs:
         print(f"{len(jobs)} trainings to run ({len(results)} already in {out})", flush=True)
@@ -180,49 +196,59 @@ def main() -> None:
                     flush=True,
                 )
 
-    print(f"\n{task.name}, {n_configs} configurations of space '{args.space}' within {args.budget}:")
-    print(f"{'config':>6} {'params':>8} {'lr':>8} " + " ".join(f"{n:>9}" for n in settings) + f"  ({task.metric})")
+    def full(metric: str, index: int) -> float:
+        """The full-training reference: the mean over the full seeds, on the validation split."""
+        return float(np.mean([results[f"{key}/{index}"]["metrics"][metric] for key in full_keys]))
+
+    names = [n for n in settings if n != "full"]
+    print(f"\n{task.name}, {n_configs} configurations of space '{args.space}' within {args.budget}; full training: "
+          f"mean of seeds {args.full_seeds} on validation; proxies on the selection split:")  # fmt: skip
+    print(
+        f"{'config':>6} {'params':>8} {'lr':>8} {'full':>9} "
+        + " ".join(f"{n:>9}" for n in names)
+        + f"  ({task.metric})"
+    )
     for i, config in enumerate(configs):
-        row = " ".join(f"{results[f'{n}/{i}']['metric']:9.4f}" for n in settings)
-        params = results[f"full/{i}"]["trainable_params"]
-        print(f"{i:>6} {params:>8} {config['training']['learning_rate']:8.1e} {row}")
-    full_main = [results[f"full/{i}"]["metric"] for i in range(n_configs)]
+        row = " ".join(f"{results[f'{n}/{i}']['metric']:9.4f}" for n in names)
+        params = results[f"{full_keys[0]}/{i}"]["trainable_params"]
+        print(f"{i:>6} {params:>8} {config['training']['learning_rate']:8.1e} {full(task.metric, i):9.4f} {row}")
+    full_main = [full(task.metric, i) for i in range(n_configs)]
+    if len(full_keys) > 1:  # the noise ceiling: how well one full-training seed ranks as another does
+        pairs = [(a, b) for a in full_keys for b in full_keys if a < b]
+        ceiling = np.mean([
+            spearmanr([results[f"{a}/{i}"]["metric"] for i in range(n_configs)],
+                      [results[f"{b}/{i}"]["metric"] for i in range(n_configs)])[0]
+            for a, b in pairs
+        ])  # fmt: skip
+        print(f"\nfull training seed vs seed: rho {task.metric} {ceiling:.3f} (the noise ceiling of any proxy)")
     others = [m for m in task.metrics if m != task.metric]
     extra = "".join(f" {'rho ' + m:>13}" for m in others)
     print(f"\n{'setting':>9} {'rho ' + task.metric:>9}{extra} {'rho neg_loss':>13} {'rho train_loss':>15} "
           f"{'train examples':>15} {'train s/config':>15} {'cost vs full':>13}")  # fmt: skip
-    full_seconds = np.mean([results[f"full/{i}"]["train_seconds"] for i in range(n_configs)])
+    full_seconds = np.mean([results[f"{key}/{i}"]["train_seconds"] for key in full_keys for i in range(n_configs)])
     rows = []
-    for name, proxy in settings.items():
-        if name == "full":
-            continue
+    for name in names:
+        proxy = settings[name]
 
         def proxy_scores(metric: str, name: str = name) -> list[float]:
             return [results[f"{name}/{i}"]["metrics"][metric] for i in range(n_configs)]
 
         def rho(metric: str) -> float:
-            full_scores = [results[f"full/{i}"]["metrics"][metric] for i in range(n_configs)]
-            return float(spearmanr(proxy_scores(metric), full_scores)[0])
+            return float(spearmanr(proxy_scores(metric), [full(metric, i) for i in range(n_configs)])[0])
 
-        # neg_loss: the proxy's smooth score (minus its dev loss) against full training's task metric;
+        # neg_loss: the proxy's smooth score (minus its selection loss) against full training's task metric;
         # train_loss: minus the mean training loss of its last eighth of steps (what a free rung sees).
         rho_loss = float(spearmanr(proxy_scores("neg_loss"), full_main)[0])
-        runs = [results[f"{name}/{i}"] for i in range(n_configs)]  # results stored before losses were kept: "-"
-        rho_train = (
-            float(spearmanr([train_loss_score(r["train_losses"], r["steps"]) for r in runs], full_main)[0])
-            if all(r.get("train_losses") for r in runs)
-            else float("nan")
-        )
+        runs = [results[f"{name}/{i}"] for i in range(n_configs)]
+        rho_train = float(spearmanr([train_loss_score(r["train_losses"], r["steps"]) for r in runs], full_main)[0])
         examples = results[f"{name}/0"]["steps"] * proxy.batch_size
         seconds = float(np.mean([results[f"{name}/{i}"]["train_seconds"] for i in range(n_configs)]))
         rows += [(name, task.metric, rho(task.metric), seconds), (name, "neg_loss", rho_loss, seconds)]
         rows += [(name, "train_loss", rho_train, seconds)]
         others_text = "".join(f" {rho(m):13.3f}" for m in others)
-        cost = seconds / full_seconds
-        train_text = f"{rho_train:15.3f}" if rho_train == rho_train else f"{'-':>15}"
-        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {train_text} {examples:15d} "
-              f"{seconds:15.1f} {cost:13.3f}")  # fmt: skip
-    full_examples = results["full/0"]["steps"] * full.batch_size
+        print(f"{name:>9} {rho(task.metric):9.3f}{others_text} {rho_loss:13.3f} {rho_train:15.3f} {examples:15d} "
+              f"{seconds:15.1f} {seconds / full_seconds:13.3f}")  # fmt: skip
+    full_examples = results[f"{full_keys[0]}/0"]["steps"] * full_settings.batch_size
     print(f"{'full':>9} {1.0:9.3f}{' ' * (len(extra) + 30)} {full_examples:15d} {full_seconds:15.1f} {1.0:13.3f}")
     passing = [row for row in rows if row[2] >= 0.7]
     name, score, best, _ = min(passing, key=lambda r: r[3]) if passing else max(rows, key=lambda r: r[2])

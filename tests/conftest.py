@@ -27,8 +27,12 @@ def data_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A randomly initialised 3-layer BERT (hidden 32) with the default model's tokenizer, on disk."""
-    from transformers import BertConfig, BertForSequenceClassification
+    """A randomly initialised 3-layer BERT (hidden 32) with the default model's tokenizer, on disk.
+
+    Like the default model's checkpoint, it holds the encoder and no classification head: every
+    task's head is initialised fresh, from the trial's seed.
+    """
+    from transformers import BertConfig, BertModel
 
     from autopeft.models import default_model, load_tokenizer
 
@@ -42,7 +46,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -108,14 +112,22 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def ray_command() -> str | None:
+    """The ``ray`` command of this Python's environment (beside ``sys.executable``), else the one on ``PATH``."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which("ray")
+
+
 @pytest.fixture()
 def ray_cluster():
     """A Ray head started with ``ray start`` on loopback (token auth off), stopped afterwards."""
-    import shutil
     import subprocess
 
-    ray = shutil.which("ray")
-    assert ray is not None
+    ray = ray_command()
+    assert ray is not None, "no `ray` command beside this Python nor on PATH"
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     subprocess.run(

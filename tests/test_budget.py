@@ -32,3 +32,11 @@ def test_rejects_bad_budgets_with_one_line(text):
     with pytest.raises(BudgetError) as info:
         parse_budget(text)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["50M", "22713216", "0.03G"])
+def test_a_count_not_below_the_backbone_is_refused_like_a_fraction_of_100_percent(text):
+    with pytest.raises(BudgetError, match="below 100% of the backbone") as info:
+        parse_budget(text).limit(22_713_216)
+    assert "\n" not in str(info.value)
+    assert parse_budget("22713215").limit(22_713_216) == 22_713_215

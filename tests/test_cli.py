@@ -101,7 +101,8 @@ def test_a_bad_space_file_is_named(tmp_path, tiny_model, data_dir, capsys):
     [
         ("malformed", "malformed YAML at line 4, column 1"),
         ("unknown_key", "methods.lora.colour: unknown key"),
-        ("missing_split", "rte.yaml: validation: file"),
+        ("missing_split", "rte.yaml: train: file"),
+        ("tiny_train", "too few to hold out a selection part"),
         ("bad_label", "RTE/train.tsv row 1: label 'maybe' is not one of entailment, not_entailment"),
     ],
 )
@@ -117,7 +118,8 @@ def test_bad_files_are_one_line_with_exit_2(tmp_path, tiny_model, data_dir, caps
         glue = tmp_path / "glue"
         (glue / "RTE").mkdir(parents=True)
         label = "maybe" if case == "bad_label" else "entailment"
-        (glue / "RTE" / "train.tsv").write_text(f"index\tsentence1\tsentence2\tlabel\n0\ta\tb\t{label}\n")
+        split = "dev" if case == "missing_split" else "train"  # a search reads train, never dev
+        (glue / "RTE" / f"{split}.tsv").write_text(f"index\tsentence1\tsentence2\tlabel\n0\ta\tb\t{label}\n")
         overrides["--data-dir"] = str(glue)
     status, err = bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides)
     lines = err.strip().splitlines()

@@ -48,6 +48,7 @@ def test_a_data_problem_is_raised_once_not_recorded_per_seed(tiny_model, tiny_in
     task.write_text(
         "name: t\ntrain: a.jsonl\nvalidation: b.jsonl\ntext_fields: [x]\nlabel_field: y\nlabels: [0, 1]\nmetric: accuracy\n"
     )
+    (tmp_path / "b.jsonl").write_text('{"x": "a text", "y": 0}\n')
     plan = RunPlan(tiny_model, str(task), None, SETTINGS, str(tmp_path / "cache"))
     with pytest.raises(DataError, match="t.yaml: train: file .*a.jsonl' does not exist"):
         train_seeds(lora(1e-3, tiny_info), plan, [0, 1])

@@ -47,3 +47,14 @@ def test_pick_by_name_and_number(study):
         pick_trial(study, "9")
     with pytest.raises(AutopeftError, match="use knee, best or a trial number"):
         pick_trial(study, "middle")
+
+
+def test_hypervolume_of_a_staircase_in_the_study_units():
+    from autopeft.pareto import hypervolume
+
+    # metric maximised from 0.4, trainable fraction minimised up to 0.005
+    points = [[0.6, 0.001], [0.7, 0.003], [0.5, 0.004]]  # the last is dominated
+    expected = (0.6 - 0.4) * (0.003 - 0.001) + (0.7 - 0.4) * (0.005 - 0.003)
+    assert hypervolume(points, [True, False], [0.4, 0.005]) == pytest.approx(expected)
+    assert hypervolume([[0.3, 0.001], [0.9, 0.006]], [True, False], [0.4, 0.005]) == 0.0
+    assert hypervolume([], [True, False], [0.4, 0.005]) == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from helpers import autopeft, mlflow_runs, tiny_search_args
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
+TRIALS = 12
+"""Past the sampler's 8 quasi-random trials, so its model proposes some."""
 
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory, tiny_model, data_dir):
     runs = tmp_path_factory.mktemp("runs")
-    args = tiny_search_args(tiny_model, data_dir, runs, "e2e", 4, "--workers", "2")
+    args = tiny_search_args(tiny_model, data_dir, runs, "e2e", TRIALS, "--workers", "2")
     first = autopeft(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     return runs, args, first
@@ -31,7 +34,7 @@ def test_study_holds_the_finished_trials_within_budget(search):
     runs, _, _ = search
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(complete) == 4
+    assert len(complete) == TRIALS
     limit = study.user_attrs["autopeft.limit"]
     configs = [str(sorted(t.params.items())) for t in study.get_trials()]
     assert len(set(configs)) == len(configs), "two workers received the same configuration"
@@ -41,11 +44,29 @@ def test_study_holds_the_finished_trials_within_budget(search):
         assert trial.values[1] == trial.user_attrs["trainable_fraction"]
 
 
+def test_the_sampler_assumes_what_the_study_stores_and_never_fell_back(search, tiny_model, data_dir):
+    """The optimiser's invariant on the real path: its exact objective is the stored value, its model was used."""
+    from autopeft.study import StudySpec, open_study
+    from autopeft.training import ProxySettings
+
+    runs, _, _ = search
+    proxy = ProxySettings(epochs=0.5, max_train_samples=64, max_eval_samples=64)
+    spec = StudySpec(task="rte", budget="2%", model=tiny_model, proxy=proxy, data_dir=data_dir, runs_dir=str(runs))
+    bound = open_study(dataclasses.replace(spec, study_name="e2e"))  # the same settings: it continues the study
+    known = bound.known_objectives()
+    complete = bound.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) >= TRIALS
+    for trial in complete:
+        assert known[1].value(trial.params) == trial.values[1], trial.number
+    kinds = [t.user_attrs["proposal"]["kind"] for t in complete]
+    assert "fallback" not in kinds and kinds.count("bayes") >= 2, kinds
+
+
 def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
     runs, _, _ = search
     client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
     trials, parents = children(client)
-    assert len(parents) == 1 and len(trials) == 4
+    assert len(parents) == 1 and len(trials) == TRIALS
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
     pareto = json.loads(autopeft("pareto", "--runs-dir", str(runs), "--json").stdout)
     tagged = {int(r.data.tags["autopeft.trial"]) for r in trials if r.data.tags["autopeft.pareto"] == "true"}
@@ -62,7 +83,7 @@ def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
 def test_trials_json_lists_every_trial_with_its_state(search):
     runs, _, _ = search
     trials = json.loads(autopeft("trials", "--runs-dir", str(runs), "--study", "e2e", "--json").stdout)
-    assert [t["state"] for t in trials] == ["COMPLETE"] * 4
+    assert [t["state"] for t in trials] == ["COMPLETE"] * TRIALS
 
 
 def test_export_knee_loads_in_peft_with_the_recorded_count(search, tmp_path, tiny_model):
@@ -86,13 +107,13 @@ def test_the_same_command_continues_the_study(search):
     runs, args, _ = search
     storage = f"sqlite:///{runs}/optuna.db"
     before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=storage).get_trials()}
-    again = autopeft(*args[:-1], "5")  # the same command, asking for one more trial
+    again = autopeft(*args[:-1], str(TRIALS + 1))  # the same command, asking for one more trial
     assert again.returncode == 0, again.stderr[-3000:]
     after = optuna.load_study(study_name="e2e", storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(after) == 5
+    assert len(after) == TRIALS + 1
     assert {t.number: t.values for t in after if t.number in before} == before
     trials, parents = children(MlflowClient(f"sqlite:///{runs}/mlflow.db"))
-    assert len(parents) == 1 and len(trials) == 5
+    assert len(parents) == 1 and len(trials) == TRIALS + 1
 
 
 def test_ui_serves_the_study_on_loopback(search):

@@ -8,7 +8,6 @@ flight, so trials of a killed search are recognised as stale and failed later.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from autopeft.execution import trials
 from autopeft.execution.early_stopping import EarlyStopping, RungBoard
 from autopeft.space import TrialConfig
 from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, fail_stale_trials, mask_url
@@ -27,20 +27,6 @@ from autopeft.training import ProxyRequest
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 """Trials that count towards a study's target: finished, or stopped early."""
-RESULT_ATTRS = (
-    "seconds",
-    "train_seconds",
-    "eval_seconds",
-    "rung_eval_seconds",
-    "steps",
-    "final_loss",
-    "rung_metrics",
-    "rung_scores",
-    "train_losses",
-    "sparsity",
-    "masks_path",
-)
-"""Fields of a proxy result kept as the trial's user attributes."""
 
 
 def _assigned_cpus(default: int) -> int:
@@ -113,7 +99,8 @@ class StudySearcher(Searcher):
         self.on_trial_end = on_trial_end
         self.failures = 0
         self.completed = 0
-        self._running: dict[str, optuna.Trial] = {}
+        self.fallbacks = 0
+        self._running: dict[str, trials.StartedTrial] = {}
         self.rung_board: str | None = None
         self._board = None  # the actor's handle: the actor lives as long as it is held
         self._lock = threading.Lock()
@@ -126,7 +113,7 @@ class StudySearcher(Searcher):
         storage = self.bound.study._storage
         while not self._stop.wait(HEARTBEAT_SECONDS):
             with self._lock:
-                ids = [t._trial_id for t in self._running.values()]
+                ids = [t.trial._trial_id for t in self._running.values()]
             for trial_id in ids:
                 try:
                     storage.record_heartbeat(trial_id)
@@ -163,8 +150,8 @@ class StudySearcher(Searcher):
 
     def _surplus(self, number: int) -> bool:
         """Whether trial ``number`` is one too many: workers that asked at the same moment keep the lower numbers."""
-        trials = self.bound.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
-        ahead = sum(t.state != TrialState.RUNNING or t.number < number for t in trials if t.number != number)
+        asked = self.bound.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
+        ahead = sum(t.state != TrialState.RUNNING or t.number < number for t in asked if t.number != number)
         return ahead >= self.target
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -184,76 +171,36 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         if done + running >= self.target:
             return None  # our own trials are in flight; Tune asks again when one ends
-        study, space = self.bound.study, self.bound.space
-        trial = study.ask(dict(space.dimensions))
-        study._storage.record_heartbeat(trial._trial_id)
+        trial = trials.ask(self.bound)
+        self.bound.study._storage.record_heartbeat(trial._trial_id)
+        if trials.fallback_reason(trial) is not None:
+            self.fallbacks += 1
         if self._surplus(trial.number):
-            trial.set_user_attr("fail_reason", "withdrawn before training: other workers already fill the study")
-            study.tell(trial, state=TrialState.FAIL)
+            trials.withdraw(self.bound, trial, "withdrawn before training: other workers already fill the study")
             return None
-        config = space.decode(trial.params)
-        count = None if config is None else space.count(config)
-        if config is None or count > self.bound.limit:  # never happens with our samplers: guard anyway
-            trial.set_user_attr(
-                "fail_reason", f"rejected before training: {count} parameters > budget {self.bound.limit}"
-            )
-            study.tell(trial, state=TrialState.FAIL)
+        started = trials.start(self.bound, trial)
+        if started is None:
             return None
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("trainable_params", count)
-        trial.set_user_attr("trainable_fraction", self.bound.fraction(count))
-        trial.set_user_attr("head_params", self.bound.info.head_params)
-        trial.set_user_attr("target_sparsity", space.target_sparsity(config))
         with self._lock:
-            self._running[trial_id] = trial
+            self._running[trial_id] = started
         return {
-            "trial_number": trial.number,
-            "trainable_params": count,
-            "request": self.make_request(trial.number, config).to_dict(),
+            "trial_number": started.number,
+            "trainable_params": started.count,
+            "request": self.make_request(started.number, started.config).to_dict(),
             "rung_board": self.rung_board,
         }
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         with self._lock:
-            trial = self._running.pop(trial_id, None)
-        if trial is None:
+            started = self._running.pop(trial_id, None)
+        if started is None:
             return
-        study = self.bound.study
-        if error or result is None or result.get("failed"):
-            reason = (result or {}).get("fail_reason") or "the worker process running the trial died"
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
+        stored = trials.finish(self.bound, started, None if error else result)
+        if stored.state == TrialState.FAIL:
             self.failures += 1
         else:
-            fields = {
-                "metric": result["metric"],
-                "trainable_fraction": trial.user_attrs["trainable_fraction"],
-                "sparsity": result.get("sparsity", 0.0),
-            }
-            values = self.bound.objective_values(fields)
-            if not all(math.isfinite(v) for v in values):
-                trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
-                study.tell(trial, state=TrialState.FAIL)
-                self.failures += 1
-            else:
-                # Tune flattens nested results ("metrics/accuracy"); gather them back.
-                metrics = result.get("metrics") or {
-                    key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
-                }
-                trial.set_user_attr("metrics", metrics)
-                for key in RESULT_ATTRS:
-                    if key in result:
-                        trial.set_user_attr(key, result[key])
-                if result.get("pruned"):
-                    # Optuna keeps no values for a pruned multi-objective trial: the objective values
-                    # at the stop are user attributes, which our sampler learns from.
-                    trial.set_user_attr("metric", result["metric"])
-                    trial.set_user_attr("values_at_stop", values)
-                    study.tell(trial, state=TrialState.PRUNED)
-                else:
-                    study.tell(trial, values)
-                self.completed += 1
-        self.on_trial_end(study._storage.get_trial(trial._trial_id))
+            self.completed += 1
+        self.on_trial_end(stored)
 
     def __getstate__(self) -> dict:
         # Tune pickles its configuration for restoring an experiment; this searcher's state lives

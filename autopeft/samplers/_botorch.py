@@ -1,21 +1,27 @@
 """Multi-objective Bayesian optimisation for PEFT spaces, as an Optuna sampler.
 
 Some objectives are known exactly before training: the trainable-parameter fraction of a proposal
-is computed from its values. Only the others (the task metric) get a GP. qLogNEHVI (BoTorch) scores
-candidates with an objective that reads each known value from the candidate itself (extra input
-columns), so the hypervolume improvement of the parameter axis is exact. Candidates come from a
-pool of feasible configurations (random, repaired to the budget, plus one-change neighbours of the
-best trials), so over-budget points are never proposed and categorical choices stay discrete.
-Running trials enter as pending points, so parallel workers receive different proposals. Trials
-stopped early (pruned) are observations too, with the objective values they had when stopped
-(user attribute ``values_at_stop``): a pessimistic but informative point.
+is computed from its values by the same function that gives the value the study stores. Only the
+others (the task metric) get a GP. qLogNEHVI (BoTorch) scores candidates with an objective that
+reads each known value from the candidate itself (extra input columns), so the hypervolume
+improvement of the parameter axis is exact. The reference point comes from BoTorch's
+``infer_reference_point`` in the same units, capped at each known objective's worst feasible
+value (the budget). Candidates come from a pool of feasible configurations (random, repaired to
+the budget, plus one-change neighbours of the best trials), so over-budget points are never
+proposed and categorical choices stay discrete; unordered choices reach the GP one-hot.
+Running trials enter as pending points, so parallel workers receive different proposals.
+
+Trials stopped early (pruned) are kept out of the GP: their values were measured at a lower
+fidelity (a rung subset, part of the training). They, failed trials and running ones are never
+proposed again. A proposal falls back to a random feasible one only when the model cannot be
+fitted or evaluated (numerical errors); the fallback is recorded with its reason.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,24 +31,35 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft.samplers._proposals import Proposal, ProposalLog
 from autopeft.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-KnownObjective = Callable[[dict[str, Any]], float]
-"""The exact value of one objective for sampled values (in the study's units and direction)."""
+
+@dataclass(frozen=True)
+class KnownObjective:
+    """An objective whose value is exact before training.
+
+    Attributes:
+        value: sampled values -> the objective's value, in the units and direction the study stores.
+        worst: the worst value any feasible configuration can have (the budget's fraction for
+            ``params``), used to cap the hypervolume's reference point; ``None`` when unbounded.
+    """
+
+    value: Callable[[dict[str, Any]], float]
+    worst: float | None = None
 
 
-def _observed_values(trial: FrozenTrial) -> list[float] | None:
-    """Objective values of a finished trial, or of a pruned one when it was stopped; else ``None``."""
-    if trial.state == TrialState.COMPLETE:
-        return trial.values
-    if trial.state == TrialState.PRUNED:
-        return trial.user_attrs.get("values_at_stop")
-    return None
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of fitting or evaluating a GP that justify a random proposal (numerical trouble only)."""
+    from botorch.exceptions.errors import ModelFittingError
+    from linear_operator.utils.errors import NanError, NotPSDError
+
+    return (ModelFittingError, NotPSDError, NanError, torch.linalg.LinAlgError)
 
 
-class BoTorchMOSampler(BaseSampler):
+class BoTorchMOSampler(ProposalLog, BaseSampler):
     """qLogNEHVI over a feasible candidate pool, after a scrambled-Sobol start.
 
     Args:
@@ -73,9 +90,13 @@ class BoTorchMOSampler(BaseSampler):
         self._hyperparameters: dict[str, torch.Tensor] | None = None
         self._feature_cache: dict[tuple, np.ndarray] = {}
         self._pool: list[dict[str, Any]] = []
+        self._trial_keys: dict[int, tuple] = {}
 
-    MC_SAMPLES = 64
-    """Quasi-Monte-Carlo samples of the posterior per acquisition value (BoTorch's default is 128)."""
+    MC_SAMPLES = 32
+    """Quasi-Monte-Carlo samples of the posterior per acquisition value (BoTorch's default is 128;
+    scoring the pool is most of a suggestion's time, and it grows with this)."""
+    PRUNE_SAMPLES = 256
+    """Posterior samples that decide which baseline points may still be Pareto-optimal."""
     NEIGHBOURHOODS = 3
     """Best trials whose one-change neighbours join the candidate pool."""
 
@@ -97,48 +118,89 @@ class BoTorchMOSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        trials = study.get_trials(deepcopy=False)
-        observed = [t for t in trials if _observed_values(t) is not None and self._known_params(t)]
-        pending = [
-            t for t in trials if t.state == TrialState.RUNNING and t.number != trial.number and self._known_params(t)
-        ]
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and self._known_params(t)]
+        observed = [t for t in trials if t.state == TrialState.COMPLETE]
+        pending = [t for t in trials if t.state == TrialState.RUNNING]
+        seen = {self._key_of(t) for t in trials if not t.user_attrs.get("withdrawn")}
         if len(observed) < self._n_startup:
-            return self._sobol(trial.number)
-        try:
-            return self._bayes(study, observed, pending)
-        except Exception as exc:  # noqa: BLE001 - a failed model fit must not stop the study
-            logger.warning("BoTorch proposal failed (%s: %s); proposing a random feasible one", type(exc).__name__, exc)
-            return self._random_feasible()
+            values, proposal = self._sobol(trial.number, seen), Proposal("sobol")
+        else:
+            try:
+                values, proposal = self._bayes(study, observed, pending, seen)
+            except _model_errors() as exc:
+                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                values, proposal = self._random_feasible(seen), Proposal("fallback", reason)
+        self._record(trial.number, proposal)
+        return values
 
     # -- proposals -----------------------------------------------------------------------------
     def _known_params(self, trial: FrozenTrial) -> bool:
-        return set(self._space.dimensions) <= set(trial.params)
+        return len(trial.params) >= len(self._space.dimensions) and set(self._space.dimensions) <= set(trial.params)
 
-    def _sobol(self, index: int) -> dict[str, Any]:
+    def _key_of(self, trial: FrozenTrial) -> tuple:
+        """The configuration key of a trial (its values never change once asked: cached by number)."""
+        key = self._trial_keys.get(trial.number)
+        if key is None:
+            key = self._trial_keys[trial.number] = self._space.key(trial.params)
+        return key
+
+    def _sobol(self, index: int, seen: set[tuple]) -> dict[str, Any]:
+        """Point ``index`` of the scrambled Sobol sequence, repaired; the next unseen one if taken."""
         engine = torch.quasirandom.SobolEngine(len(self._space.dimensions), scramble=True, seed=self._seed or 0)
-        point = engine.draw(index + 1)[-1].numpy()
-        values = {name: self._space.from_unit(name, u) for name, u in zip(self._space.dimensions, point, strict=True)}
-        return self._space.repair(values, self._limit)
+        engine.fast_forward(index)
+        values: dict[str, Any] = {}
+        for _ in range(64):
+            point = engine.draw(1)[0].numpy()
+            units = zip(self._space.dimensions, point, strict=True)
+            values = self._space.repair({name: self._space.from_unit(name, u) for name, u in units}, self._limit)
+            if self._space.key(values) not in seen:
+                break
+        return values
 
-    def _random_feasible(self) -> dict[str, Any]:
-        return self._space.repair(self._space.sample(self._rng), self._limit)
+    def _random_feasible(self, seen: set[tuple] = frozenset()) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for _ in range(64):
+            values = self._space.repair(self._space.sample(self._rng), self._limit)
+            if self._space.key(values) not in seen:
+                break
+        return values
 
     def _features(self, params: dict[str, Any]) -> np.ndarray:
-        """Unit encoding of the values, then the known objectives' exact values (last columns)."""
-        key = self._key(params)
+        """The space's model encoding of the values, then the known objectives' exact values (last columns)."""
+        key = self._space.key(params)
         if key not in self._feature_cache:
             if len(self._feature_cache) > 20_000:
                 self._feature_cache.clear()
             self._feature_cache[key] = np.append(
-                self._space.to_unit(params), [fn(params) for fn in self._known.values()]
+                self._space.features(params), [known.value(params) for known in self._known.values()]
             )
         return self._feature_cache[key]
 
-    def _bayes(self, study: Study, observed: list[FrozenTrial], pending: list[FrozenTrial]) -> dict[str, Any]:
+    def reference_point(self, y: torch.Tensor, signs: list[float]) -> torch.Tensor:
+        """The hypervolume reference point of observed values ``y`` (all maximised), BoTorch's rule.
+
+        Args:
+            y: ``n x m`` objective values, each multiplied by its sign so that larger is better.
+            signs: per objective, +1 when the study maximises it, -1 when it minimises it.
+        """
+        from botorch.utils.multi_objective.hypervolume import infer_reference_point
+        from botorch.utils.multi_objective.pareto import is_non_dominated
+
+        cap = torch.full((y.shape[-1],), float("nan"), dtype=y.dtype)
+        for i, known in self._known.items():
+            if known.worst is not None:
+                cap[i] = signs[i] * known.worst
+        return infer_reference_point(y[is_non_dominated(y)], max_ref_point=cap if not cap.isnan().all() else None)
+
+    def _bayes(
+        self, study: Study, observed: list[FrozenTrial], pending: list[FrozenTrial], seen: set[tuple]
+    ) -> tuple[dict[str, Any], Proposal]:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
+        from botorch.acquisition.multi_objective.utils import prune_inferior_points_multi_objective
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
+        from botorch.models.transforms.input import Normalize
         from botorch.models.transforms.outcome import Standardize
         from botorch.sampling import SobolQMCNormalSampler
         from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -147,13 +209,28 @@ class BoTorchMOSampler(BaseSampler):
         signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
         modelled = [i for i in range(n_obj) if i not in self._known]
         known = list(self._known)
-        width = len(self._space.dimensions)
 
+        pool = [c for c in self._candidates(observed, signs) if self._space.key(c) not in seen]
+        if not pool:
+            return self._random_feasible(seen), Proposal("fallback", "no unseen feasible candidate in the pool")
         x_train = torch.tensor(np.stack([self._features(t.params) for t in observed]), dtype=torch.double)
+        x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
+        width = x_train.shape[-1] - len(known)
         y_all = torch.tensor(
-            [[signs[i] * _observed_values(t)[i] for i in range(n_obj)] for t in observed], dtype=torch.double
+            [[s * v for s, v in zip(signs, t.values, strict=True)] for t in observed], dtype=torch.double
         )
-        gp = SingleTaskGP(x_train, y_all[:, modelled], outcome_transform=Standardize(m=len(modelled)))
+
+        # Encoded columns lie in [0, 1]; the known objectives' columns are scaled over the points in play.
+        both = torch.cat([x_train, x_pool])
+        bounds = torch.stack([torch.zeros(both.shape[-1]), torch.ones(both.shape[-1])]).double()
+        low, high = both[:, width:].min(dim=0).values, both[:, width:].max(dim=0).values
+        bounds[0, width:], bounds[1, width:] = low, torch.where(high > low, high, low + 1.0)
+        gp = SingleTaskGP(
+            x_train,
+            y_all[:, modelled],
+            input_transform=Normalize(d=x_train.shape[-1], bounds=bounds),
+            outcome_transform=Standardize(m=len(modelled)),
+        )
         options = {}
         if self._hyperparameters is not None:  # warm start: the previous fit is a good first guess,
             try:  # so a few optimiser steps refine it
@@ -175,28 +252,31 @@ class BoTorchMOSampler(BaseSampler):
                     columns.append(samples[..., modelled.index(i)])
             return torch.stack(columns, dim=-1)
 
-        low, high = y_all.min(dim=0).values, y_all.max(dim=0).values
-        ref_point = (low - 0.1 * torch.where(high > low, high - low, torch.ones_like(low))).tolist()
         x_pending = None
         if pending:
             x_pending = torch.tensor(np.stack([self._features(t.params) for t in pending]), dtype=torch.double)
+        objective = GenericMCMultiOutputObjective(objectives)
+        ref_point = self.reference_point(y_all, signs)
+        # Baseline points that are almost surely dominated add cost, not information (BoTorch's
+        # pruning, with fewer posterior samples than its default 2048: its Pareto loop dominated the time).
+        with torch.random.fork_rng():
+            torch.manual_seed(len(observed))
+            x_baseline = prune_inferior_points_multi_objective(
+                gp, x_train, ref_point, objective=objective, num_samples=self.PRUNE_SAMPLES
+            )
         acqf = qLogNoisyExpectedHypervolumeImprovement(
             model=gp,
-            ref_point=ref_point,
-            X_baseline=x_train,
+            ref_point=ref_point.tolist(),
+            X_baseline=x_baseline,
             sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.MC_SAMPLES]), seed=len(observed)),
-            objective=GenericMCMultiOutputObjective(objectives),
+            objective=objective,
             X_pending=x_pending,
-            prune_baseline=True,
         )
-        seen = {self._key(t.params) for t in (*observed, *pending)}
-        pool = [c for c in self._candidates(observed, signs) if self._key(c) not in seen]
-        if not pool:
-            return self._random_feasible()
-        x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
         with torch.no_grad():
             scores = torch.cat([acqf(chunk.unsqueeze(-2)) for chunk in x_pool.split(256)])
-        return pool[int(scores.argmax())]
+        if not torch.isfinite(scores).any():
+            raise torch.linalg.LinAlgError("the acquisition function is not finite on any candidate")
+        return pool[int(torch.nan_to_num(scores, nan=-torch.inf).argmax())], Proposal("bayes")
 
     def _candidates(self, observed: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
         """Random feasible values, and the feasible one-change neighbours of the best trials.
@@ -216,15 +296,8 @@ class BoTorchMOSampler(BaseSampler):
         drawn.extend(self._random_feasible() for _ in range(max(0, min(32, fresh - len(drawn)))))
         self._pool = (self._pool + drawn)[-self._pool_size :]
         pool = list(self._pool)
-        finished = [t for t in observed if t.state == TrialState.COMPLETE]
-        best = sorted(finished, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
+        best = sorted(observed, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
         for trial in best:
             neighbours = self._space.neighbours(dict(trial.params))
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))
         return pool
-
-    def _key(self, params: dict[str, Any]) -> tuple:
-        return tuple(
-            round(v, 12) if isinstance(v, float) and not math.isnan(v) else v
-            for v in (params[n] for n in self._space.dimensions)
-        )

@@ -1,23 +1,30 @@
-"""Make any Optuna sampler respect the parameter budget by repairing its proposals."""
+"""Make any Optuna sampler respect the parameter budget by repairing its proposals, and never repeat a failure."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft.samplers._proposals import Proposal, ProposalLog
 from autopeft.space import SearchSpace
 
+RETRIES = 16
+"""Proposals of the wrapped sampler tried before a configuration that failed before is given up on."""
 
-class FeasibleSampler(BaseSampler):
+
+class FeasibleSampler(ProposalLog, BaseSampler):
     """Wraps a baseline sampler: every proposal is repaired to fit the budget before it is returned.
 
     The wrapped sampler proposes values for every dimension; :meth:`SearchSpace.repair` then changes
     as few choices as needed to place at least one module within ``limit`` parameters. The repaired
     values are what Optuna records, so the study only ever holds configurations that were trained.
+    A proposal equal to a configuration that failed before is drawn again (up to :data:`RETRIES`
+    times, then a random feasible one, recorded as a fallback).
 
     Args:
         base: the sampler to wrap (random, TPE, NSGA-II, ...).
@@ -25,10 +32,11 @@ class FeasibleSampler(BaseSampler):
         limit: the largest allowed trainable-parameter count.
     """
 
-    def __init__(self, base: BaseSampler, space: SearchSpace, limit: int) -> None:
+    def __init__(self, base: BaseSampler, space: SearchSpace, limit: int, name: str = "") -> None:
         self._base = base
         self._space = space
         self._limit = limit
+        self._name = name or type(base).__name__
 
     def __str__(self) -> str:
         return f"Feasible({self._base})"
@@ -39,12 +47,29 @@ class FeasibleSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        base_space = self._base.infer_relative_search_space(study, trial)
-        values = dict(self._base.sample_relative(study, trial, base_space)) if base_space else {}
-        for name, dist in self._space.dimensions.items():
-            if name not in values:
-                values[name] = self._base.sample_independent(study, trial, name, dist)
-        return self._space.repair(values, self._limit)
+        failed = {
+            self._space.key(t.params)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not t.user_attrs.get("withdrawn")
+        }
+        for _ in range(RETRIES):
+            base_space = self._base.infer_relative_search_space(study, trial)
+            values = dict(self._base.sample_relative(study, trial, base_space)) if base_space else {}
+            for name, dist in self._space.dimensions.items():
+                if name not in values:
+                    values[name] = self._base.sample_independent(study, trial, name, dist)
+            repaired = self._space.repair(values, self._limit)
+            if self._space.key(repaired) not in failed:
+                self._record(trial.number, Proposal(self._name, repaired=repaired != values))
+                return repaired
+        rng = np.random.default_rng(trial.number)
+        for _ in range(RETRIES):
+            repaired = self._space.repair(self._space.sample(rng), self._limit)
+            if self._space.key(repaired) not in failed:
+                break
+        reason = f"{self._name} proposed only configurations that failed before ({RETRIES} tries)"
+        self._record(trial.number, Proposal("fallback", reason, repaired=True))
+        return repaired
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

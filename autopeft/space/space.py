@@ -142,6 +142,9 @@ class SearchSpace:
             info: the backbone the search runs on.
         """
         path, spec, sections = load_space_file(space)
+        sections = {name: section for name, section in sections.items() if section.enabled is not False}
+        if not sections:
+            raise ConfigError(f"{path}: methods: every method has enabled: false; switch at least one on")
         for name, section in sections.items():
             problem = method_base.METHODS[name].check(section, info)
             if problem:
@@ -200,7 +203,9 @@ class SearchSpace:
         for group in self.spec.exclusive:
             if name in group:
                 return params.get(_group_dimension(group), group[0]) == name
-        return self.sections[name].enabled is True or bool(params.get(f"{name}.enabled", True))
+        if self.sections[name].enabled == "searched":
+            return bool(params[f"{name}.enabled"])
+        return bool(self.sections[name].enabled)
 
     def target_sparsity(self, config: TrialConfig) -> float:
         """Fraction of the encoder-layer Linear weights the configuration prunes (exact, before training).
@@ -291,6 +296,32 @@ class SearchSpace:
                 out[i] = (value - dist.low) / (dist.high - dist.low)
         return out
 
+    def features(self, params: dict[str, Any]) -> np.ndarray:
+        """Encode values for a surrogate model: like :meth:`to_unit`, but unordered choices one-hot.
+
+        On/off switches and numeric choices (ranks, alphas) keep one column, their index scaled to
+        [0, 1] (an order the model may use); a choice among three or more words (an ``exclusive``
+        group, a pruning criterion) becomes one 0/1 column per word, so no word lies between two others.
+
+        Args:
+            params: a value for every searched dimension.
+        """
+        unit = self.to_unit(params)
+        columns: list[float] = []
+        for i, (name, dist) in enumerate(self.dimensions.items()):
+            if _unordered(dist):
+                columns.extend(float(choice == params[name]) for choice in dist.choices)
+            else:
+                columns.append(float(unit[i]))
+        return np.asarray(columns)
+
+    def key(self, params: dict[str, Any]) -> tuple:
+        """A hashable identity of sampled values (floats rounded), to tell configurations apart."""
+        return tuple(
+            round(v, 12) if isinstance(v, float) and not math.isnan(v) else v
+            for v in (params.get(n) for n in self.dimensions)
+        )
+
     def neighbours(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every configuration that differs from ``params`` in one choice dimension.
 
@@ -338,6 +369,13 @@ class SearchSpace:
                 raise ConfigError(f"no configuration near {current} fits {limit} trainable parameters")
             current_v, current = min(better, key=lambda item: item[0])
         return current
+
+
+def _unordered(dist: BaseDistribution) -> bool:
+    """Whether a dimension is a choice among three or more values that are not all numbers."""
+    if not isinstance(dist, CategoricalDistribution) or len(dist.choices) < 3:
+        return False
+    return not all(isinstance(c, int | float) and not isinstance(c, bool) for c in dist.choices)
 
 
 def _group_dimension(group: list[str]) -> str:

@@ -16,16 +16,42 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """``safe_load`` with YAML 1.2 booleans: only ``true``/``false``, so ``[no, yes]`` stays two words."""
+    """``safe_load`` with YAML 1.2 booleans and floats: only ``true``/``false`` are booleans, so
+    ``[no, yes]`` stays two words, and ``1e-3`` is a number (YAML 1.1 wants ``1.0e-3``)."""
 
 
+_REPLACED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
 _Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regex) for tag, regex in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+_Yaml12Loader.add_implicit_resolver(  # after the integers' resolver, which keeps plain integers
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """YAML text read as :func:`read_yaml` reads a file, or a one-line error naming ``source``.
+
+    Args:
+        text: the YAML text.
+        source: where it came from, for the message.
+    """
+    from autopeft.errors import ConfigError
+
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -39,13 +65,10 @@ def read_yaml(path: Path) -> Any:
     from autopeft.errors import ConfigError
 
     try:
-        return yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    return parse_yaml(text, path)
 
 
 def read_model_file(path: Path, model: type[BaseModel], keys: str) -> Any:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from autopeft.errors import ConfigError
 from autopeft.tasks.metrics import METRICS, compute_metrics
+from autopeft.tasks.selection import holdout_indices, holdout_size
 from autopeft.tasks.task import TaskData, TaskSpec, load_task_file
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "builtin_tasks",
     "compute_metrics",
     "get_task",
+    "holdout_indices",
+    "holdout_size",
     "task_reference",
 ]
 

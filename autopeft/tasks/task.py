@@ -4,7 +4,8 @@ Every task, the built-in GLUE ones included (``tasks/*.yaml``), is a YAML file o
 
     name: nli-mini
     train: data/train.jsonl            # paths relative to this file
-    validation: data/dev.jsonl
+    validation: data/dev.jsonl         # retrain/evaluate/report score here; a search never reads it
+    selection: data/select.jsonl       # optional: what the search scores on (default: part of train)
     format: jsonl                      # csv | tsv | jsonl | parquet (default: from the extension)
     text_fields: [premise, hypothesis] # one or two columns
     label_field: label
@@ -31,7 +32,7 @@ from autopeft.errors import ConfigError, DataError
 from autopeft.space.values import Strict, read_model_file
 from autopeft.tasks.metrics import METRICS
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "selection")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
@@ -62,8 +63,13 @@ class TaskSpec(Strict):
 
     name: str = Field(description="short name (study names and reports use it)")
     train: str = Field(description="training file, relative to the task file (or to --data-dir, see below)")
-    validation: str = Field(description="validation file: the search's metric is measured on it")
+    validation: str = Field(
+        description="validation file: retrain, evaluate, baselines and report score on it (a search never reads it)"
+    )
     test: str | None = Field(None, description="optional test file (labels optional)")
+    selection: str | None = Field(
+        None, description="optional file the search scores trials on (default: a stratified part of train held out)"
+    )
     format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="file format; default from each file's extension"
     )
@@ -156,7 +162,7 @@ class TaskSpec(Strict):
             data_dir: the folder ``data_dir`` tasks read from.
         """
         files = []
-        for split in ("train", "validation"):
+        for split in ("train", "validation", "selection"):
             path = self.split_path(split, data_dir)
             stat = path.stat() if path is not None and path.is_file() else None
             files.append([str(path), stat and stat.st_size, stat and stat.st_mtime_ns])
@@ -168,7 +174,7 @@ class TaskSpec(Strict):
         """The file of a split (``None``: no such split, or a data_dir task without a data folder).
 
         Args:
-            split: ``train``, ``validation`` or ``test``.
+            split: ``train``, ``validation``, ``test`` or ``selection``.
             data_dir: the folder ``data_dir`` tasks read from.
         """
         relative = getattr(self, split)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autopeft.locks import StoreLock
 from autopeft.tasks import TaskSpec
 
 
@@ -30,20 +31,29 @@ def tokenized_split(
 
     Args:
         task: the task.
-        split: ``train`` or ``validation``.
+        split: ``train``, ``validation`` or ``selection`` (a task's own selection file).
         model: model id/folder whose tokenizer is used.
         max_length: truncation length.
         data_dir: local GLUE folder, or ``None`` for the hub.
         cache_dir: folder for cached tokenisations (``None`` disables the cache).
     """
-    path = None
-    if cache_dir is not None:
-        key = _cache_key(model, task, split, max_length, data_dir)
-        path = Path(cache_dir) / f"{task.name}-{split}-{key}.json"
-        if path.is_file():  # plain JSON, never pickle: a cache file cannot run code
-            cached = json.loads(path.read_text())
-            cached["labels"] = np.asarray(cached["labels"], dtype=np.float32 if task.is_regression else np.int64)
-            return cached
+    if cache_dir is None:
+        return _tokenize(task, split, model, max_length, data_dir, None)
+    key = _cache_key(model, task, split, max_length, data_dir)
+    path = Path(cache_dir) / f"{task.name}-{split}-{key}.json"
+    if not path.is_file():
+        with StoreLock(path):  # processes starting together tokenise once; the others read the file
+            if not path.is_file():
+                return _tokenize(task, split, model, max_length, data_dir, path)
+    cached = json.loads(path.read_text())  # plain JSON, never pickle: a cache file cannot run code
+    cached["labels"] = np.asarray(cached["labels"], dtype=np.float32 if task.is_regression else np.int64)
+    return cached
+
+
+def _tokenize(
+    task: TaskSpec, split: str, model: str, max_length: int, data_dir: str | None, path: Path | None
+) -> dict[str, list | np.ndarray]:
+    """Tokenise a split, and write it to ``path`` (atomically) when one is given."""
     from autopeft.models import load_tokenizer
 
     data = task.load_split(split, data_dir)
@@ -61,6 +71,47 @@ def tokenized_split(
         tmp.write_text(json.dumps({**result, "labels": data.labels.tolist()}))
         tmp.replace(path)  # atomic: concurrent trials never read a half-written file
     return result
+
+
+EVALUATION_SPLITS = ("selection", "validation")
+"""What a training is scored on: the search's selection split, or the task's validation split."""
+
+
+def training_and_evaluation(
+    task: TaskSpec,
+    evaluate_on: str,
+    model: str,
+    max_length: int,
+    data_dir: str | None,
+    cache_dir: str | Path | None,
+    selection_seed: int = 0,
+) -> tuple[dict, dict]:
+    """The tokenised examples a training learns from, and those it is scored on.
+
+    ``validation``: the whole train split, and the validation split. ``selection`` (a search): the
+    task's own selection file and the whole train split when it names one, else the train split
+    without a stratified, seeded held-out part (:func:`autopeft.tasks.holdout_indices`), and that
+    part. The validation split is not read for a search.
+
+    Args:
+        task: the task.
+        evaluate_on: ``selection`` or ``validation``.
+        model: model id/folder whose tokenizer is used.
+        max_length: truncation length.
+        data_dir: local GLUE folder, or ``None`` for the hub.
+        cache_dir: tokenisation cache folder.
+        selection_seed: the seed of the held-out part (the study's seed).
+    """
+    from autopeft.tasks import holdout_indices
+
+    if evaluate_on not in EVALUATION_SPLITS:
+        raise ValueError(f"evaluate_on must be one of {EVALUATION_SPLITS}, got {evaluate_on!r}")
+    train = tokenized_split(task, "train", model, max_length, data_dir, cache_dir)
+    if evaluate_on == "validation" or task.selection is not None:
+        return train, tokenized_split(task, evaluate_on, model, max_length, data_dir, cache_dir)
+    held_out = holdout_indices(train["labels"], task.is_regression, selection_seed)
+    rest = np.setdiff1d(np.arange(len(train["labels"])), held_out)
+    return subset(train, rest), subset(train, held_out)
 
 
 def subset(split: dict, indices: np.ndarray) -> dict:

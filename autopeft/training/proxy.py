@@ -1,4 +1,5 @@
-"""Low-cost proxy training of one configuration: a short fine-tune, then evaluation on the dev split."""
+"""Low-cost proxy training of one configuration: a short fine-tune, then evaluation (a search's
+selection split, or the validation split after the search)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import torch
 from autopeft import defaults
 from autopeft.errors import TrialFailed
 from autopeft.methods.build import apply_config
-from autopeft.models import backbone_info, load_model
+from autopeft.models import backbone_info, initialise_fresh, load_pretrained
 from autopeft.space import TrialConfig, count_trainable, target_sparsity
 from autopeft.tasks import compute_metrics, get_task
-from autopeft.training.data import collate, length_grouped_batches, subset, tokenized_split
+from autopeft.training.data import collate, length_grouped_batches, subset, training_and_evaluation
 from autopeft.training.fast_dropout import use_fast_dropout
 
 
@@ -29,7 +30,7 @@ class ProxySettings:
     Attributes:
         epochs: passes over the (sub-sampled) training split; fractions allowed.
         max_train_samples: training examples drawn (fixed subset per seed) from the train split.
-        max_eval_samples: dev examples evaluated (``None``: the whole dev split).
+        max_eval_samples: evaluation examples scored (``None``: the whole evaluation split).
         batch_size: training batch size.
         eval_batch_size: evaluation batch size (no gradients, so larger).
         max_length: truncation length in tokens.
@@ -66,13 +67,17 @@ class ProxyRequest:
         seed: random seed of this trial.
         threads: torch CPU threads this trial may use.
         cache_dir: tokenisation cache folder.
-        rungs: fractions of training after which the dev metric is measured and ``at_rung`` asked
+        rungs: fractions of training after which the evaluation metric is measured and ``at_rung`` asked
             whether to go on (early stopping); empty: evaluate only at the end.
         masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
-        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the loss on the rung's validation
-            subset), ``metric`` (the task's main metric there) or ``train_loss`` (minus the mean task
-            loss of the last :data:`TRAIN_LOSS_WINDOW` of the steps: no evaluation, and the rung
-            subset is evaluated only when the trial stops).
+        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the loss on the rung's
+            evaluation subset), ``metric`` (the task's main metric there) or ``train_loss`` (minus
+            the mean task loss of the last :data:`TRAIN_LOSS_WINDOW` of the steps: no evaluation,
+            and the rung subset is evaluated only when the trial stops).
+        evaluate_on: ``validation`` (train on the whole train split, score on validation: retrain,
+            evaluate, baselines) or ``selection`` (a search: score on the selection split, train on
+            the rest; the validation split is not read).
+        selection_seed: the seed of the held-out selection part (the study's seed).
     """
 
     model: str
@@ -86,6 +91,8 @@ class ProxyRequest:
     rungs: tuple[float, ...] = ()
     masks_path: str | None = None
     rung_score: str = "metric"
+    evaluate_on: str = "validation"
+    selection_seed: int = 0
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -97,15 +104,22 @@ class ProxyRequest:
         return cls(**{**data, "settings": ProxySettings(**data["settings"]), "rungs": tuple(data.get("rungs", ()))})
 
 
-_BACKBONES: dict[tuple[str, int, bool], torch.nn.Module] = {}
+_BACKBONES: dict[tuple[str, int, bool], tuple[torch.nn.Module, frozenset[str]]] = {}
 
 
-def _fresh_backbone(model: str, num_labels: int, attention_dropout: bool) -> torch.nn.Module:
-    """A fresh copy of the pretrained model; the weights are read from disk once per process."""
+def _fresh_backbone(model: str, num_labels: int, attention_dropout: bool, seed: int) -> torch.nn.Module:
+    """A copy of the pretrained model whose fresh parameters (the head) are drawn from ``seed``.
+
+    The weights are read from disk once per process; what the checkpoint lacks is initialised
+    again for every trial, so a result depends on its seed alone, not on the worker that ran it.
+    """
     key = (model, num_labels, attention_dropout)
     if key not in _BACKBONES:
-        _BACKBONES[key] = load_model(model, num_labels, attention_dropout=attention_dropout)
-    return copy.deepcopy(_BACKBONES[key])
+        _BACKBONES[key] = load_pretrained(model, num_labels, attention_dropout=attention_dropout)
+    pretrained, fresh = _BACKBONES[key]
+    net = copy.deepcopy(pretrained)
+    initialise_fresh(net, fresh, seed)
+    return net
 
 
 def _device() -> torch.device:
@@ -181,7 +195,7 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
 
 
 def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) -> dict[str, Any]:
-    """Train one configuration cheaply and evaluate it on the dev split.
+    """Train one configuration cheaply and evaluate it (``request.evaluate_on``: selection or validation).
 
     Args:
         request: what to train and how.
@@ -209,8 +223,15 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     info = backbone_info(request.model, task.num_labels)
     started = time.perf_counter()
 
-    train = tokenized_split(task, "train", request.model, settings.max_length, request.data_dir, request.cache_dir)
-    dev = tokenized_split(task, "validation", request.model, settings.max_length, request.data_dir, request.cache_dir)
+    train, dev = training_and_evaluation(
+        task,
+        request.evaluate_on,
+        request.model,
+        settings.max_length,
+        request.data_dir,
+        request.cache_dir,
+        request.selection_seed,
+    )
     n_train = len(train["labels"])
     if settings.max_train_samples and settings.max_train_samples < n_train:
         train = subset(
@@ -225,7 +246,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     warmup = int(settings.warmup_ratio * total_steps)
 
     device = _device()
-    backbone = _fresh_backbone(request.model, task.num_labels, settings.attention_dropout)
+    backbone = _fresh_backbone(request.model, task.num_labels, settings.attention_dropout, request.seed)
+    torch.manual_seed(request.seed)  # the PEFT modules' initialisation and the dropout masks: from the seed alone
     adapted = apply_config(backbone, config, info, total_steps)
     model = adapted.model.to(device)
     use_fast_dropout(model)  # same dropout, cheaper masks on CPUs

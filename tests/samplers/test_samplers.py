@@ -1,18 +1,23 @@
-"""Every sampler goes through the same checks: budget always respected, valid values, no duplicates in flight."""
+"""Every sampler through the path a search runs: a real study from a spec, its sampler as a search builds it,
+trials asked, started and finished by the searcher's own functions; only the training is synthetic."""
 
 import numpy as np
 import optuna
 import pytest
+import torch
 
-from autopeft.samplers import SAMPLERS, create_sampler
+from autopeft.execution import trials as study_trials
+from autopeft.samplers import SAMPLERS, KnownObjective, create_sampler
 from autopeft.space import SearchSpace
+from autopeft.study import StudySpec, open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def synthetic_metric(space, params):
+def synthetic_result(space, params):
     x = space.to_unit(params)
-    return float(np.sin(3 * x).sum() / len(x))
+    metric = float(np.sin(3 * x).sum() / len(x))
+    return {"metric": metric, "metrics": {"accuracy": metric, "neg_loss": metric - 1}}
 
 
 @pytest.fixture(scope="module")
@@ -20,51 +25,153 @@ def space(tiny_info):
     return SearchSpace.load("default", tiny_info)
 
 
-def make_study(name, space, limit, seed=0):
-    return optuna.create_study(directions=["maximize", "minimize"], sampler=create_sampler(name, space, limit, seed))
+@pytest.fixture()
+def open_bound(tiny_model, tmp_path):
+    """Open a fresh study of the default space on the tiny model, with its sampler built as a search builds it."""
+
+    def make(sampler="botorch", budget=None, seed=0, name="s", space="default"):
+        spec = StudySpec(
+            task="rte",
+            budget=budget or "2%",
+            model=tiny_model,
+            space=space,
+            sampler=sampler,
+            seed=seed,
+            data_dir=None,
+            runs_dir=str(tmp_path),
+            study_name=name,
+        )
+        bound = open_study(spec)
+        bound.study.sampler = bound.create_sampler()
+        return bound
+
+    return make
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_proposals_always_fit_a_tight_budget(name, space):
-    limit = 3 * space.minimal_count()
-    study = make_study(name, space, limit)
-    n = 20 if name == "gp" else 200  # Optuna's GPSampler is slow per proposal
+def run_trials(bound, n, result=synthetic_result):
+    """Ask, start and finish ``n`` trials with a synthetic training; return the stored trials."""
+    stored = []
     for _ in range(n):
-        trial = study.ask(dict(space.dimensions))
-        count = space.count_params(trial.params)
-        assert count is not None and count <= limit, (name, trial.params)
-        for key, dist in space.dimensions.items():
-            assert dist._contains(dist.to_internal_repr(trial.params[key]))
-        study.tell(trial, [synthetic_metric(space, trial.params), count / 1000])
+        trial = study_trials.ask(bound)
+        started = study_trials.start(bound, trial)
+        assert started is not None
+        stored.append(study_trials.finish(bound, started, result(bound.space, trial.params)))
+    return stored
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_unknown_sampler_name_is_a_clear_error(name, space):
+def test_proposals_fit_a_tight_budget_and_the_sampler_assumes_what_the_study_stores(name, space, open_bound):
+    bound = open_bound(name, budget=str(3 * space.minimal_count()))
+    known = bound.known_objectives()
+    assert set(known) == {1}
+    for trial in run_trials(bound, 12 if name == "gp" else 40):
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.user_attrs["trainable_params"] <= bound.limit
+        for key, dist in bound.space.dimensions.items():
+            assert dist._contains(dist.to_internal_repr(trial.params[key]))
+        assert known[1].value(trial.params) == trial.values[1] == trial.user_attrs["trainable_fraction"]
+        assert trial.values[1] == trial.user_attrs["trainable_params"] / bound.info.backbone_params
+        assert trial.user_attrs["proposal"]["kind"] != "fallback", trial.user_attrs["proposal"]
+
+
+def test_unknown_sampler_name_is_a_clear_error(space):
     with pytest.raises(Exception, match="--sampler 'nope' is unknown"):
-        create_sampler("nope", space, 10**6)
+        create_sampler("nope", space, 10**6, 0, {})
 
 
-def test_botorch_gives_parallel_workers_different_configurations(space):
-    limit = 10 * space.minimal_count()
-    study = make_study("botorch", space, limit)
-    for _ in range(10):  # past the quasi-random start
-        trial = study.ask(dict(space.dimensions))
-        study.tell(trial, [synthetic_metric(space, trial.params), space.count_params(trial.params) / 1000])
-    running = [study.ask(dict(space.dimensions)) for _ in range(4)]  # four workers, none finished
+def test_botorch_proposes_from_its_model_after_the_quasi_random_start(open_bound):
+    bound = open_bound()
+    kinds = [t.user_attrs["proposal"]["kind"] for t in run_trials(bound, 14)]
+    assert kinds == ["sobol"] * 8 + ["bayes"] * 6
+
+
+def test_the_reference_point_is_in_the_units_the_study_stores(open_bound):
+    bound = open_bound()
+    stored = run_trials(bound, 10)
+    y = torch.tensor([[t.values[0], -t.values[1]] for t in stored], dtype=torch.double)
+    ref = bound.study.sampler.reference_point(y, [1.0, -1.0])
+    # the parameter axis is capped at the budget's fraction of the backbone, the unit of the stored values
+    assert ref[1].item() == pytest.approx(-bound.info.fraction(bound.limit))
+    assert ref[0].item() < y[:, 0].max().item()
+    assert all(-t.values[1] > ref[1].item() for t in stored)  # every feasible trial lies inside it
+
+
+def test_bayesian_proposals_are_not_pinned_to_the_cheapest_configurations(open_bound):
+    """With a metric that rewards capacity, the BO phase must not collapse onto the smallest configurations."""
+
+    def rewards_capacity(space, params):
+        metric = 0.5 + 0.3 * np.log1p(space.count_params(params) / 100.0) / np.log1p(bound.limit / 100.0)
+        return {"metric": float(metric), "metrics": {"neg_loss": float(metric) - 1}}
+
+    bound = open_bound(budget="1%")  # binding: the space's largest configurations do not fit
+    stored = run_trials(bound, 20, rewards_capacity)
+    counts = [t.user_attrs["trainable_params"] for t in stored[8:]]
+    # with the units mixed up, every BO-phase proposal was the smallest configuration
+    assert len(set(counts)) >= 4 and np.median(counts) >= 5 * bound.space.minimal_count(), counts
+
+
+def test_one_seed_repeats_and_two_seeds_differ(open_bound):
+    first = [t.params for t in run_trials(open_bound(seed=3, name="a"), 11)]
+    again = [t.params for t in run_trials(open_bound(seed=3, name="b"), 11)]
+    other = [t.params for t in run_trials(open_bound(seed=4, name="c"), 11)]
+    assert first == again
+    assert first[:8] != other[:8] and first[8:] != other[8:]
+
+
+def test_botorch_gives_parallel_workers_different_configurations(open_bound):
+    bound = open_bound(budget="10%")
+    run_trials(bound, 10)  # past the quasi-random start
+    running = [study_trials.ask(bound) for _ in range(4)]  # four workers, none finished
     keys = {tuple(t.params.values()) for t in running}
-    done = {tuple(t.params.values()) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    done = {tuple(t.params.values()) for t in bound.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert len(keys) == 4 and not keys & done
+    assert all(t.user_attrs["proposal"]["kind"] == "bayes" for t in running)
 
 
-def test_botorch_learns_from_trials_stopped_early(space):
-    limit = 10 * space.minimal_count()
-    sampler = create_sampler("botorch", space, limit, 0)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+def test_a_failed_configuration_is_never_proposed_again(open_bound):
+    bound = open_bound()
+    run_trials(bound, 8)
+    failed = set()
+    for _ in range(6):  # every proposal of the model fails (out of memory, say): the argmax must move on
+        trial = study_trials.ask(bound)
+        key = bound.space.key(trial.params)
+        assert key not in failed
+        failed.add(key)
+        started = study_trials.start(bound, trial)
+        study_trials.finish(bound, started, {"failed": True, "fail_reason": "OutOfMemoryError: synthetic"})
+        assert trial.user_attrs["proposal"]["kind"] == "bayes"
+
+
+def test_pruned_trials_are_kept_out_of_the_model_and_never_proposed_again(open_bound):
+    bound = open_bound()
     for _ in range(8):  # as many as the quasi-random start: all stopped early
-        trial = study.ask(dict(space.dimensions))
-        trial.set_user_attr("values_at_stop", [synthetic_metric(space, trial.params), 1.0])
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    trial = study.ask(dict(space.dimensions))
-    # Had the pruned trials been ignored, this would be the ninth quasi-random point.
-    assert trial.params != sampler._sobol(trial.number)
-    assert tuple(trial.params.values()) not in {tuple(t.params.values()) for t in study.trials[:-1]}
+        trial = study_trials.ask(bound)
+        started = study_trials.start(bound, trial)
+        study_trials.finish(bound, started, {**synthetic_result(bound.space, trial.params), "pruned": True})
+    assert len(bound.study.get_trials(states=(optuna.trial.TrialState.PRUNED,))) == 8
+    trial = study_trials.ask(bound)  # the model has no full-fidelity observation yet
+    assert trial.user_attrs["proposal"]["kind"] == "sobol"
+    assert bound.space.key(trial.params) not in {bound.space.key(t.params) for t in bound.study.trials[:-1]}
+
+
+def test_a_numerical_failure_is_a_recorded_fallback_and_any_other_error_is_raised(open_bound):
+    bound = open_bound()
+    run_trials(bound, 8)
+    exact = bound.known_objectives()[1]
+
+    def singular(params):
+        raise torch.linalg.LinAlgError("synthetic: the kernel matrix is singular")
+
+    sampler = create_sampler("botorch", bound.space, bound.limit, 0, {1: KnownObjective(singular, exact.worst)})
+    bound.study.sampler = sampler
+    trial = study_trials.ask(bound)
+    assert trial.user_attrs["proposal"]["kind"] == "fallback"
+    assert "LinAlgError" in study_trials.fallback_reason(trial)
+    assert bound.space.is_feasible(trial.params, bound.limit)
+
+    def broken(params):
+        raise ValueError("a bug, not a numerical problem")
+
+    bound.study.sampler = create_sampler("botorch", bound.space, bound.limit, 0, {1: KnownObjective(broken, 1.0)})
+    with pytest.raises(ValueError, match="a bug"):
+        study_trials.ask(bound)

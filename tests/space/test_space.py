@@ -225,3 +225,32 @@ def test_exclusive_groups_and_switches_decide_which_methods_are_on(tmp_path, tin
     assert space.minimal_count() == 3 * 32  # IA3 on every layer's key
     repaired = space.repair({**values, "method.lora-or-ia3": "none"}, 10**6)
     assert space.decode(repaired) is not None
+
+
+def test_enabled_false_switches_a_method_off(tmp_path, tiny_info):
+    text = EXCLUSIVE.replace("ia3: {enabled: searched,", "ia3: {enabled: false,").replace(
+        "exclusive: [[lora, ia3]]\n", ""
+    )
+    text = text.replace("lora: {enabled: searched,", "lora: {enabled: true,")
+    space = SearchSpace.load(write(tmp_path, text), tiny_info)
+    assert not any(name.startswith("ia3") for name in space.dimensions)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        config = space.decode(space.sample(rng))
+        assert "ia3" not in config.methods and "lora" in config.methods
+    assert space.minimal_count() == 3 * 2 * (32 + 32)  # LoRA r=2 on every layer's query; nothing of IA3
+
+
+def test_the_model_encoding_gives_unordered_choices_one_column_each(tmp_path, tiny_info):
+    space = SearchSpace.load(write(tmp_path, EXCLUSIVE), tiny_info)
+    values = {"method.lora-or-ia3": "ia3", "pruning.enabled": True, "pruning.target": 0.9}
+    values = {**space.sample(np.random.default_rng(0)), **values}
+    names = list(space.dimensions)
+    features = space.features(values)
+    assert len(features) == len(names) + 2  # the three-way group is three 0/1 columns; the rest one each
+    group = names.index("method.lora-or-ia3")
+    assert list(features[group : group + 3]) == [0.0, 1.0, 0.0]  # lora, ia3, none: no choice between two others
+    assert features[group + 3] == 1.0  # pruning on
+    none = space.features({**values, "method.lora-or-ia3": "none"})
+    lora = space.features({**values, "method.lora-or-ia3": "lora"})
+    assert np.abs(none - features).sum() == np.abs(lora - features).sum() == 2.0  # every other choice equally far

@@ -125,3 +125,43 @@ def test_without_attention_dropout_only_the_attention_probabilities_lose_it(tiny
         kept.bert.encoder.layer[0].attention.self.query.weight,
         dropped.bert.encoder.layer[0].attention.self.query.weight,
     )
+
+
+def test_every_fresh_parameter_comes_from_the_seed_and_the_pretrained_ones_stay(tiny_model):
+    import torch
+
+    from autopeft.training.proxy import _fresh_backbone
+
+    first, again, other = (_fresh_backbone(tiny_model, 2, True, seed) for seed in (0, 0, 1))
+    assert torch.equal(first.classifier.weight, again.classifier.weight)
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)  # two seeds: two heads
+    encoder = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(dict(first.named_parameters())[encoder], dict(other.named_parameters())[encoder])
+
+
+SEEDED_RUN = """
+import json, sys
+from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
+model, data_dir, cache, seeds = sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4:]]
+config = {"methods": {"lora": {"targets": [[0, "query", 2], [2, "value", 4]], "alpha": 16, "dropout": 0.1}},
+          "training": {"learning_rate": 0.005}}
+settings = ProxySettings(epochs=1, max_train_samples=48, max_eval_samples=48, batch_size=16)
+for seed in seeds:  # the last seed's result is printed; earlier ones only warm the worker up
+    result = run_proxy_trial(ProxyRequest(model, "rte", data_dir, config, settings, seed=seed, cache_dir=cache))
+print(json.dumps({"losses": result["train_losses"], "neg_loss": result["metrics"]["neg_loss"]}))
+"""
+
+
+def test_one_seed_gives_the_same_result_in_two_processes_whatever_ran_before(tmp_path, tiny_model, data_dir):
+    import json
+    import subprocess
+    import sys
+
+    def run(*seeds):
+        args = [sys.executable, "-c", SEEDED_RUN, tiny_model, data_dir, str(tmp_path), *map(str, seeds)]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    alone, after_another = run(5), run(9, 5)
+    assert alone == after_another  # a worker's history does not reach the result
+    assert run(6) != alone

@@ -1,0 +1,162 @@
+"""A trial's life in the study, whatever runs its training: ask, record the configuration, store the result.
+
+Every search (Ray Tune's :class:`~autopeft.execution.ray_tune.StudySearcher`) and the optimiser's
+benchmark go through these functions, so the values a study holds are always computed one way:
+the exact objectives by :meth:`BoundStudy.exact_values`, the measured ones from the training's result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft.samplers import ProposalLog
+from autopeft.space import TrialConfig
+from autopeft.study import BoundStudy
+
+RESULT_ATTRS = (
+    "seconds",
+    "train_seconds",
+    "eval_seconds",
+    "rung_eval_seconds",
+    "steps",
+    "final_loss",
+    "rung_metrics",
+    "rung_scores",
+    "train_losses",
+    "sparsity",
+    "masks_path",
+)
+"""Fields of a proxy result kept as the trial's user attributes."""
+
+
+@dataclass(frozen=True)
+class StartedTrial:
+    """A trial asked of the study, its configuration recorded, ready to train.
+
+    Attributes:
+        trial: the Optuna trial.
+        config: its decoded configuration.
+        count: its exact trainable-parameter count.
+    """
+
+    trial: optuna.Trial
+    config: TrialConfig
+    count: int
+
+    @property
+    def number(self) -> int:
+        """The trial's number."""
+        return self.trial.number
+
+
+def ask(bound: BoundStudy) -> optuna.Trial:
+    """Ask the study's sampler for a trial, and record on it how its values were proposed.
+
+    Args:
+        bound: the study.
+    """
+    trial = bound.study.ask(dict(bound.space.dimensions))
+    sampler = bound.study.sampler
+    proposal = sampler.take_proposal(trial.number) if isinstance(sampler, ProposalLog) else None
+    if proposal is not None:
+        trial.set_user_attr("proposal", proposal.to_dict())
+    return trial
+
+
+def withdraw(bound: BoundStudy, trial: optuna.Trial, reason: str) -> None:
+    """Give back a trial that will not train (its configuration did not fail: it may be proposed again).
+
+    Args:
+        bound: the study.
+        trial: the trial.
+        reason: why, for the trial's ``fail_reason``.
+    """
+    trial.set_user_attr("withdrawn", True)
+    trial.set_user_attr("fail_reason", reason)
+    bound.study.tell(trial, state=TrialState.FAIL)
+
+
+def start(bound: BoundStudy, trial: optuna.Trial) -> StartedTrial | None:
+    """Decode and count an asked trial and record its configuration and exact values on it.
+
+    A configuration that places nothing or breaks the budget (never with autopeft's samplers) is
+    failed at once and ``None`` returned.
+
+    Args:
+        bound: the study.
+        trial: a trial from :func:`ask`.
+    """
+    space = bound.space
+    config = space.decode(trial.params)
+    count = None if config is None else space.count(config)
+    if config is None or count > bound.limit:
+        trial.set_user_attr("fail_reason", f"rejected before training: {count} parameters > budget {bound.limit}")
+        bound.study.tell(trial, state=TrialState.FAIL)
+        return None
+    exact = bound.exact_values(config)
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("trainable_params", count)
+    trial.set_user_attr("trainable_fraction", exact["params"])
+    trial.set_user_attr("head_params", bound.info.head_params)
+    trial.set_user_attr("target_sparsity", exact["sparsity"])
+    trial.set_user_attr("evaluated_on", bound.spec.select_on)
+    return StartedTrial(trial, config, count)
+
+
+def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | None) -> FrozenTrial:
+    """Store a training's result as the trial's outcome: COMPLETE, PRUNED (stopped early) or FAIL.
+
+    Args:
+        bound: the study.
+        started: the trial from :func:`start`.
+        result: the proxy training's result; ``None`` or ``{"failed": True, "fail_reason": ...}``
+            when the training failed.
+
+    Returns:
+        The trial as stored.
+    """
+    study, trial = bound.study, started.trial
+    if result is None or result.get("failed"):
+        reason = (result or {}).get("fail_reason") or "the worker process running the trial died"
+        trial.set_user_attr("fail_reason", reason)
+        return study.tell(trial, state=TrialState.FAIL)
+    # Tune flattens nested results ("metrics/accuracy"); gather them back.
+    metrics = result.get("metrics") or {
+        key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
+    }
+    result = {**result, "metrics": metrics}
+    try:
+        values = bound.objective_values(started.config, result)
+    except KeyError as exc:
+        values = [math.nan]
+        trial.set_user_attr("fail_reason", f"the result lacks the objective's field {exc}")
+    if not all(math.isfinite(v) for v in values):
+        if "fail_reason" not in trial.user_attrs:
+            trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
+        return study.tell(trial, state=TrialState.FAIL)
+    trial.set_user_attr("metrics", metrics)
+    for key in RESULT_ATTRS:
+        if key in result:
+            trial.set_user_attr(key, result[key])
+    if result.get("pruned"):
+        # Optuna keeps no values for a pruned multi-objective trial: the objective values at the
+        # stop are user attributes (the metric of a rung subset, part of the training).
+        trial.set_user_attr("metric", result["metric"])
+        trial.set_user_attr("values_at_stop", values)
+        return study.tell(trial, state=TrialState.PRUNED)
+    return study.tell(trial, values)
+
+
+def fallback_reason(trial: FrozenTrial | optuna.Trial) -> str | None:
+    """Why a trial's values are a random fallback, or ``None`` when the sampler's own method proposed them.
+
+    Args:
+        trial: a trial (asked or stored).
+    """
+    proposal = trial.user_attrs.get("proposal") or {}
+    return proposal.get("reason") if proposal.get("kind") == "fallback" else None
