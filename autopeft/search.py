@@ -91,7 +91,7 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
     """
     spec = bound.spec
     train, dev = training_and_evaluation(
-        bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, spec.seed
+        bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, bound.selection_seed
     )
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
     dev_lengths = [len(x) for x in dev["input_ids"]][: spec.proxy.max_eval_samples or None]
@@ -157,7 +157,7 @@ def run_search(
             rungs=spec.early_stopping.rungs if spec.early_stopping else (),
             rung_score=spec.early_stopping.score if spec.early_stopping else "metric",
             evaluate_on=spec.select_on,
-            selection_seed=spec.seed,
+            selection_seed=bound.selection_seed,
             masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
         )
 

@@ -180,6 +180,11 @@ class BoundStudy:
     objectives: list[Objective]
     study: optuna.Study
 
+    @property
+    def selection_seed(self) -> int:
+        """The seed of the held-out selection part, the same for every worker of the study (whatever its ``--seed``)."""
+        return int(self.study.user_attrs.get(SELECTION_SEED_ATTR, self.spec.seed))
+
     def exact_values(self, config: TrialConfig) -> dict[str, float]:
         """The objectives known before training, by name, in the units the study stores.
 
@@ -331,9 +336,12 @@ def _create_or_continue(
         study.set_user_attr("autopeft.backbone_params", info.backbone_params)
         study.set_user_attr("autopeft.objectives", settings["objectives"])
         study.set_user_attr(SETTINGS_ATTR, settings)
+        study.set_user_attr(SELECTION_SEED_ATTR, spec.seed)
     return BoundStudy(spec, task, info, space, budget, limit, objectives, study)
 
 
+SELECTION_SEED_ATTR = "autopeft.selection_seed"
+"""The seed of the held-out selection part: the creating run's ``--seed``, kept for every later worker."""
 SETTINGS_ATTR = "autopeft.settings"
 """What a study's trials depend on; a continued study must ask for the same."""
 
