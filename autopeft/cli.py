@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     search_numbers = [
         ("--trials", int, defaults.TRIALS, "finished trials the study should hold"),
         ("--workers", int, defaults.WORKERS, "concurrent trials"),
+        (
+            "--confirm",
+            int,
+            defaults.CONFIRM,
+            "confirmation runs at the end: the trials best and knee pick are trained again with another seed and "
+            "picked on their mean (0: pick on single draws)",
+        ),
     ]
     _training_options(search, search_numbers)
     _tracking_option(search)
@@ -411,7 +418,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
-    same_name += " gpus_per_trial ray_address trust_remote_code select_on"
+    same_name += " gpus_per_trial ray_address trust_remote_code select_on confirm"
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
@@ -427,7 +434,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     display = SearchDisplay(console)
     try:
         summary = run_search(
-            spec, max_failures=args.max_failures, on_start=display.start, on_trial_end=display.trial_ended
+            spec,
+            max_failures=args.max_failures,
+            on_start=display.start,
+            on_trial_end=display.trial_ended,
+            on_confirmation=display.confirmed,
         )
     finally:
         display.stop()
@@ -708,14 +719,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autopeft.display import print_pareto, print_trials
-    from autopeft.pareto import pareto_trials
+    from autopeft.pareto import confirmation_runs, pareto_trials
     from autopeft.retrain import validation_results
     from autopeft.study import dumps, trial_record
 
     study = _open_existing(args)
-    validation = validation_results(study)
+    validation, confirmations = validation_results(study), confirmation_runs(study)
     chosen = pareto_trials(study) if args.command == "pareto" else study.get_trials(deepcopy=False)
-    records = [trial_record(t, validation.get(t.number)) for t in chosen]
+    records = [trial_record(t, validation.get(t.number), confirmations.get(t.number)) for t in chosen]
     if args.command == "pareto":
         for record in records:
             record.pop("state", None)

@@ -19,3 +19,6 @@ REDUCTION = 4.0
 (4: the top quarter goes on; with 3, one seed of three saved only 28% of the training, see README)."""
 GRACE = 6
 """Early stopping: trials a rung must have seen before any trial stops there."""
+CONFIRM = 4
+"""Confirmation runs at the end of a search: ``best`` and ``knee`` trained again with another seed
+(usually 2 runs; up to 4 when a confirmation moves a pick to a trial not yet confirmed)."""

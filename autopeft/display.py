@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autopeft.execution.trials import fallback_reason
-from autopeft.pareto import pareto_trials
+from autopeft.pareto import confirmation_runs, mean_values, pareto_points
 from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, trial_record
 
 
@@ -55,11 +55,14 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     table = Table(title=title, caption=f"metric: on the {SPLIT_LABELS[split]}", title_justify="left")
     sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
     validation = validation_results(study)
-    front = pareto_trials(study)
+    points = pareto_points(study)
+    front = [trial for trial, _, _ in points]
     retrained = any(t.number in validation for t in front)
+    confirmed = any(seeds > 1 for _, _, seeds in points)
     columns = (
         "trial",
         f"metric ({split})",
+        *((f"mean over seeds ({split})",) if confirmed else ()),
         *(("validation (retrained)",) if retrained else ()),
         "trainable",
         "% of backbone",
@@ -68,8 +71,9 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     )
     for column in columns:
         table.add_column(column, justify="right" if column != "configuration" else "left")
-    for trial in front:
+    for trial, values, seeds in points:
         record = trial_record(trial, validation.get(trial.number))
+        mean = (f"{values[0]:.4f} (n={seeds})" if seeds > 1 else "",) if confirmed else ()
         sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
         found = record.get("validation")
         text = f"{found['mean']:.4f} ± {found['std']:.4f} (n={found['seeds']})" if found else ""
@@ -77,6 +81,7 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
         table.add_row(
             str(record["trial"]),
             f"{record['metric']:.4f}",
+            *mean,
             *shown,
             f"{record['trainable_params']:,}",
             f"{100 * record['trainable_fraction']:.3f}",
@@ -236,6 +241,20 @@ class SearchDisplay:
             self.failed += 1
             reason = trial.user_attrs.get("fail_reason", "")
             self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
+        if self.live is not None:
+            self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
+
+    def confirmed(self, bound: BoundStudy, number: int, run: dict) -> None:
+        """Say what a confirmation run found: the trial's metric, this seed's, and the mean over its seeds."""
+        if "fail_reason" in run:
+            self.console.print(f"[red]confirmation of trial {number} failed[/]: {run['fail_reason']}")
+            return
+        trial = bound.study.get_trials(deepcopy=False)[number]
+        values, seeds = mean_values(trial, confirmation_runs(bound.study).get(number))
+        self.console.print(
+            f"confirmed trial {number} with seed {run['seed']}: {bound.task.metric} {trial.values[0]:.4f} in the "
+            f"search, {run['values'][0]:.4f} now; mean {values[0]:.4f} over {seeds} seeds"
+        )
         if self.live is not None:
             self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
 

@@ -109,7 +109,7 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     Returns:
         The content of ``autopeft.json``.
     """
-    from autopeft.pareto import pick_trial
+    from autopeft.pareto import confirmation_runs, pick_trial
     from autopeft.retrain import validation_results
     from autopeft.study import spec_of, trial_config, trial_record
     from autopeft.tasks import get_task
@@ -118,7 +118,8 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     spec = spec_of(study)
     task = get_task(spec["task"])
     info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
-    record = trial_record(trial, validation_results(study).get(trial.number))
+    number = trial.number
+    record = trial_record(trial, validation_results(study).get(number), confirmation_runs(study).get(number))
     summary = {
         "task": spec["task"],  # a built-in name, or a task file's path
         "task_name": task.name,
@@ -127,6 +128,8 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         "pick": pick,
         "metric": record["metric"],  # the search's figure, on metric_split: what selected the trial
         "metric_split": record["metric_split"],
+        "metric_mean": record.get("metric_mean"),  # over metric_seeds seeds when confirmed: what picked it
+        "metric_seeds": record.get("metric_seeds", 1),
         "validation": record.get("validation"),  # retrained on the validation split: the figure to report
         "metric_name": task.metric,
         "metrics": record["metrics"],

@@ -1,5 +1,10 @@
 """The Pareto set of a study, and the choice of one point from it (``best``, ``knee``, a trial number).
 
+The Pareto set is noise-aware: a trial that was *confirmed* at the end of its search (trained again
+with other seeds on the same selection split, stored in the study attribute ``autopeft.confirm.<n>``)
+counts with the mean of its objective values over every seed, so a lucky single draw that did not
+repeat loses its place, and ``best`` and ``knee`` are chosen on those means.
+
 The knee is the Pareto point farthest from the straight line (plane, for three objectives) through
 the extreme points, with every objective scaled to [0, 1] over the Pareto set: the point after
 which further savings in trainable parameters start to cost the most metric. With one or two Pareto
@@ -8,6 +13,8 @@ points, the knee is the one with the best metric.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
@@ -15,21 +22,65 @@ from optuna.trial import FrozenTrial
 
 from autopeft.errors import AutopeftError
 
+CONFIRM_ATTR = "autopeft.confirm."
+"""Prefix of the study attribute holding a trial's confirmation runs (``autopeft.confirm.7``): a list of
+``{"seed", "values", "metric", "train_seconds"}`` or ``{"seed", "fail_reason"}``."""
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated finished trials, sorted by the first objective (best first).
+
+def confirmation_runs(study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
+    """Trial number -> its stored confirmation runs (failed ones included).
 
     Args:
         study: the study.
     """
-    trials = study.best_trials if len(study.directions) > 1 else _single_best(study)
-    sign = 1 if study.directions[0] == StudyDirection.MAXIMIZE else -1
-    return sorted(trials, key=lambda t: (-sign * t.values[0], t.number))
+    return {
+        int(key.removeprefix(CONFIRM_ATTR)): list(runs)
+        for key, runs in study.user_attrs.items()
+        if key.startswith(CONFIRM_ATTR)
+    }
 
 
-def _single_best(study: optuna.Study) -> list[FrozenTrial]:
+def mean_values(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) -> tuple[list[float], int]:
+    """A trial's objective values averaged with its successful confirmation runs, and how many seeds that is.
+
+    Args:
+        trial: a finished trial.
+        confirmations: its confirmation runs (see :func:`confirmation_runs`), or ``None``.
+    """
+    runs = [list(trial.values)] + [run["values"] for run in confirmations or () if "values" in run]
+    return [float(v) for v in np.mean(np.asarray(runs, dtype=float), axis=0)], len(runs)
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The non-dominated finished trials on their (confirmed) mean values, sorted by the first objective, best first.
+
+    Args:
+        study: the study.
+    """
+    return [trial for trial, _, _ in pareto_points(study)]
+
+
+def pareto_points(study: optuna.Study) -> list[tuple[FrozenTrial, list[float], int]]:
+    """``(trial, mean values, seeds)`` of the noise-aware Pareto set, sorted by the first mean value, best first.
+
+    Without confirmations this is Optuna's Pareto set (``study.best_trials``) on the stored values.
+
+    Args:
+        study: the study.
+    """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [study.best_trial] if complete else []
+    if not complete:
+        return []
+    confirmations = confirmation_runs(study)
+    points = [(t, *mean_values(t, confirmations.get(t.number))) for t in complete]
+    signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
+    gains = np.asarray([values for _, values, _ in points]) * signs  # larger is better everywhere
+    # dominated: another point at least as good everywhere and strictly better somewhere
+    dominated = (gains[None, :, :] >= gains[:, None, :]).all(-1) & (gains[None, :, :] > gains[:, None, :]).any(-1)
+    front = [point for point, beaten in zip(points, dominated.any(axis=1), strict=True) if not beaten]
+    if len(study.directions) == 1:
+        front = front[:1] if len(front) == 1 else [max(front, key=lambda p: (signs[0] * p[1][0], -p[0].number))]
+    return sorted(front, key=lambda p: (-signs[0] * p[1][0], p[0].number))
 
 
 def hypervolume(values: list[list[float]] | np.ndarray, maximize: list[bool], ref: list[float]) -> float:
@@ -89,15 +140,15 @@ def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
         study: the study.
         pick: ``knee``, ``best`` or a trial number.
     """
-    front = pareto_trials(study)
     if pick in ("knee", "best"):
+        front = pareto_points(study)
         if not front:
             raise AutopeftError(f"study {study.study_name!r} has no finished trial yet")
         if pick == "best":
-            return front[0]
-        values = np.asarray([t.values for t in front], dtype=float)
+            return front[0][0]
+        values = np.asarray([values for _, values, _ in front], dtype=float)
         maximize = [d == StudyDirection.MAXIMIZE for d in study.directions]
-        return front[knee_index(values, maximize)]
+        return front[knee_index(values, maximize)][0]
     if not pick.isdigit():
         raise AutopeftError(f"--pick {pick!r}: use knee, best or a trial number")
     number = int(pick)

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
-from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from autopeft.display import describe_config
-from autopeft.pareto import knee_index, pareto_trials
+from autopeft.pareto import confirmation_runs, mean_values, pareto_trials, pick_trial
 from autopeft.retrain import retrain_summaries
 from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
 
@@ -61,9 +59,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Args:
         study: the study.
     """
-    front = pareto_trials(study)
-    pareto = {t.number for t in front}
-    knee = _knee(study, front)
+    confirmations = confirmation_runs(study)
+    pareto = {t.number for t in pareto_trials(study)}
+    knee = pick_trial(study, "knee").number if pareto else None
     retrained = retrain_summaries(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -75,6 +73,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "trial": trial.number,
                 "state": trial.state.name,
                 "metric": record["metric"],
+                **_confirmed_columns(trial, confirmations.get(trial.number)),
                 **{f"metric_{k}": v for k, v in (record.get("metrics") or {}).items()},
                 "trainable_params": record["trainable_params"],
                 "trainable_percent": None if fraction is None else 100 * fraction,
@@ -92,12 +91,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _knee(study: optuna.Study, front: list) -> int | None:
-    if not front:
-        return None
-    values = np.asarray([t.values for t in front], dtype=float)
-    maximize = [d == StudyDirection.MAXIMIZE for d in study.directions]
-    return front[knee_index(values, maximize)].number
+def _confirmed_columns(trial: optuna.trial.FrozenTrial, confirmations: list[dict] | None) -> dict[str, Any]:
+    """The selection metric's mean over the trial's seeds when it was confirmed (else empty cells)."""
+    if not confirmations or not trial.values:
+        return {"metric_mean": None, "metric_seeds": None}
+    values, seeds = mean_values(trial, confirmations)
+    return {"metric_mean": values[0], "metric_seeds": seeds}
 
 
 def collect(study: optuna.Study, storage: str) -> StudyReport:

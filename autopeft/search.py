@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class SearchSummary:
         estimate_seconds: the estimate printed at start.
         fallbacks: trials of the study whose configuration is a random fallback (the sampler's
             model could not be used), with the first one's reason.
+        confirmations: confirmation runs of this run (``{"trial", "seed", "metric", ...}`` or with
+            ``fail_reason``), see :mod:`autopeft.execution.confirmations`.
     """
 
     bound: BoundStudy
@@ -58,6 +60,7 @@ class SearchSummary:
     estimate_seconds: float
     fallbacks: int = 0
     fallback_reason: str | None = None
+    confirmations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def cpus_per_trial(workers: int) -> int:
@@ -106,6 +109,7 @@ def run_search(
     max_failures: int | None = None,
     on_start: Callable[[BoundStudy, float], None] | None = None,
     on_trial_end: Callable[[BoundStudy, FrozenTrial], None] | None = None,
+    on_confirmation: Callable[[BoundStudy, int, dict[str, Any]], None] | None = None,
 ) -> SearchSummary:
     """Run (or continue) a study until it holds ``spec.trials`` finished trials.
 
@@ -115,10 +119,12 @@ def run_search(
             ``max(5, trials // 4)``).
         on_start: called once with the bound study and the estimated seconds.
         on_trial_end: called after each trial is stored and tracked.
+        on_confirmation: called with ``(bound, trial number, run)`` after each confirmation run.
     """
     import torch
 
     from autopeft.execution import DONE_STATES, StudySearcher, init_ray, run_with_ray
+    from autopeft.execution.confirmations import confirm_picks, unconfirmed_picks
     from autopeft.execution.trials import fallback_reason
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
@@ -141,6 +147,8 @@ def run_search(
     remaining = max(0, spec.trials - finished_before)
     per_trial = estimate_trial_seconds(bound, train_mean, eval_tokens, threads)
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
+    if remaining and spec.confirm:  # usually one round: best and knee side by side
+        estimate += math.ceil(min(spec.confirm, 2) / spec.workers) * per_trial
     if on_start is not None:
         on_start(bound, estimate)
 
@@ -168,8 +176,16 @@ def run_search(
 
     failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
     searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended)
-    if remaining:
+    confirmations: list[dict[str, Any]] = []
+
+    def to_confirm() -> bool:
+        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
+        complete = any(t.state == TrialState.COMPLETE for t in done)
+        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
+
+    if remaining or to_confirm():
         init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
+    if remaining:
         try:
             run_with_ray(
                 searcher,
@@ -183,15 +199,30 @@ def run_search(
         finally:
             searcher.close()
     fail_stale_trials(bound.study)  # left by a killed run less than a grace period ago
-    tracker.sync(bound.study)
-    tracker.finish()
     if searcher.failures >= failures_allowed and finished_before + searcher.completed < spec.trials:
+        tracker.sync(bound.study)
+        tracker.finish()
         last = bound.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1].user_attrs.get("fail_reason", "?")
         raise SearchAborted(
             f"stopped after {searcher.failures} failed trials (--max-failures {failures_allowed}); "
             f"{finished_before + searcher.completed} of {spec.trials} trials finished and are kept; "
             f"last failure: {last}"
         )
+    if to_confirm():
+
+        def confirmed(number: int, run: dict[str, Any]) -> None:
+            if "values" in run:
+                record = {**run, "settings": "proxy"}
+                config = bound.study.get_trials(deepcopy=False)[number].user_attrs["config"]
+                tags = {"autopeft.trial": str(number)}
+                tracker.log_run("confirm", f"confirm-trial-{number}-seed{run['seed']}", record, config, tags)
+            if on_confirmation is not None:
+                on_confirmation(bound, number, run)
+
+        resources = {"num_cpus": threads, "num_gpus": spec.gpus_per_trial}
+        confirmations = confirm_picks(bound, make_request, spec.confirm, spec.workers, resources, confirmed)
+    tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
+    tracker.finish()
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
@@ -206,4 +237,5 @@ def run_search(
         estimate_seconds=estimate,
         fallbacks=len(reasons),
         fallback_reason=reasons[0] if reasons else None,
+        confirmations=confirmations,
     )

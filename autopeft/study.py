@@ -26,6 +26,7 @@ from autopeft.execution.early_stopping import EarlyStopping
 from autopeft.locks import sqlite_path, store_lock
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
+from autopeft.pareto import mean_values
 from autopeft.samplers import KnownObjective, create_sampler
 from autopeft.space import SearchSpace, TrialConfig
 from autopeft.tasks import TaskSpec, get_task, task_reference
@@ -100,6 +101,9 @@ class StudySpec:
             or a stratified part of the train split held out, seeded by ``seed``; the search never
             reads the validation split) or ``validation`` (the old behaviour: the figures a search
             reports are then optimistic, selected and reported on the same data).
+        confirm: confirmation runs at the end of the search: the trials ``best`` and ``knee`` pick
+            are trained again with another seed and picked on their mean (0: pick on single draws;
+            see :mod:`autopeft.execution.confirmations`).
     """
 
     task: str
@@ -122,6 +126,7 @@ class StudySpec:
     ray_address: str | None = None
     trust_remote_code: bool = False
     select_on: str = "selection"
+    confirm: int = defaults.CONFIRM
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -132,6 +137,8 @@ class StudySpec:
             raise AutopeftError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
         if self.proxy.epochs <= 0:
             raise AutopeftError(f"--epochs must be positive, got {self.proxy.epochs}")
+        if self.confirm < 0:
+            raise AutopeftError(f"--confirm must not be negative, got {self.confirm}")
         if self.select_on not in EVALUATION_SPLITS:
             raise AutopeftError(f"--select-on must be one of {', '.join(EVALUATION_SPLITS)}, got {self.select_on!r}")
         self.task = task_reference(self.task)  # a task file travels to workers by absolute path
@@ -480,15 +487,22 @@ def scored_on(study: optuna.Study) -> str:
     return spec_of(study).get("select_on", "validation")
 
 
-def trial_record(trial: optuna.trial.FrozenTrial, validation: dict[str, Any] | None = None) -> dict[str, Any]:
+def trial_record(
+    trial: optuna.trial.FrozenTrial,
+    validation: dict[str, Any] | None = None,
+    confirmations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One trial as the plain record printed by ``pareto``/``trials`` and written to ``pareto.csv``.
 
-    ``metric`` is the search's own figure, on the split named by ``metric_split``; ``validation``,
-    when the trial was retrained, holds the validation-split figures to report.
+    ``metric`` is the search's own figure, on the split named by ``metric_split``; ``metric_mean``
+    and ``metric_seeds``, when the trial was confirmed, its mean over every seed on that split (what
+    picks it); ``validation``, when the trial was retrained, holds the validation-split figures to
+    report.
 
     Args:
         trial: a trial of an autopeft study.
         validation: its retrained results on the validation split (``retrain.validation_results``).
+        confirmations: its confirmation runs (``pareto.confirmation_runs``).
     """
     attrs = trial.user_attrs
     record = {
@@ -504,6 +518,9 @@ def trial_record(trial: optuna.trial.FrozenTrial, validation: dict[str, Any] | N
     }
     if trial.values and len(trial.values) > 2:
         record["objectives"] = list(trial.values)
+    if confirmations and trial.values:
+        values, seeds = mean_values(trial, confirmations)
+        record |= {"metric_mean": values[0], "metric_seeds": seeds, "confirmations": confirmations}
     if validation is not None:
         record["validation"] = validation
     if "fail_reason" in attrs:

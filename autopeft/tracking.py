@@ -251,7 +251,8 @@ class Tracker:
     def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
         for trial, run_id in self._child_ids().items():
             self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
-        rows = [{k: v for k, v in r.items() if k != "metrics"} for r in records if r["trial"] in pareto]
+        nested = ("metrics", "confirmations")
+        rows = [{k: v for k, v in r.items() if k not in nested} for r in records if r["trial"] in pareto]
         buffer = io.StringIO()
         pd.DataFrame(rows).to_csv(buffer, index=False)
         self.client.log_text(self.parent_id, buffer.getvalue(), "pareto.csv")
@@ -268,7 +269,7 @@ class Tracker:
         """
         from optuna.trial import TrialState
 
-        from autopeft.pareto import pareto_trials
+        from autopeft.pareto import confirmation_runs, pareto_trials
         from autopeft.study import trial_record
 
         if not self.enabled:
@@ -278,7 +279,8 @@ class Tracker:
         missing = [t for t in trials if t.number not in logged]
         for trial in missing:
             self.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
-        records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+        confirmations = confirmation_runs(study)
+        records = [trial_record(t, None, confirmations.get(t.number)) for t in study.get_trials(deepcopy=False)]
         self.mark_pareto(records, {t.number for t in pareto_trials(study)})
         return len(missing) if self.enabled else 0
 

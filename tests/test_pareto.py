@@ -58,3 +58,39 @@ def test_hypervolume_of_a_staircase_in_the_study_units():
     assert hypervolume(points, [True, False], [0.4, 0.005]) == pytest.approx(expected)
     assert hypervolume([[0.3, 0.001], [0.9, 0.006]], [True, False], [0.4, 0.005]) == 0.0
     assert hypervolume([], [True, False], [0.4, 0.005]) == 0.0
+
+
+def test_pareto_set_without_confirmations_is_optunas(study):
+    assert {t.number for t in pareto_trials(study)} == {t.number for t in study.best_trials}
+
+
+def _confirm(study, number: int, *metrics: float) -> None:
+    from autopeft.pareto import CONFIRM_ATTR
+
+    fraction = study.trials[number].values[1]
+    runs = [{"seed": 100 + i, "values": [m, fraction], "metric": m} for i, m in enumerate(metrics)]
+    study.set_user_attr(f"{CONFIRM_ATTR}{number}", runs)
+
+
+def test_a_lucky_draw_that_does_not_repeat_loses_best_and_its_place(study):
+    """Trial 4 (0.71 at 1%) confirms at 0.61: its mean 0.66 is dominated by trial 1 (0.70 at 0.3%)."""
+    _confirm(study, 4, 0.61)
+    assert pick_trial(study, "best").number == 1
+    assert 4 not in {t.number for t in pareto_trials(study)}
+
+
+def test_a_failed_confirmation_leaves_the_single_draw(study):
+    from autopeft.pareto import CONFIRM_ATTR, mean_values
+
+    study.set_user_attr(f"{CONFIRM_ATTR}4", [{"seed": 7, "fail_reason": "RuntimeError: out of memory"}])
+    assert pick_trial(study, "best").number == 4
+    assert mean_values(study.trials[4], study.user_attrs[f"{CONFIRM_ATTR}4"]) == ([0.71, 0.01], 1)
+
+
+def test_picks_use_the_mean_over_seeds(study):
+    from autopeft.pareto import pareto_points
+
+    _confirm(study, 1, 0.72, 0.74)  # 0.70, 0.72, 0.74: mean 0.72 beats trial 4's 0.71 with fewer parameters
+    points = {t.number: (values, seeds) for t, values, seeds in pareto_points(study)}
+    assert points[1] == (pytest.approx([0.72, 0.003]), 3)
+    assert pick_trial(study, "best").number == 1 and 4 not in points

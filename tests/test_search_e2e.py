@@ -80,6 +80,30 @@ def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
     assert "config.json" in [a.path for a in client.list_artifacts(one.info.run_id)]
 
 
+def test_the_picks_were_confirmed_with_other_seeds_and_picked_on_the_mean(search):
+    """best and knee were trained again (another seed, the same exact objectives) before the search ended."""
+    from autopeft.defaults import CONFIRM
+    from autopeft.execution.confirmations import CONFIRM_SEED_OFFSET
+    from autopeft.pareto import confirmation_runs, mean_values, pick_trial
+
+    runs, _, first = search
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
+    confirmations = confirmation_runs(study)
+    assert 1 <= sum(map(len, confirmations.values())) <= CONFIRM
+    for pick in ("best", "knee"):
+        trial = pick_trial(study, pick)
+        done = [run for run in confirmations[trial.number] if "values" in run]
+        assert done, f"the {pick} pick (trial {trial.number}) was not confirmed"
+        assert done[0]["seed"] == trial.number + CONFIRM_SEED_OFFSET  # spec seed 0: trial seeds are their numbers
+        assert all(run["values"][1:] == trial.values[1:] for run in done)  # exact objectives do not move
+        assert mean_values(trial, done)[1] == 1 + len(done)
+    assert "confirmed trial" in first.stderr
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    logged = client.search_runs([experiment.experiment_id], "tags.`autopeft.role` = 'confirm'")
+    assert len(logged) == sum(1 for runs in confirmations.values() for run in runs if "values" in run)
+
+
 def test_trials_json_lists_every_trial_with_its_state(search):
     runs, _, _ = search
     trials = json.loads(autopeft("trials", "--runs-dir", str(runs), "--study", "e2e", "--json").stdout)
