@@ -31,6 +31,9 @@ _TRAIN_S_PER_TOKEN = 7.4e-4
 _EVAL_S_PER_TOKEN = 3.8e-4
 _REFERENCE_PARAMS = 22.7e6
 _TRIAL_OVERHEAD_S = 8.0
+SEARCH_RUNS_ATTR = "autopeft.search_runs"
+"""Study attribute: one record per finished ``run_search`` call (trials run, workers, the start-up
+estimate and the wall seconds it took), so an estimate can be checked against what happened."""
 
 
 @dataclass
@@ -223,6 +226,10 @@ def run_search(
         confirmations = confirm_picks(bound, make_request, spec.confirm, spec.workers, resources, confirmed)
     tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
     tracker.finish()
+    seconds = time.perf_counter() - started
+    runs = bound.study.user_attrs.get(SEARCH_RUNS_ATTR, [])
+    record = {"trials_run": remaining, "workers": spec.workers, "estimate_seconds": estimate, "seconds": seconds}
+    bound.study.set_user_attr(SEARCH_RUNS_ATTR, [*runs, {**record, "confirmations": len(confirmations)}])
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
@@ -233,7 +240,7 @@ def run_search(
         pruned=pruned,
         failed_now=searcher.failures,
         pareto=[trial_record(t) for t in front],
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         estimate_seconds=estimate,
         fallbacks=len(reasons),
         fallback_reason=reasons[0] if reasons else None,

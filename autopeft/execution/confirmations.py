@@ -103,8 +103,10 @@ def confirm_picks(
                     "seed": seed,
                     "values": bound.objective_values(config, result),
                     "metric": result["metric"],
-                    "train_seconds": result.get("train_seconds"),
-                    "seconds": result.get("seconds"),
+                    "train_seconds": result["train_seconds"],
+                    "seconds": result["seconds"],
+                    "threads": result["threads"],
+                    "train_tokens": result["train_tokens"],
                 }
             runs = confirmation_runs(bound.study).get(trial.number, [])
             bound.study.set_user_attr(f"{CONFIRM_ATTR}{trial.number}", [*runs, run])

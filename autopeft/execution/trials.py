@@ -24,6 +24,8 @@ RESULT_ATTRS = (
     "eval_seconds",
     "rung_eval_seconds",
     "steps",
+    "threads",
+    "train_tokens",
     "final_loss",
     "rung_metrics",
     "rung_scores",

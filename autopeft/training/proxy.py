@@ -342,6 +342,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "seconds": finished - started,
+        "threads": torch.get_num_threads(),
         "train_tokens": tokens,
         "final_loss": float(loss.detach()),
         "rung_metrics": rung_metrics,

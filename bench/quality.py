@@ -1,0 +1,151 @@
+"""Does the answer beat what a user would do instead? The default search against the baselines, at full fidelity.
+
+Runs the user's own command sequence, in this process, through ``autopeft.cli.main``:
+
+    autopeft search    --task T --budget 0.5% --study quality-T        (the defaults; selects on the selection split)
+    autopeft retrain   --study quality-T --pick knee best --seeds 3    (3 epochs of the whole train split, validation)
+    autopeft baselines --study quality-T --only lora,houlsby[,full]    (the same seeds and schedule)
+
+then reads the stores and prints a table (configuration, trainable %, mean ± std of the validation
+metric over the seeds, training seconds per run) and, last, one line::
+
+    task=<t> knee_minus_lora=<points> best_minus_lora=<points> search_compute_in_lora_finetunes=<x>
+
+Points are 100 x the difference of the mean validation metric. The compute ratio is the search's
+training core-seconds (every trial, stopped ones and confirmations included: training seconds x
+torch threads) over one LoRA r=8 full-fidelity run's; the same ratio in training tokens, which
+no drift of this machine's speed moves, is printed beside it. Every step resumes (the search
+continues its study, ``retrain`` and ``baselines`` skip the seeds they hold), so an interrupted
+run, or one spanning sessions, goes on where it stopped.
+
+    python bench/quality.py --task mrpc --data-dir ../shared/data/glue
+    python bench/quality.py --task rte --data-dir ../shared/data/glue --full   # also full fine-tuning
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autopeft import cli
+from autopeft.baselines import baselines_study_name, stored_runs
+from autopeft.pareto import confirmation_runs, pick_trial
+from autopeft.retrain import retrain_runs
+from autopeft.search import SEARCH_RUNS_ATTR
+from autopeft.study import connect_storage, default_storage, spec_of
+from autopeft.tasks import get_task
+
+FULL_FIDELITY = ["--epochs", "3", "--max-train-samples", "0", "--max-eval-samples", "0"]
+"""The schedule of every retrain and baseline run (``retrain``'s default, written out for both)."""
+
+
+def _run(argv: list[str]) -> None:
+    print("$ autopeft " + " ".join(argv), flush=True)
+    code = cli.main(argv)
+    if code:
+        raise SystemExit(f"autopeft {argv[0]} exited with {code}")
+
+
+def core_seconds(run: dict) -> float:
+    """Training seconds x torch threads of one run (a trial's attributes, a confirmation or a retrain record)."""
+    return float(run["train_seconds"]) * int(run.get("threads") or 1)
+
+
+def search_compute(study: optuna.Study) -> tuple[float, float, int]:
+    """Training core-seconds and tokens of every trial of a search, confirmations included, and how many runs.
+
+    Args:
+        study: the study.
+    """
+    runs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    runs += [run for runs in confirmation_runs(study).values() for run in runs if "values" in run]
+    return sum(map(core_seconds, runs)), sum(float(r.get("train_tokens") or 0) for r in runs), len(runs)
+
+
+def _summary(runs: list[dict]) -> tuple[float, float, float, float, int]:
+    """mean, std of the metric; median core-seconds and tokens per run; seeds."""
+    metrics = [r["metric"] for r in runs]
+    std = statistics.stdev(metrics) if len(metrics) > 1 else 0.0
+    seconds = statistics.median(map(core_seconds, runs))
+    tokens = statistics.median(float(r.get("train_tokens") or 0) for r in runs)
+    return statistics.fmean(metrics), std, seconds, tokens, len(runs)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--budget", default="0.5%")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
+    parser.add_argument("--runs-dir", default="runs/quality")
+    parser.add_argument("--full", action="store_true", help="also full fine-tuning (slow on CPUs)")
+    parser.add_argument("--search-args", default="", help="further search options, e.g. '--trials 12' (smoke runs)")
+    parser.add_argument("--retrain-args", default="", help="further retrain/baselines options (smoke runs)")
+    args = parser.parse_args(argv)
+
+    task = get_task(args.task)
+    name = f"quality-{task.name}"
+    common = ["--runs-dir", args.runs_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    schedule = FULL_FIDELITY + args.retrain_args.split() + ["--seeds", str(args.seeds)]
+    _run(["search", "--task", args.task, "--budget", args.budget, "--study", name, *common, *args.search_args.split()])
+    _run(["retrain", "--study", name, "--pick", "knee", "best", *common, *schedule])
+    only = "lora,houlsby" + (",full" if args.full else "")
+    _run(["baselines", "--study", name, "--only", only, *common, *schedule])
+
+    storage = default_storage(Path(args.runs_dir).resolve())
+    study = optuna.load_study(study_name=name, storage=connect_storage(storage))
+    spec = spec_of(study)
+    picks = {"knee": pick_trial(study, "knee"), "best": pick_trial(study, "best")}
+    base = optuna.load_study(
+        study_name=baselines_study_name(task.name, spec["model"], spec["budget"]), storage=connect_storage(storage)
+    )
+    rows: dict[str, tuple] = {}
+    for pick, trial in picks.items():
+        runs = retrain_runs(study, trial.number)
+        key = runs[-1]["settings"]
+        label = f"autopeft {pick} (trial {trial.number})"
+        rows[pick] = (
+            label,
+            trial.user_attrs["trainable_fraction"],
+            _summary([r for r in runs if "metric" in r and r["settings"] == key]),
+        )
+    for baseline in only.split(","):
+        runs = [t.user_attrs for t in stored_runs(base) if t.user_attrs.get("baseline") == baseline and t.values]
+        key = runs[-1]["settings"]
+        runs = [r for r in runs if r["settings"] == key]
+        rows[baseline] = (runs[-1]["label"], runs[-1]["trainable_fraction"], _summary(runs))
+
+    search_seconds, search_tokens, search_runs = search_compute(study)
+    lora_seconds, lora_tokens = rows["lora"][2][2], rows["lora"][2][3]
+    print(f"\n{task.name}: validation {task.metric}, {args.seeds} seeds, 3 epochs of the whole train split")
+    print(f"| configuration | trainable % | {task.metric} (mean ± std) | training core-s per run | seeds |")
+    print("|---|---|---|---|---|")
+    for label, fraction, (mean, std, seconds, _, seeds) in rows.values():
+        print(f"| {label} | {100 * fraction:.3f} | {mean:.4f} ± {std:.4f} | {seconds:.0f} | {seeds} |")
+    search_record = next((r for r in study.user_attrs.get(SEARCH_RUNS_ATTR, []) if r["trials_run"]), {})
+    if "seconds" in search_record:
+        print(
+            f"search: {search_runs} trainings (trials and confirmations), {search_seconds:.0f} training core-s; "
+            f"wall {search_record['seconds'] / 60:.1f} min for {search_record['trials_run']} trials on "
+            f"{search_record['workers']} workers, start-up estimate {search_record['estimate_seconds'] / 60:.1f} min "
+            f"({100 * (search_record['estimate_seconds'] / search_record['seconds'] - 1):+.0f}%)"
+        )
+    print(f"search compute in LoRA fine-tunes by training tokens: {search_tokens / lora_tokens:.2f}")
+    lora_mean = rows["lora"][2][0]
+    line = (
+        f"task={task.name} knee_minus_lora={100 * (rows['knee'][2][0] - lora_mean):.2f} "
+        f"best_minus_lora={100 * (rows['best'][2][0] - lora_mean):.2f} "
+        f"search_compute_in_lora_finetunes={search_seconds / lora_seconds:.2f}"
+    )
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

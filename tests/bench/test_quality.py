@@ -1,0 +1,45 @@
+"""The quality benchmark runs the user's command sequence; a tiny run must print its table and final line."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import optuna
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_path, tiny_model, data_dir, capsys):
+    bench = load_bench()
+    runs = tmp_path / "runs"
+    search = f"--model {tiny_model} --trials 4 --epochs 0.5 --max-train-samples 64 --max-eval-samples 64"
+    argv = ["--task", "rte", "--budget", "2%", "--seeds", "2", "--data-dir", data_dir, "--runs-dir", str(runs)]
+    argv += ["--search-args", search, "--retrain-args", "--epochs 0.25 --max-train-samples 64"]
+    line = bench.main(argv)
+    assert re.fullmatch(
+        r"task=rte knee_minus_lora=-?\d+\.\d\d best_minus_lora=-?\d+\.\d\d search_compute_in_lora_finetunes=\d+\.\d\d",
+        line,
+    ), line
+    out = capsys.readouterr().out
+    rows = [r for r in out.splitlines() if r.startswith("| ")]
+    assert len(rows) == 1 + 4 and rows[-1].endswith("| 2 |"), out  # header; knee, best, lora, houlsby
+    assert "start-up estimate" in out
+
+    # the compute ratio counts every trial and confirmation of the study, as stored
+    study = optuna.load_study(study_name="quality-rte", storage=f"sqlite:///{runs.resolve()}/optuna.db")
+    seconds, tokens, count = bench.search_compute(study)
+    confirmations = sum(len(v) for k, v in study.user_attrs.items() if k.startswith("autopeft.confirm."))
+    assert count == 4 + confirmations and confirmations >= 1 and seconds > 0 and tokens > 0
+
+    again = bench.main(argv)  # everything is stored: nothing trains again, the figures repeat
+    assert again == line
