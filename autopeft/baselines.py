@@ -23,9 +23,9 @@ import optuna
 from autopeft.errors import AutopeftError
 from autopeft.evaluation import RunPlan, SeedSummary, run_record, settings_key, summarize, train_seeds
 from autopeft.methods import METHODS
-from autopeft.methods.build import check_config
+from autopeft.methods.build import check_config, count_trainable
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
-from autopeft.space import TrialConfig, count_trainable
 
 MethodsFn = Callable[[BackboneInfo, int], dict[str, dict]]
 

@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 
 from autopeft import defaults
 from autopeft.errors import AutopeftError, SearchAborted
-from autopeft.execution.early_stopping import SCORES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--early-stopping-score",
-        choices=SCORES,
+        choices=defaults.EARLY_STOPPING_SCORES,
         default="neg_loss",
         help="what rungs compare: minus the loss on a 256-example validation subset (neg_loss, the default; ranks "
         "even while metrics tie), minus the training loss of the last eighth of the steps (train_loss: free) or "
@@ -383,7 +382,7 @@ def spec_file_arguments(path: str, known: set[str]) -> list[str]:
         path: the spec file.
         known: option names (underscored) that ``search`` accepts.
     """
-    from autopeft.space.values import read_yaml
+    from autopeft.schema import read_yaml
 
     spec = Path(path)
     if not spec.is_file():
@@ -412,9 +411,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not getattr(args, name):
             raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
     from autopeft.display import SearchDisplay, print_pareto
-    from autopeft.execution import EarlyStopping, parse_fractions
     from autopeft.search import run_search
-    from autopeft.study import StudySpec
+    from autopeft.study import EarlyStopping, StudySpec, parse_fractions
 
     proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"

@@ -22,3 +22,5 @@ GRACE = 6
 CONFIRM = 4
 """Confirmation runs at the end of a search: ``best`` and ``knee`` trained again with another seed
 (usually 2 runs; up to 4 when a confirmation moves a pick to a trial not yet confirmed)."""
+EARLY_STOPPING_SCORES = ("neg_loss", "train_loss", "metric")
+"""What early-stopping rungs can compare (see :class:`autopeft.study.EarlyStopping`)."""

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.errors import AutopeftError, DataError
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
-from autopeft.space import TrialConfig
 from autopeft.tasks import TaskSpec, get_task
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
 

@@ -24,9 +24,16 @@ from typing import Any
 import optuna
 
 from autopeft.errors import ConfigError
-from autopeft.methods.build import AdaptedModel, apply_config, check_config, peft_config
+from autopeft.methods.build import (
+    AdaptedModel,
+    apply_config,
+    check_config,
+    count_trainable,
+    peft_config,
+    target_sparsity,
+)
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info
-from autopeft.space import TrialConfig, count_trainable, target_sparsity
 
 EXPORT_FILE = "autopeft.json"
 MASKS_FILE = "masks.npz"
@@ -164,7 +171,7 @@ def read_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
     Returns:
         The configuration and the whole document it came from.
     """
-    from autopeft.space.values import read_yaml
+    from autopeft.schema import read_yaml
 
     path = Path(path)
     file = path / EXPORT_FILE if path.is_dir() else path

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.errors import ConfigError
-from autopeft.space.values import read_yaml
+from autopeft.schema import read_yaml
 
 OBJECTIVES_DIR = Path(__file__).resolve().parents[1] / "objectives"
 

@@ -16,8 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import SearchAborted
+from autopeft.methods.config import TrialConfig
 from autopeft.pareto import pareto_trials
-from autopeft.space import TrialConfig
 from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest

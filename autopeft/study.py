@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,13 @@ import optuna
 from autopeft import defaults
 from autopeft.budget import Budget, parse_budget
 from autopeft.errors import AutopeftError, BudgetError
-from autopeft.execution.early_stopping import EarlyStopping
 from autopeft.locks import sqlite_path, store_lock
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
 from autopeft.pareto import mean_values
 from autopeft.samplers import KnownObjective, create_sampler
-from autopeft.space import SearchSpace, TrialConfig
+from autopeft.space import SearchSpace
 from autopeft.tasks import TaskSpec, get_task, task_reference
 from autopeft.training import ProxySettings
 from autopeft.training.data import EVALUATION_SPLITS
@@ -71,6 +72,60 @@ def study_slug(task: str, model: str, budget: str, suffix: str) -> str:
     model_name = path.parent.name if path.name == "model" else path.name
     text = f"{task}-{model_name}-{budget.replace('%', 'pct')}-{suffix}"
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """When trials are compared, and how many may go on.
+
+    Attributes:
+        rungs: fractions of the proxy training (increasing, in (0, 1)) at which the dev metric is
+            measured and the trial compared with its peers.
+        reduction: a trial goes on only within the top ``1 / reduction`` of the rung's trials.
+        grace: trials a rung must have seen (this one included) before any trial stops there.
+        score: what trials are compared on at a rung: ``neg_loss`` (minus the validation loss, a
+            smooth score that ranks as full training does even while the thresholded metric of
+            every trial still ties at the majority class), ``train_loss`` (minus the mean training
+            loss of the last eighth of the steps before the rung: free, no evaluation) or
+            ``metric`` (the task's main metric).
+    """
+
+    rungs: tuple[float, ...] = defaults.RUNGS
+    reduction: float = defaults.REDUCTION
+    grace: int = defaults.GRACE
+    score: str = "neg_loss"
+
+    def __post_init__(self) -> None:
+        rungs = tuple(float(r) for r in self.rungs)
+        object.__setattr__(self, "rungs", rungs)
+        if not rungs or any(not 0 < r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
+            raise AutopeftError(f"early stopping rungs must be increasing fractions in (0, 1), got {list(rungs)}")
+        if self.reduction <= 1:
+            raise AutopeftError(f"early stopping reduction must be > 1, got {self.reduction}")
+        if self.score not in defaults.EARLY_STOPPING_SCORES:
+            raise AutopeftError(
+                f"early stopping score must be one of {', '.join(defaults.EARLY_STOPPING_SCORES)}, got {self.score!r}"
+            )
+        if self.grace < 2:
+            raise AutopeftError(f"early stopping grace must be at least 2 trials, got {self.grace}")
+
+
+def parse_fractions(text: str | None, option: str) -> tuple[float, ...] | None:
+    """Comma-separated fractions (``1/8,1/4,0.5``) as floats; ``None`` when ``text`` is.
+
+    Args:
+        text: the option's value.
+        option: the option's name, for the error message.
+    """
+    if text is None:
+        return None
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(Fraction(item.strip())))
+        except (ValueError, ZeroDivisionError):
+            raise AutopeftError(f"{option}: {item.strip()!r} is not a fraction (like 1/4 or 0.25)") from None
+    return tuple(values)
 
 
 @dataclass

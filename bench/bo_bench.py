@@ -52,9 +52,9 @@ import torch  # noqa: E402
 from optuna.distributions import FloatDistribution  # noqa: E402
 
 from autopeft.execution import trials as study_trials  # noqa: E402
+from autopeft.methods.config import TrialConfig  # noqa: E402
 from autopeft.models import default_model  # noqa: E402
 from autopeft.pareto import hypervolume  # noqa: E402
-from autopeft.space import TrialConfig  # noqa: E402
 from autopeft.study import BoundStudy, StudySpec, open_study  # noqa: E402
 
 SAMPLERS = ["botorch", "random", "tpe", "nsga2", "gp"]

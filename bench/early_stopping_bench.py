@@ -42,8 +42,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autopeft import defaults
-from autopeft.execution import EarlyStopping, RungBoard, parse_fractions
+from autopeft.execution import RungBoard
 from autopeft.pareto import hypervolume
+from autopeft.study import EarlyStopping, parse_fractions
 from autopeft.training.proxy import train_loss_score
 
 OBSERVE_ONLY = 10**9

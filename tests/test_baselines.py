@@ -6,9 +6,8 @@ import pytest
 
 from autopeft.baselines import BASELINES, baseline_points, open_baselines_study, run_baselines, stored_runs
 from autopeft.evaluation import RunPlan
-from autopeft.methods.build import apply_config
+from autopeft.methods.build import apply_config, count_trainable
 from autopeft.models import load_model
-from autopeft.space import count_trainable
 from autopeft.training import ProxySettings
 
 

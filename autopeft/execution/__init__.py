@@ -1,18 +1,18 @@
 """Executors: run proxy trials in parallel (Ray Tune, locally or on an existing cluster), stop dominated ones early.
 
-The Ray Tune part is imported on first use, so the light early-stopping policy can be read (by the
-study spec, the CLI) without importing Ray.
+The Ray Tune part is imported on first use, so the rung decisions can be used without importing Ray
+(the policy itself, :class:`autopeft.study.EarlyStopping`, is part of a study's spec).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from autopeft.execution.early_stopping import EarlyStopping, RungBoard, parse_fractions, should_stop
+from autopeft.execution.early_stopping import RungBoard, should_stop
 
 _RAY_TUNE = ("DONE_STATES", "StudySearcher", "init_ray", "proxy_trainable", "run_with_ray")
 
-__all__ = ["EarlyStopping", "RungBoard", "parse_fractions", "should_stop", *_RAY_TUNE]
+__all__ = ["RungBoard", "should_stop", *_RAY_TUNE]
 
 
 def __getattr__(name: str) -> Any:

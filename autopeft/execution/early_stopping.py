@@ -20,66 +20,8 @@ of the front survives.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from fractions import Fraction
 
-from autopeft import defaults
-from autopeft.errors import AutopeftError
-
-SCORES = ("neg_loss", "train_loss", "metric")
-"""What rungs can compare (see :class:`EarlyStopping`)."""
-
-
-@dataclass(frozen=True)
-class EarlyStopping:
-    """When trials are compared, and how many may go on.
-
-    Attributes:
-        rungs: fractions of the proxy training (increasing, in (0, 1)) at which the dev metric is
-            measured and the trial compared with its peers.
-        reduction: a trial goes on only within the top ``1 / reduction`` of the rung's trials.
-        grace: trials a rung must have seen (this one included) before any trial stops there.
-        score: what trials are compared on at a rung: ``neg_loss`` (minus the validation loss, a
-            smooth score that ranks as full training does even while the thresholded metric of
-            every trial still ties at the majority class), ``train_loss`` (minus the mean training
-            loss of the last eighth of the steps before the rung: free, no evaluation) or
-            ``metric`` (the task's main metric).
-    """
-
-    rungs: tuple[float, ...] = defaults.RUNGS
-    reduction: float = defaults.REDUCTION
-    grace: int = defaults.GRACE
-    score: str = "neg_loss"
-
-    def __post_init__(self) -> None:
-        rungs = tuple(float(r) for r in self.rungs)
-        object.__setattr__(self, "rungs", rungs)
-        if not rungs or any(not 0 < r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
-            raise AutopeftError(f"early stopping rungs must be increasing fractions in (0, 1), got {list(rungs)}")
-        if self.reduction <= 1:
-            raise AutopeftError(f"early stopping reduction must be > 1, got {self.reduction}")
-        if self.score not in SCORES:
-            raise AutopeftError(f"early stopping score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if self.grace < 2:
-            raise AutopeftError(f"early stopping grace must be at least 2 trials, got {self.grace}")
-
-
-def parse_fractions(text: str | None, option: str) -> tuple[float, ...] | None:
-    """Comma-separated fractions (``1/8,1/4,0.5``) as floats; ``None`` when ``text`` is.
-
-    Args:
-        text: the option's value.
-        option: the option's name, for the error message.
-    """
-    if text is None:
-        return None
-    values = []
-    for item in text.split(","):
-        try:
-            values.append(float(Fraction(item.strip())))
-        except (ValueError, ZeroDivisionError):
-            raise AutopeftError(f"{option}: {item.strip()!r} is not a fraction (like 1/4 or 0.25)") from None
-    return tuple(values)
+from autopeft.study import EarlyStopping
 
 
 def front_ranks(points: list[tuple[float, int]]) -> list[int]:

@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from autopeft.execution import trials
-from autopeft.execution.early_stopping import EarlyStopping, RungBoard
-from autopeft.space import TrialConfig
-from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, fail_stale_trials, mask_url
+from autopeft.execution.early_stopping import RungBoard
+from autopeft.methods.config import TrialConfig
+from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, EarlyStopping, fail_stale_trials, mask_url
 from autopeft.training import ProxyRequest
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)

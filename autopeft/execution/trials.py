@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft.methods.config import TrialConfig
 from autopeft.samplers import ProposalLog
-from autopeft.space import TrialConfig
 from autopeft.study import BoundStudy
 
 RESULT_ATTRS = (

@@ -26,7 +26,7 @@ from autopeft.methods.placement import (
     placement_table,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, numbers
+from autopeft.schema import Strict, ValueSpec, distribution, numbers
 
 
 class AdaLoraSection(MethodSection):

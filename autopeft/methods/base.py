@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution
 from pydantic import BaseModel, Field, ValidationError
 
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict
+from autopeft.schema import Strict
 
 ValueOf = Callable[[str, Any], Any]
 """``value_of(dimension_name, spec)``: the sampled value of a searched dimension, or the spec's fixed value."""

@@ -41,7 +41,7 @@ from autopeft.methods.placement import (
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
+from autopeft.schema import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
 
 POSITIONS = ("attn", "ffn")
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "tanh": torch.nn.Tanh}

@@ -15,8 +15,8 @@ import torch
 
 from autopeft.errors import ConfigError
 from autopeft.methods.base import METHODS, BuildContext, TrainingHook
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
-from autopeft.space import TrialConfig
 
 
 @dataclass
@@ -153,3 +153,27 @@ def peft_config(config: TrialConfig, info: BackboneInfo, total_steps: int = 1000
 def peft_trainable_params(model) -> int:
     """Trainable parameters of a ``peft.PeftModel`` outside the classification head (``modules_to_save``)."""
     return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in name)
+
+
+def count_trainable(config: TrialConfig, info: BackboneInfo) -> int:
+    """Exact trainable PEFT parameters of a configuration on a backbone (head excluded).
+
+    Args:
+        config: the configuration.
+        info: the backbone.
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    return sum(METHODS[name].count(plan, info) for name, plan in config.methods.items())
+
+
+def target_sparsity(config: TrialConfig, info: BackboneInfo) -> float:
+    """Fraction of the backbone's encoder-layer Linear weights a configuration prunes (exact, before training).
+
+    Args:
+        config: the configuration.
+        info: the backbone.
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    return sum(METHODS[name].target_sparsity(plan, info) for name, plan in config.methods.items())

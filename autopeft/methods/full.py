@@ -11,7 +11,7 @@ from optuna.distributions import BaseDistribution
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict
+from autopeft.schema import Strict
 
 
 class FullSection(MethodSection):

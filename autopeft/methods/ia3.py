@@ -22,7 +22,7 @@ from autopeft.methods.placement import (
     placement_table,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict
+from autopeft.schema import Strict
 
 FEEDFORWARD = "ffn_out"
 """The generic module whose input, not output, IA3 scales."""

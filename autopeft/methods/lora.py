@@ -22,7 +22,7 @@ from autopeft.methods.placement import (
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, all_numbers, distribution, numbers
+from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
 
 
 class LoraSection(MethodSection):

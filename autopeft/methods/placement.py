@@ -14,7 +14,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict
+from autopeft.schema import Strict
 
 BOOL = CategoricalDistribution([False, True])
 

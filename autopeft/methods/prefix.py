@@ -21,6 +21,8 @@ import torch
 from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
+from autopeft.attention import ATTENTION as FAST_SDPA
+from autopeft.attention import sdpa_attention  # SDPA, with cheap dropout masks on CPUs
 from autopeft.errors import ConfigError
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
 from autopeft.methods.placement import (
@@ -33,7 +35,7 @@ from autopeft.methods.placement import (
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, all_booleans, distribution, numbers
+from autopeft.schema import Strict, ValueSpec, all_booleans, distribution, numbers
 
 _BASES = ("sdpa", "eager")
 
@@ -98,8 +100,6 @@ def _with_prefix(module, query, key, value, attention_mask):
 
 
 def _sdpa_with_prefix(module, query, key, value, attention_mask, **kwargs):
-    from autopeft.training.fast_dropout import sdpa_attention  # SDPA, with cheap dropout masks on CPUs
-
     key, value, attention_mask = _with_prefix(module, query, key, value, attention_mask)
     return sdpa_attention(module, query, key, value, attention_mask, **kwargs)
 
@@ -194,8 +194,6 @@ class Prefix(PeftMethod):
         base = model.config._attn_implementation
         if base.startswith("autopeft_prefix_"):
             base = base.removeprefix("autopeft_prefix_")
-        from autopeft.training.fast_dropout import ATTENTION as FAST_SDPA  # lazy: training imports methods
-
         if base == FAST_SDPA:
             base = "sdpa"  # the prefix wrapper of SDPA takes the same fast path
         if base not in _BASES:

@@ -33,7 +33,7 @@ from pydantic import Field, PositiveInt
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
 from autopeft.methods.placement import check_choices, check_layers, layer_indices
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, all_numbers, distribution, numbers
+from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
 
 CRITERIA = ("magnitude", "taylor", "movement")
 SCHEDULES = ("one_shot", "linear", "cubic")

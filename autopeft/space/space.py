@@ -18,8 +18,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from autopeft.errors import ConfigError
 from autopeft.methods import base as method_base
+from autopeft.methods.build import count_trainable, target_sparsity
+from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
-from autopeft.space.values import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_model_file
+from autopeft.schema import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_model_file
 
 _EMPTY = 2**62  # repair score of a configuration that places no module (exact integer arithmetic)
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -50,28 +52,6 @@ class SpaceFile(Strict):
         default_factory=list,
         description="groups of methods of which at most one is on (one categorical dimension per group)",
     )
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """One PEFT configuration: a plan per method in use, and the training knobs.
-
-    Attributes:
-        methods: method name -> plan (see each method's ``decode``).
-        training: ``learning_rate`` and other training values.
-    """
-
-    methods: dict[str, dict]
-    training: dict[str, float]
-
-    def to_dict(self) -> dict:
-        """JSON-able form, stored with each trial and in exports."""
-        return {"methods": self.methods, "training": self.training}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrialConfig:
-        """Inverse of :meth:`to_dict`."""
-        return cls(methods=dict(data["methods"]), training=dict(data["training"]))
 
 
 def resolve_space_path(space: str | Path) -> Path:
@@ -399,27 +379,3 @@ def _check_groups(spec: SpaceFile, sections: dict[str, BaseModel]) -> str | None
     if {"lora", "adalora"} <= set(sections) and not together:
         return "exclusive: lora and adalora cannot train in one model (peft); add the group [lora, adalora]"
     return None
-
-
-def count_trainable(config: TrialConfig, info: BackboneInfo) -> int:
-    """Exact trainable PEFT parameters of a configuration on a backbone (head excluded).
-
-    Args:
-        config: the configuration.
-        info: the backbone.
-    """
-    import autopeft.methods  # noqa: F401  (registers the built-in methods)
-
-    return sum(method_base.METHODS[name].count(plan, info) for name, plan in config.methods.items())
-
-
-def target_sparsity(config: TrialConfig, info: BackboneInfo) -> float:
-    """Fraction of the backbone's encoder-layer Linear weights a configuration prunes (exact, before training).
-
-    Args:
-        config: the configuration.
-        info: the backbone.
-    """
-    import autopeft.methods  # noqa: F401  (registers the built-in methods)
-
-    return sum(method_base.METHODS[name].target_sparsity(plan, info) for name, plan in config.methods.items())

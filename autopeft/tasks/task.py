@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from autopeft.errors import ConfigError, DataError
-from autopeft.space.values import Strict, read_model_file
+from autopeft.schema import Strict, read_model_file
 from autopeft.tasks.metrics import METRICS
 
 SPLITS = ("train", "validation", "test", "selection")

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from autopeft import defaults
+from autopeft.attention import use_fast_dropout
 from autopeft.errors import TrialFailed
-from autopeft.methods.build import apply_config
+from autopeft.methods.build import apply_config, count_trainable, target_sparsity
+from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info, initialise_fresh, load_pretrained
-from autopeft.space import TrialConfig, count_trainable, target_sparsity
 from autopeft.tasks import compute_metrics, get_task
 from autopeft.training.data import collate, length_grouped_batches, subset, training_and_evaluation
-from autopeft.training.fast_dropout import use_fast_dropout
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import math
 import pytest
 
 from autopeft.errors import AutopeftError
-from autopeft.execution import EarlyStopping, RungBoard, parse_fractions, should_stop
+from autopeft.execution import RungBoard, should_stop
 from autopeft.execution.early_stopping import front_ranks
+from autopeft.study import EarlyStopping, parse_fractions
 
 
 def test_fronts_follow_clear_domination_a_higher_metric_with_no_more_params():

@@ -9,7 +9,8 @@ import pytest
 from helpers import autopeft, mlflow_runs, tiny_search_args, trials_of
 from mlflow import MlflowClient
 
-from autopeft.execution import EarlyStopping, RungBoard
+from autopeft.execution import RungBoard
+from autopeft.study import EarlyStopping
 
 pytestmark = pytest.mark.slow
 PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from autopeft.methods.build import apply_config, peft_config, peft_trainable_params
+from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info, default_model, load_model
-from autopeft.space import SPACES_DIR, SearchSpace, TrialConfig
+from autopeft.space import SPACES_DIR, SearchSpace
 
 SHIPPED = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 

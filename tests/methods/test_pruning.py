@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from autopeft.methods.build import apply_config
+from autopeft.methods.build import apply_config, target_sparsity
+from autopeft.methods.config import TrialConfig
 from autopeft.methods.pruning import event_steps, schedule_fraction, target_zeros
 from autopeft.models import load_model
-from autopeft.space import TrialConfig, target_sparsity
 
 MODULES = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out"]
 LORA = {"targets": [[0, "query", 2]], "alpha": 16.0, "dropout": 0.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.training.fast_dropout import ATTENTION, FastDropout, fast_dropout, sdpa_attention, use_fast_dropout
+from autopeft.attention import ATTENTION, FastDropout, fast_dropout, sdpa_attention, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
