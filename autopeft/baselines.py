@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from autopeft.errors import AutopeftError
-from autopeft.evaluation import RunPlan, SeedSummary, run_record, settings_key, summarize, train_seeds
+from autopeft.evaluation import RunPlan, run_record, settings_key, train_seeds
 from autopeft.methods import METHODS
 from autopeft.methods.build import check_config, count_trainable
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
+from autopeft.results import SeedSummary, summarize
 
 MethodsFn = Callable[[BackboneInfo, int], dict[str, dict]]
 
@@ -295,3 +297,60 @@ def baseline_points(study: optuna.Study) -> list[dict[str, Any]]:
             }
         )
     return points
+
+
+def run_baselines_beside(
+    task_ref: str,
+    budget_text: str,
+    model: str,
+    names: list[str],
+    settings,
+    seeds: list[int],
+    storage: str,
+    runs_dir: str | Path,
+    tracking_uri: str | None = None,
+    data_dir: str | None = None,
+    learning_rate: float | None = None,
+    trust_remote_code: bool = False,
+    on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> tuple[str, list[BaselineResult]]:
+    """Train the named baselines of a task, backbone and budget into their study (``autopeft baselines``).
+
+    Args:
+        task_ref: a built-in task or a task file.
+        budget_text: the budget as written (``0.5%``).
+        model: HF id or folder of the backbone.
+        names: baselines to run (keys of :data:`BASELINES`).
+        settings: the training settings (``ProxySettings``).
+        seeds: the seeds.
+        storage: the Optuna storage URL.
+        runs_dir: the runs folder.
+        tracking_uri: the MLflow store (default: the runs folder's).
+        data_dir: folder of data_dir tasks.
+        learning_rate: one learning rate for every baseline instead of their usual ones.
+        trust_remote_code: allow the backbone's own code.
+        on_run: called with ``(baseline, seed, result)`` after each run.
+
+    Returns:
+        The baselines study's name, and each baseline's result.
+    """
+    from autopeft.budget import parse_budget
+    from autopeft.models import backbone_info
+    from autopeft.study import default_tracking_uri
+    from autopeft.tasks import get_task, task_reference
+    from autopeft.tracking import Tracker
+
+    task = get_task(task_ref)
+    budget = parse_budget(budget_text)
+    info = backbone_info(model, task.num_labels, trust_remote_code)
+    limit = budget.limit(info.backbone_params)
+    name = baselines_study_name(task.name, model, budget_text)
+    study = open_baselines_study(storage, name)
+    described = {"task": task_reference(task_ref), "model": model, "budget": budget_text, "limit": limit}
+    study.set_user_attr("autopeft.baselines", described)
+    uri = tracking_uri or default_tracking_uri(runs_dir)
+    tracker = Tracker(uri, name, Path(runs_dir).resolve() / "mlartifacts", described)
+    plan = RunPlan.in_runs_dir(model, task_reference(task_ref), data_dir, settings, runs_dir, name)
+    results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run)
+    tracker.finish()
+    return name, results

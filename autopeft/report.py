@@ -17,9 +17,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from autopeft.display import describe_config
+from autopeft.methods.build import describe
 from autopeft.pareto import confirmation_runs, mean_values, pareto_trials, pick_trial
-from autopeft.retrain import retrain_summaries
+from autopeft.results import retrain_summaries
 from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
 
 PLOT_FILE = "pareto.png"
@@ -85,7 +85,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "retrain_seeds": summary.seeds if summary else None,
                 "retrain_settings": settings,
                 "seconds": record.get("seconds"),
-                "configuration": record.get("fail_reason") or describe_config(record["params"]),
+                "configuration": record.get("fail_reason") or describe(record["params"]),
             }
         )
     return pd.DataFrame(rows)

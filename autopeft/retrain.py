@@ -18,16 +18,14 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autopeft.errors import AutopeftError
-from autopeft.evaluation import RunPlan, SeedSummary, run_record, settings_key, summarize, train_seeds
+from autopeft.evaluation import RunPlan, run_record, settings_key, train_seeds
 from autopeft.models import backbone_info
 from autopeft.pareto import pareto_trials, pick_trial
+from autopeft.results import RETRAIN_ATTR, SeedSummary, retrain_runs, summarize
 from autopeft.study import default_tracking_uri, spec_of, trial_config
 from autopeft.tasks import get_task
 from autopeft.tracking import Tracker
 from autopeft.training import ProxySettings
-
-RETRAIN_ATTR = "autopeft.retrain."
-"""Prefix of the study attribute holding a trial's retrain runs (``autopeft.retrain.7``)."""
 
 
 @dataclass
@@ -67,50 +65,6 @@ def chosen_trials(study: optuna.Study, picks: list[str]) -> list[FrozenTrial]:
             trial = pick_trial(study, pick)
             chosen[trial.number] = trial
     return list(chosen.values())
-
-
-def retrain_runs(study: optuna.Study, trial: int) -> list[dict[str, Any]]:
-    """The stored retrain runs of one trial (empty when never retrained).
-
-    Args:
-        study: the study.
-        trial: the trial number.
-    """
-    return list(study.user_attrs.get(f"{RETRAIN_ATTR}{trial}", []))
-
-
-def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]:
-    """Trial number -> (summary over seeds, settings label) of every retrained trial.
-
-    When a trial was retrained at several settings, the settings of its latest run count.
-
-    Args:
-        study: the study.
-    """
-    found = {}
-    for key in study.user_attrs:
-        if not key.startswith(RETRAIN_ATTR):
-            continue
-        runs = [r for r in study.user_attrs[key] if "metric" in r]
-        if runs:
-            settings = runs[-1]["settings"]
-            latest = [r for r in runs if r["settings"] == settings]
-            found[int(key.removeprefix(RETRAIN_ATTR))] = (summarize(latest), settings)
-    return found
-
-
-def validation_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its retrained metric on the validation split (``mean``, ``std``, ``seeds``, ``settings``).
-
-    These are the figures to report: a search's own metric is the one that selected the trial.
-
-    Args:
-        study: the study.
-    """
-    return {
-        trial: {"mean": summary.mean, "std": summary.std, "seeds": summary.seeds, "settings": settings}
-        for trial, (summary, settings) in retrain_summaries(study).items()
-    }
 
 
 def retrain(

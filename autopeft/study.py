@@ -231,6 +231,7 @@ class BoundStudy:
         limit: the largest allowed trainable-parameter count.
         objectives: the objectives, ``metric`` first.
         study: the Optuna study (created or continued).
+        storage: the storage it lives in (heartbeats are recorded there).
     """
 
     spec: StudySpec
@@ -241,6 +242,7 @@ class BoundStudy:
     limit: int
     objectives: list[Objective]
     study: optuna.Study
+    storage: optuna.storages.BaseStorage
 
     @property
     def selection_seed(self) -> int:
@@ -399,7 +401,7 @@ def _create_or_continue(
         study.set_user_attr("autopeft.objectives", settings["objectives"])
         study.set_user_attr(SETTINGS_ATTR, settings)
         study.set_user_attr(SELECTION_SEED_ATTR, spec.seed)
-    return BoundStudy(spec, task, info, space, budget, limit, objectives, study)
+    return BoundStudy(spec, task, info, space, budget, limit, objectives, study, storage)
 
 
 SELECTION_SEED_ATTR = "autopeft.selection_seed"
@@ -494,6 +496,8 @@ def _start_missing_heartbeats(study: optuna.Study) -> None:
     Optuna never considers stale (it skips trials without a heartbeat row), and a resumed search
     would wait for it forever. A live worker beats right after asking, so its trial stays fresh.
     """
+    # Optuna has no public API that tells whether a trial has a heartbeat (the stale-trial query is
+    # private too): the storage's own models are read here, and only here.
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from autopeft import cli
 from autopeft.baselines import baselines_study_name, stored_runs
 from autopeft.pareto import confirmation_runs, pick_trial
-from autopeft.retrain import retrain_runs
+from autopeft.results import retrain_runs
 from autopeft.search import SEARCH_RUNS_ATTR
 from autopeft.study import connect_storage, default_storage, spec_of
 from autopeft.tasks import get_task

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from autopeft.errors import DataError
-from autopeft.evaluation import RunPlan, settings_key, summarize, train_seeds
+from autopeft.evaluation import RunPlan, settings_key, train_seeds
 from autopeft.methods.build import check_config
 from autopeft.methods.config import TrialConfig
+from autopeft.results import summarize
 from autopeft.training import ProxySettings
 
 SETTINGS = ProxySettings(epochs=1, max_train_samples=32, max_eval_samples=32, batch_size=8, max_length=64)

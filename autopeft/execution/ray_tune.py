@@ -110,7 +110,7 @@ class StudySearcher(Searcher):
 
     # -- heartbeats ------------------------------------------------------------------------------
     def _beat(self) -> None:
-        storage = self.bound.study._storage
+        storage = self.bound.storage
         while not self._stop.wait(HEARTBEAT_SECONDS):
             with self._lock:
                 ids = [t.trial._trial_id for t in self._running.values()]
@@ -172,7 +172,7 @@ class StudySearcher(Searcher):
         if done + running >= self.target:
             return None  # our own trials are in flight; Tune asks again when one ends
         trial = trials.ask(self.bound)
-        self.bound.study._storage.record_heartbeat(trial._trial_id)
+        self.bound.storage.record_heartbeat(trial._trial_id)  # Optuna gives a trial's id no public name
         if trials.fallback_reason(trial) is not None:
             self.fallbacks += 1
         if self._surplus(trial.number):

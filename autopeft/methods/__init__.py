@@ -7,7 +7,7 @@ last.
 
 from __future__ import annotations
 
-from autopeft.methods import adalora, bottleneck, full, ia3, lora, prefix, pruning  # noqa: F401  (registers them)
+from autopeft.methods import adalora, bottleneck, full, ia3, lora, prefix, pruning, vera  # noqa: F401  (registers them)
 from autopeft.methods.base import METHODS, BuildContext, PeftMethod, TrainingHook, get_method, register_method
 
 __all__ = ["METHODS", "BuildContext", "PeftMethod", "TrainingHook", "get_method", "register_method"]

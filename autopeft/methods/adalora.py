@@ -113,8 +113,13 @@ class AdaLora(PeftMethod):
 
     name = "adalora"
     order = 0
+    conflicts = frozenset({"lora"})  # peft trains one of the two LoRA tuners per model
     section = AdaLoraSection
     plan = AdaLoraPlan
+    example = {
+        "targets": [[0, "value"], [1, "ffn_in"]], "init_r": 4, "target_r": 2, "warmup": 0.1, "final": 0.2,
+        "interval": 1, "alpha": 16.0, "dropout": 0.0, "orth_reg_weight": 0.5,
+    }  # fmt: skip
 
     def check(self, section: AdaLoraSection, info: BackboneInfo) -> str | None:
         problem = check_module_placement(section.layers, section.modules, info) or check_alpha_dropout(section)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from optuna.distributions import BaseDistribution
 from pydantic import BaseModel, Field, ValidationError
@@ -60,6 +61,10 @@ class TrainingHook:
         """What the hook did, for the trial's result (``method_report``)."""
         return {}
 
+    def mask_arrays(self) -> dict[str, np.ndarray]:
+        """Keep-masks (True: kept) the hook wrote into frozen backbone weights, by parameter path; none by default."""
+        return {}
+
 
 @dataclass
 class BuildContext:
@@ -89,6 +94,17 @@ class PeftMethod(ABC):
         adds_modules: whether the method trains parameters of its own (pruning does not: a configuration
             made of it alone places nothing).
         order: when the method is applied relative to the others (lower first).
+        conflicts: methods this one cannot share a model with (peft tuners wrapping the same Linear
+            modules); a space holding both must put them in one ``exclusive`` group. Declared by
+            either side, a conflict holds both ways.
+        writes_masks: whether its training hook writes keep-masks into the frozen weights (exports
+            then carry ``masks.npz``, and seeded runs keep a masks file each).
+        not_in_peft: why peft cannot express a plan of this method, said when :meth:`peft_config`
+            gives ``None``.
+        identity_at_init: whether a freshly applied plan leaves the model's output unchanged (the
+            tests check it where a method promises it).
+        example: a small plan valid on any encoder of three or more layers (documentation, and
+            every test that runs each registered method).
     """
 
     name: ClassVar[str]
@@ -96,6 +112,11 @@ class PeftMethod(ABC):
     section: ClassVar[type[MethodSection]]
     plan: ClassVar[type[BaseModel]]
     adds_modules: ClassVar[bool] = True
+    conflicts: ClassVar[frozenset[str]] = frozenset()
+    writes_masks: ClassVar[bool] = False
+    not_in_peft: ClassVar[str] = "not a peft method"
+    identity_at_init: ClassVar[bool] = True
+    example: ClassVar[dict[str, Any]]
 
     @abstractmethod
     def check(self, section: Any, info: BackboneInfo) -> str | None:
@@ -188,6 +209,32 @@ class PeftMethod(ABC):
             plan: a plan from :meth:`decode`.
             info: the backbone.
             total_steps: training steps (for methods with schedules, such as AdaLoRA).
+        """
+        return None
+
+    def describe(self, plan: dict) -> str:
+        """A short description for tables: ``lora L0,2 query+value r2-8`` (layers, places, sizes of the plan's targets).
+
+        Args:
+            plan: a plan from :meth:`decode`.
+        """
+        targets = plan.get("targets", [])
+        if not targets:
+            return self.name
+        layers = sorted({t[0] for t in targets})
+        places = sorted({t[1] for t in targets if isinstance(t[1], str)})
+        sizes = sorted({t[-1] for t in targets if not isinstance(t[-1], str)})
+        size_text = "" if not sizes else f" {sizes[0]}" if len(sizes) == 1 else f" {sizes[0]}-{sizes[-1]}"
+        place_text = f" {'+'.join(places)}" if places else ""
+        return f"{self.name} L{','.join(map(str, layers))}{place_text}{size_text}"
+
+    def optimizer(self, plan: dict, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer | None:
+        """An optimizer of the trained parameters when the method trains them its own way (LoRA+), else ``None``.
+
+        Args:
+            plan: the method's plan.
+            model: the adapted model (exactly the trained parameters require gradients).
+            lr: the configuration's learning rate.
         """
         return None
 

@@ -195,8 +195,10 @@ class SerialAdapter(_Adapters):
 
     name = "serial_adapter"
     order = 10
+    not_in_peft = "serial bottleneck adapters are not a peft method"
     section = SerialSection
     plan = AdapterPlan
+    example = {"targets": [[0, "attn", 4], [2, "ffn", 8]], "activation": "gelu", "residual": True}
     options = ("residual",)
 
     def check(self, section: SerialSection, info: BackboneInfo) -> str | None:
@@ -221,8 +223,10 @@ class ParallelAdapter(_Adapters):
 
     name = "parallel_adapter"
     order = 11
+    not_in_peft = "parallel bottleneck adapters are not a peft method"
     section = ParallelSection
     plan = AdapterPlan
+    example = {"targets": [[1, "attn", 4], [1, "ffn", 8]], "scale": 4.0}
     options = ("scale",)
 
     def check(self, section: ParallelSection, info: BackboneInfo) -> str | None:

@@ -40,17 +40,97 @@ class AdaptedModel:
         head = set(self.head)
         return sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad and n not in head)
 
+    config: TrialConfig | None = None
+
     def sparsity(self) -> float:
         """Measured fraction of exactly-zero weights over the encoder-layer Linear matrices."""
-        from autopeft.methods.pruning import measured_sparsity
-
         return measured_sparsity(self.linears)
 
     def masks(self) -> dict[str, np.ndarray]:
-        """Pruning masks (True: kept) by parameter path relative to the backbone; empty without pruning."""
-        from autopeft.methods.pruning import Pruner
+        """Keep-masks (True: kept) the methods wrote into frozen weights, by parameter path relative to the backbone."""
+        return {k: v for hook in self.hooks for k, v in hook.mask_arrays().items()}
 
-        return {k: v for hook in self.hooks if isinstance(hook, Pruner) for k, v in hook.mask_arrays().items()}
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The optimizer of the trained parameters: a method's own (LoRA+) where one asks for it, else AdamW.
+
+        Args:
+            lr: the configuration's learning rate.
+        """
+        for name, plan in (self.config.methods if self.config else {}).items():
+            own = METHODS[name].optimizer(plan, self.model, lr)
+            if own is not None:
+                return own
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def measured_sparsity(linears: dict[tuple[int, str], torch.nn.Linear]) -> float:
+    """Fraction of exactly-zero weights over the given Linear matrices.
+
+    Args:
+        linears: the backbone's encoder-layer Linear modules.
+    """
+    zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
+    return zeros / sum(m.weight.numel() for m in linears.values())
+
+
+def apply_masks(backbone: torch.nn.Module, masks: dict[str, np.ndarray], info: BackboneInfo) -> None:
+    """Zero the masked weights of a backbone (as a loaded export reproduces its sparsity).
+
+    Args:
+        backbone: ``model.base_model``.
+        masks: parameter path relative to the backbone (as written before any method wrapped it)
+            -> boolean keep-mask.
+        info: the backbone.
+    """
+    by_name = {s.name: site for site, s in info.sites.items()}
+    with torch.no_grad():
+        for key, mask in masks.items():
+            path, kind = key.rsplit(".", 1)
+            module = backbone.get_submodule(path)
+            module = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+            if path not in by_name:
+                raise KeyError(f"mask {key!r} names no encoder Linear")
+            tensor = getattr(module, kind)
+            tensor.mul_(torch.as_tensor(mask, device=tensor.device).to(tensor.dtype))
+
+
+def writes_masks(config: TrialConfig) -> bool:
+    """Whether training ``config`` writes keep-masks into the frozen weights (a method declares it)."""
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    return any(METHODS[name].writes_masks for name in config.methods)
+
+
+def describe(config: dict | None) -> str:
+    """A short human description of a configuration (``lora L0,2 query+value r2-8; lr 1.2e-03``), each method's own.
+
+    Args:
+        config: a configuration's dict form (``TrialConfig.to_dict()``).
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    if not config:
+        return ""
+    parts = [METHODS[name].describe(plan) if name in METHODS else name for name, plan in config["methods"].items()]
+    return "; ".join([*parts, f"lr {config['training']['learning_rate']:.1e}"])
+
+
+def conflicting_pairs(names) -> list[tuple[str, str]]:
+    """Pairs of the named methods that cannot share a model (declared by either method).
+
+    Args:
+        names: method names (a space's sections).
+    """
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+
+    names = [n for n in METHODS if n in set(names)]
+    return [
+        (a, b)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if b in METHODS[a].conflicts or a in METHODS[b].conflicts
+    ]
 
 
 def backbone_linears(model: torch.nn.Module, info: BackboneInfo) -> dict[tuple[int, str], torch.nn.Linear]:
@@ -128,7 +208,7 @@ def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo
     head_ids = {id(p) for n, p in model.named_parameters() if n in head_names}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable or id(p) in head_ids)
-    return AdaptedModel(model=model, hooks=context.hooks, linears=context.linears, head=head)
+    return AdaptedModel(model=model, hooks=context.hooks, linears=context.linears, head=head, config=config)
 
 
 def peft_config(config: TrialConfig, info: BackboneInfo, total_steps: int = 1000):

@@ -27,9 +27,11 @@ class FullFinetune(PeftMethod):
     """Train every parameter of the backbone."""
 
     name = "full_finetune"
+    not_in_peft = "full fine-tuning trains every backbone weight: save the trained model itself"
     order = 15  # after every module-adding method, so their parameters are inside the backbone too
     section = FullSection
     plan = FullPlan
+    example: dict = {}
 
     def check(self, section: FullSection, info: BackboneInfo) -> str | None:
         return None

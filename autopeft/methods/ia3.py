@@ -54,6 +54,7 @@ class Ia3(PeftMethod):
     order = 2
     section = Ia3Section
     plan = Ia3Plan
+    example = {"targets": [[0, "key"], [1, "value"], [2, "ffn_out"]]}
 
     def check(self, section: Ia3Section, info: BackboneInfo) -> str | None:
         return check_module_placement(section.layers, section.modules, info)

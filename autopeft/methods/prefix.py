@@ -126,8 +126,11 @@ class Prefix(PeftMethod):
 
     name = "prefix"
     order = 12
+    not_in_peft = "prefix lengths that differ per layer, cover only some layers, or use a per-layer MLP"
     section = PrefixSection
     plan = PrefixPlan
+    identity_at_init = False  # the prefixes are attended to from the start (as in the paper)
+    example = {"targets": [[0, 3], [2, 5]], "reparameterize": False, "mlp_hidden": 8}
 
     def check(self, section: PrefixSection, info: BackboneInfo) -> str | None:
         if "query" not in info.modules:

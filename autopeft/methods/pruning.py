@@ -139,16 +139,6 @@ def encoder_weights(info: BackboneInfo) -> int:
     return sum(s.in_features * s.out_features for s in info.sites.values())
 
 
-def measured_sparsity(linears: dict[tuple[int, str], torch.nn.Linear]) -> float:
-    """Fraction of exactly-zero weights over the given Linear matrices.
-
-    Args:
-        linears: the backbone's encoder-layer Linear modules.
-    """
-    zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
-    return zeros / sum(m.weight.numel() for m in linears.values())
-
-
 class Pruner(TrainingHook):
     """Applies a pruning plan during training; its masks are exact zeros in the frozen weights.
 
@@ -286,27 +276,6 @@ class Pruner(TrainingHook):
         return {key: mask.cpu().numpy() for key, mask in self.masks.items()}
 
 
-def apply_masks(backbone: torch.nn.Module, masks: dict[str, np.ndarray], info: BackboneInfo) -> None:
-    """Zero the masked weights of a backbone (as a loaded export reproduces its sparsity).
-
-    Args:
-        backbone: ``model.base_model``.
-        masks: parameter path relative to the backbone (as written before any method wrapped it)
-            -> boolean keep-mask.
-        info: the backbone.
-    """
-    by_name = {s.name: site for site, s in info.sites.items()}
-    with torch.no_grad():
-        for key, mask in masks.items():
-            path, kind = key.rsplit(".", 1)
-            module = backbone.get_submodule(path)
-            module = module.get_base_layer() if hasattr(module, "get_base_layer") else module
-            if path not in by_name:
-                raise KeyError(f"mask {key!r} names no encoder Linear")
-            tensor = getattr(module, kind)
-            tensor.mul_(torch.as_tensor(mask, device=tensor.device).to(tensor.dtype))
-
-
 @register_method
 class Pruning(PeftMethod):
     """Sparsity of the frozen backbone, on a schedule (adds no trainable parameter)."""
@@ -315,7 +284,19 @@ class Pruning(PeftMethod):
     order = 20
     section = PruningSection
     plan = PruningPlan
+    example = {
+        "target": 0.5,
+        "granularity": "unstructured",
+        "schedule": "one_shot",
+        "layers": [0, 1],
+        "modules": ["ffn_in"],
+    }
     adds_modules = False
+    writes_masks = True
+    not_in_peft = "pruning masks of the frozen backbone (written to masks.npz)"
+
+    def describe(self, plan: dict) -> str:
+        return f"prune {plan['target']:.0%} {plan['granularity']} {plan['criterion']} {plan['schedule']}"
 
     _VALUES = {"criterion": CRITERIA, "schedule": SCHEDULES}
     dimensions_keys = ("target", "granularity", "criterion", "schedule", "start", "end")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from autopeft.errors import ConfigError
 from autopeft.methods import base as method_base
-from autopeft.methods.build import count_trainable, target_sparsity
+from autopeft.methods.build import conflicting_pairs, count_trainable, target_sparsity
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, distribution, first_error, fixed_value, numbers, read_model_file
@@ -375,7 +375,7 @@ def _check_groups(spec: SpaceFile, sections: dict[str, BaseModel]) -> str | None
             if name in seen:
                 return f"exclusive.{i}: {name!r} is in two groups"
             seen.add(name)
-    together = [g for g in spec.exclusive if {"lora", "adalora"} <= set(g)]
-    if {"lora", "adalora"} <= set(sections) and not together:
-        return "exclusive: lora and adalora cannot train in one model (peft); add the group [lora, adalora]"
+    for a, b in conflicting_pairs(sections):
+        if not any({a, b} <= set(g) for g in spec.exclusive):
+            return f"exclusive: {a} and {b} cannot train in one model (peft); add the group [{a}, {b}]"
     return None

@@ -255,7 +255,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     if predicted != actual:
         raise TrialFailed(f"trainable count mismatch: predicted {predicted}, built model has {actual}")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.training["learning_rate"], weight_decay=0.0)
+    optimizer = adapted.optimizer(config.training["learning_rate"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),

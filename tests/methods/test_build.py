@@ -6,24 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from autopeft.methods.build import apply_config, peft_config, peft_trainable_params
+from autopeft.methods import METHODS
+from autopeft.methods.build import apply_config, check_config, count_trainable, peft_config, peft_trainable_params
 from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info, default_model, load_model
 from autopeft.space import SPACES_DIR, SearchSpace
 
 SHIPPED = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
-PLANS = {
-    "lora": {"targets": [[0, "query", 2], [2, "ffn_out", 4]], "alpha": 16.0, "dropout": 0.0},
-    "adalora": {
-        "targets": [[0, "value"], [1, "ffn_in"]], "init_r": 4, "target_r": 2, "warmup": 0.1, "final": 0.2,
-        "interval": 1, "alpha": 16.0, "dropout": 0.0, "orth_reg_weight": 0.5,
-    },
-    "ia3": {"targets": [[0, "key"], [1, "value"], [2, "ffn_out"]]},
-    "serial_adapter": {"targets": [[0, "attn", 4], [2, "ffn", 8]], "activation": "gelu", "residual": True},
-    "parallel_adapter": {"targets": [[1, "attn", 4], [1, "ffn", 8]], "scale": 4.0},
-    "prefix": {"targets": [[0, 3], [2, 5]], "reparameterize": False, "mlp_hidden": 8},
-}  # fmt: skip
+PLANS = {name: method.example for name, method in METHODS.items()}
+"""Every registered method's own example plan: a new method is tested without editing this file."""
+MODULE_ADDING = [name for name, method in METHODS.items() if method.adds_modules]
 
 
 def sampled_configs(space, n, seed=0):
@@ -69,15 +62,26 @@ def test_predicted_count_equals_the_built_count_on_the_default_model(space_name)
         assert adapted.trainable_params() == space.count(config), config.methods
 
 
-def test_the_full_space_samples_every_method(tiny_info):
-    seen = {name for c in sampled_configs(SearchSpace.load("full", tiny_info), 50) for name in c.methods}
-    assert seen == {"lora", "adalora", "ia3", "serial_adapter", "parallel_adapter", "prefix", "pruning"}
+def test_the_full_space_samples_every_method_it_names(tiny_info):
+    space = SearchSpace.load("full", tiny_info)
+    seen = {name for c in sampled_configs(space, 50) for name in c.methods}
+    assert seen == set(space.sections)
 
 
 COMBINED = ("lora", "ia3", "serial_adapter", "parallel_adapter")
 
 
-@pytest.mark.parametrize("names", [(n,) for n in PLANS if n != "prefix"] + [COMBINED])
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_counts_its_example_exactly(name, tiny_model, tiny_info):
+    methods = {name: copy.deepcopy(PLANS[name])} | ({} if METHODS[name].adds_modules else {"ia3": PLANS["ia3"]})
+    config = check_config(TrialConfig(methods, {"learning_rate": 1e-3}), tiny_info)
+    adapted = apply_config(load_model(tiny_model, 2), config, tiny_info, total_steps=10)
+    assert adapted.trainable_params() == count_trainable(config, tiny_info) > 0
+
+
+@pytest.mark.parametrize(
+    "names", [(n,) for n, m in METHODS.items() if m.identity_at_init and m.adds_modules] + [COMBINED]
+)
 def test_fresh_methods_leave_the_output_unchanged(names, tiny_model, tiny_info):
     base = load_model(tiny_model, 2).eval()
     adapted = apply_config(copy.deepcopy(base), config_of(*names), tiny_info)
@@ -119,12 +123,18 @@ def test_per_site_ranks_survive_a_peft_round_trip(tmp_path, tiny_model, tiny_inf
     assert peft_trainable_params(loaded) == space.count(config)
 
 
-@pytest.mark.parametrize("name", ["lora", "adalora", "ia3"])
-def test_single_peft_methods_are_expressible_and_load_with_peft(name, tmp_path, tiny_model, tiny_info):
+@pytest.mark.parametrize("name", MODULE_ADDING)
+def test_each_method_loads_in_peft_with_the_same_count_or_says_why_not(name, tmp_path, tiny_model, tiny_info):
     from peft import PeftConfig, get_peft_model
 
+    from autopeft.methods.base import PeftMethod
+
     config = config_of(name)
-    peft_config(config, tiny_info, total_steps=100).save_pretrained(str(tmp_path))
+    whole = peft_config(config, tiny_info, total_steps=100)
+    if whole is None:
+        assert METHODS[name].not_in_peft != PeftMethod.not_in_peft, f"{name} does not say why peft cannot express it"
+        return
+    whole.save_pretrained(str(tmp_path))
     loaded = get_peft_model(load_model(tiny_model, 2), PeftConfig.from_pretrained(str(tmp_path)))
     expected = apply_config(load_model(tiny_model, 2), config, tiny_info, 100).trainable_params()
     assert peft_trainable_params(loaded) == expected

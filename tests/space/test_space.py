@@ -184,7 +184,7 @@ FULL_ERRORS = [
     (
         "methods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}, "
         "adalora: {modules: {choices: [value]}, init_rank: 4}}",
-        "exclusive: lora and adalora cannot train in one model",
+        "exclusive: adalora and lora cannot train in one model",
     ),
     (
         "exclusive: [[lora, ia3]]\nmethods: {lora: {modules: {choices: [query]}, rank: {choices: [2]}}}",
