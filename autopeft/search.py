@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
-from autopeft.pareto import pareto_trials
+from autopeft.pareto import hypervolume, pareto_points, pareto_trials
 from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
@@ -107,6 +107,50 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
     return train_mean, int(sum(dev_lengths))
 
 
+def search_progress(bound: BoundStudy) -> dict[str, float | None]:
+    """Where a search stands: finished trials, the Pareto set's size, its hypervolume and best metric.
+
+    The hypervolume is in the study's own units, up to each objective's worst feasible value (the
+    budget's fraction for ``params``, 0 for a metric or sparsity), so successive values compare.
+
+    Args:
+        bound: the study.
+    """
+    from optuna.study import StudyDirection
+
+    points = pareto_points(bound.study)
+    known = bound.known_objectives()
+    reference = [known[i].worst if i in known else 0.0 for i in range(len(bound.objectives))]
+    maximize = [d == StudyDirection.MAXIMIZE for d in bound.study.directions]
+    finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return {
+        "finished_trials": finished,
+        "pareto_size": len(points),
+        "hypervolume": hypervolume([values for _, values, _ in points], maximize, reference) if points else 0.0,
+        "best_metric": points[0][1][0] if points else None,
+    }
+
+
+def log_progress(bound: BoundStudy, tracker: Tracker) -> None:
+    """Log :func:`search_progress` and the current Pareto plot on the study's MLflow parent run.
+
+    Args:
+        bound: the study.
+        tracker: its tracker.
+    """
+    import tempfile
+
+    from autopeft.report import collect, plot_pareto
+
+    if not tracker.enabled:
+        return
+    progress = search_progress(bound)
+    with tempfile.TemporaryDirectory() as scratch:  # each worker draws its own file, logged as pareto.png
+        plot = plot_pareto(collect(bound.study, str(bound.spec.storage)), Path(scratch) / "pareto.png")
+        tracker.log_progress(progress, int(progress["finished_trials"] or 0), [plot])
+    tracker.sync_pareto(bound.study)
+
+
 def run_search(
     spec: StudySpec,
     max_failures: int | None = None,
@@ -174,6 +218,7 @@ def run_search(
 
     def trial_ended(trial: FrozenTrial) -> None:
         tracker.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
+        log_progress(bound, tracker)
         if on_trial_end is not None:
             on_trial_end(bound, trial)
 

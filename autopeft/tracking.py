@@ -18,11 +18,14 @@ from typing import Any
 import pandas as pd
 
 from autopeft.locks import sqlite_path, store_lock
+from autopeft.methods.build import describe
 from autopeft.study import mask_url
 
 logger = logging.getLogger(__name__)
 
 PARETO_TAG = "autopeft.pareto"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+"""The tag that makes MLflow's UI open an experiment on its runs table and charts (model training)."""
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +105,8 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(self.study, artifact_location=location)
         else:
             self.experiment_id = experiment.experiment_id
+        # MLflow 3 opens an experiment without a kind on its GenAI overview ("No data"): this is model training.
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         parents = self._parents()
         if not parents:
             run = self.client.create_run(
@@ -180,7 +185,8 @@ class Tracker:
         if len(rung_metrics) == len(scores):  # a train_loss rung evaluates only where the trial stops
             metrics.update({f"rung{rung + 1}_metric": value for rung, value in enumerate(rung_metrics)})
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record["state"], "FAILED")
-        run_id = self._write_run(f"trial-{record['trial']}", tags, optuna_params, metrics, record.get("params"), status)
+        name = f"trial-{record['trial']} {describe(record.get('params'))}".strip()[:250]
+        run_id = self._write_run(name, tags, optuna_params, metrics, record.get("params"), status)
         self._log_curve(run_id, "train_loss", train_losses)
         self._logged[record["trial"]] = run_id
         return run_id
@@ -231,6 +237,24 @@ class Tracker:
         params = {"seed": record["seed"], "max_train_samples": record.get("max_train_samples") or "all"}
         return self._guard(self._write_run, name, all_tags, params, metrics, config, "FINISHED")
 
+    def log_progress(self, metrics: dict[str, float], step: int, files: list[Path] = ()) -> None:
+        """Log the search's progress on the parent run: metrics at ``step`` (finished trials) and files.
+
+        Args:
+            metrics: ``pareto_size``, ``hypervolume``, ``best_metric`` ... (None values are skipped).
+            step: the number of finished trials.
+            files: files to attach to the parent (the Pareto plot), replacing earlier versions.
+        """
+
+        def write() -> None:
+            for key, value in metrics.items():
+                if value is not None and math.isfinite(value):
+                    self.client.log_metric(self.parent_id, key, float(value), step=step)
+            for path in files:
+                self.client.log_artifact(self.parent_id, str(path))
+
+        self._guard(write)
+
     def log_artifact(self, path: str | Path) -> None:
         """Attach a file (a report's plot) to the parent run.
 
@@ -269,7 +293,6 @@ class Tracker:
         """
         from optuna.trial import TrialState
 
-        from autopeft.pareto import confirmation_runs, pareto_trials
         from autopeft.study import trial_record
 
         if not self.enabled:
@@ -279,10 +302,21 @@ class Tracker:
         missing = [t for t in trials if t.number not in logged]
         for trial in missing:
             self.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
+        self.sync_pareto(study)
+        return len(missing) if self.enabled else 0
+
+    def sync_pareto(self, study) -> None:
+        """Tag the study's current Pareto set on the child runs and write ``pareto.csv`` on the parent.
+
+        Args:
+            study: the Optuna study.
+        """
+        from autopeft.pareto import confirmation_runs, pareto_trials
+        from autopeft.study import trial_record
+
         confirmations = confirmation_runs(study)
         records = [trial_record(t, None, confirmations.get(t.number)) for t in study.get_trials(deepcopy=False)]
         self.mark_pareto(records, {t.number for t in pareto_trials(study)})
-        return len(missing) if self.enabled else 0
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the parent run finished (a continued study re-opens it); nothing for an attached tracker."""

@@ -74,7 +74,25 @@ def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
     for entry in pareto:
         assert {"trial", "metric", "trainable_params", "trainable_fraction", "params"} <= set(entry)
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
-    assert "pareto.csv" in artifacts
+    assert {"pareto.csv", "pareto.png"} <= set(artifacts)  # the review needs no `report` first
+
+
+def test_mlflow_opens_as_model_training_and_charts_the_search(search):
+    """The experiment's kind, the parent's progress metrics per finished trial, and readable child names."""
+    runs, _, _ = search
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    trials, parents = children(client)
+    parent = parents[0].info.run_id
+    for key in ("pareto_size", "hypervolume", "finished_trials"):
+        history = client.get_metric_history(parent, key)
+        assert len(history) >= TRIALS, key
+    steps = [m.value for m in client.get_metric_history(parent, "finished_trials")]
+    assert max(steps) >= TRIALS and client.get_metric_history(parent, "hypervolume")[-1].value > 0
+    for run in trials:
+        number = run.data.tags["autopeft.trial"]
+        assert run.info.run_name.startswith(f"trial-{number} lora L"), run.info.run_name
     one = trials[0]
     assert {"metric", "trainable_params", "trainable_fraction", "accuracy"} <= set(one.data.metrics)
     assert "config.json" in [a.path for a in client.list_artifacts(one.info.run_id)]
