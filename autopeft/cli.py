@@ -29,11 +29,19 @@ def _runs_dir_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AUTOPEFT_RUNS_DIR", "autopeft-runs"),
         help="folder holding everything studies write (env AUTOPEFT_RUNS_DIR; default ./autopeft-runs)",
     )
-    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<runs-dir>/optuna.db)")
+    parser.add_argument(
+        "--storage",
+        default=os.environ.get("AUTOPEFT_STORAGE"),
+        help="Optuna storage URL (env AUTOPEFT_STORAGE; default: sqlite:///<runs-dir>/optuna.db)",
+    )
 
 
 def _tracking_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default: sqlite:///<runs-dir>/mlflow.db)",
+    )
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -132,18 +140,8 @@ def _proxy_settings(args: argparse.Namespace, base=None):
     return dataclasses.replace(base, **given)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
-    parser = _Parser(
-        prog="autopeft", description="Search PEFT configurations: a Pareto set of task metric vs trainable parameters."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    search = commands.add_parser(
-        "search",
-        help="run or continue a search",
-        description="Run (or continue) a multi-objective search of PEFT configurations.",
-    )
+def _search_options(search: argparse.ArgumentParser) -> None:
+    """The options of ``search`` (``submit`` takes the same)."""
     search.add_argument(
         "--spec", help="a study spec YAML (see studies/) whose keys are these options; options given here win"
     )
@@ -232,6 +230,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study"
     )
     _runs_dir_options(search)
+
+
+def _address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") if str(os.environ.get("RAY_ADDRESS", "")).startswith("http") else None,
+        help="the Ray job server, http://HEAD:8265 (env RAY_ADDRESS when it is an http address)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(
+        prog="autopeft", description="Search PEFT configurations: a Pareto set of task metric vs trainable parameters."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = commands.add_parser(
+        "search",
+        help="run or continue a search",
+        description="Run (or continue) a multi-objective search of PEFT configurations.",
+    )
+    _search_options(search)
+    submit = commands.add_parser(
+        "submit",
+        help="submit a search to a Ray cluster's job server",
+        description=(
+            "Validate a search here, then run it as a job of a Ray cluster (its job server, the dashboard's port): "
+            "the task, space and objectives files travel with it. The study needs a PostgreSQL storage and an "
+            "MLflow server the cluster reaches (--storage/$AUTOPEFT_STORAGE, --tracking-uri/$MLFLOW_TRACKING_URI). "
+            "With token authentication, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH."
+        ),
+    )
+    _address_option(submit)
+    _search_options(submit)
+    jobs = commands.add_parser("jobs", help="list the searches submitted to a cluster")
+    _address_option(jobs)
+    jobs.add_argument("--storage", default=os.environ.get("AUTOPEFT_STORAGE"), help="storage to count trials in")
+    _json_option(jobs)
+    logs = commands.add_parser("logs", help="show a submitted search's log")
+    _address_option(logs)
+    logs.add_argument("job", help="the job id (autopeft jobs lists them)")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    stop = commands.add_parser("stop", help="stop a submitted search (its finished trials are kept)")
+    _address_option(stop)
+    stop.add_argument("job", help="the job id")
+    status = commands.add_parser(
+        "status", help="a study's progress from its storage: trials by state, time left, Pareto set"
+    )
+    _study_options(status)
+    status.add_argument("--follow", action="store_true", help="refresh until the study reaches its target")
+    status.add_argument("--every", type=float, default=10.0, help="seconds between refreshes with --follow")
+    _json_option(status)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -403,17 +454,13 @@ def spec_file_arguments(path: str, known: set[str]) -> list[str]:
     return options
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    """``autopeft search``."""
-    from rich.console import Console
+def search_spec(args: argparse.Namespace):
+    """The ``StudySpec`` that ``search`` (and ``submit``) options ask for, validated."""
+    from autopeft.study import EarlyStopping, StudySpec, parse_fractions
 
     for name in ("task", "budget"):
         if not getattr(args, name):
             raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
-    from autopeft.display import SearchDisplay, print_pareto
-    from autopeft.search import run_search
-    from autopeft.study import EarlyStopping, StudySpec, parse_fractions
-
     proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
     same_name += " gpus_per_trial ray_address trust_remote_code select_on confirm"
@@ -427,7 +474,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         score=args.early_stopping_score,
     )
     early_stopping = policy if args.early_stopping else None
-    spec = StudySpec(study_name=args.study, proxy=proxy, early_stopping=early_stopping, **kwargs)
+    return StudySpec(study_name=args.study, proxy=proxy, early_stopping=early_stopping, **kwargs)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``autopeft search``."""
+    from rich.console import Console
+
+    from autopeft.display import SearchDisplay, print_pareto
+    from autopeft.search import run_search
+    from autopeft.service import check_confined
+
+    spec = search_spec(args)
+    check_confined(spec)  # a submitted job reads spec files only from the folder it shipped
     console = Console(stderr=True)
     display = SearchDisplay(console)
     try:
@@ -453,6 +512,134 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"Next: autopeft export --study {name} --runs-dir {args.runs_dir} --pick knee --out best/"
     )
     return 0
+
+
+_NOT_SHIPPED = {"spec", "storage", "tracking_uri", "ray_address", "runs_dir", "address", "help", "study"}
+"""Search options a submitted job does not take from the command line (the cluster's or set by ``submit``)."""
+
+
+def _entrypoint_options(args: argparse.Namespace, shipped: dict[str, str], study: str) -> list[str]:
+    """A submitted job's search options: each option given (or set by --spec), paths pointing into the shipment."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _search_options(parser)
+    options = ["--study", study]
+    for action in parser._actions:  # argparse lists its actions nowhere public
+        if action.dest in _NOT_SHIPPED or not action.option_strings:
+            continue
+        value = shipped.get(action.dest, getattr(args, action.dest))
+        if value is None or (value == action.default and action.dest not in shipped):
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            options.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            options += [flag, str(value)]
+    return options
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``autopeft submit``: validate the search here, then run it as a job of a Ray cluster."""
+    import tempfile
+
+    from autopeft.service import require_cluster_stores, ship, submit
+    from autopeft.study import bind
+
+    if not args.address:
+        raise AutopeftError("--address is required: the Ray job server, http://HEAD:8265")
+    spec = search_spec(args)
+    require_cluster_stores(args.storage, args.tracking_uri)
+    bind(spec)  # the same validation as search: task, space, objectives, budget, model
+    with tempfile.TemporaryDirectory(prefix="autopeft-submit-") as folder:
+        shipped = ship(spec, Path(folder))  # a task's data outside its folder gets a one-line error here
+        if spec.data_dir:
+            shipped["data_dir"] = spec.data_dir  # absolute: the same folder on every node
+        if Path(spec.model).exists():
+            shipped["model"] = str(Path(spec.model).resolve())  # a folder on every node (else a hub id)
+        job = submit(args.address, spec, _entrypoint_options(args, shipped, spec.name), Path(folder))
+    print(f"submitted job {job} running study {spec.name}")
+    print(f"follow it: autopeft logs {job} --follow --address {args.address}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """``autopeft jobs``: the searches submitted to a cluster."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from autopeft.service import list_jobs
+    from autopeft.study import dumps
+
+    if not args.address:
+        raise AutopeftError("--address is required: the Ray job server, http://HEAD:8265")
+    rows = list_jobs(args.address, args.storage)
+    if args.json:
+        print(dumps(rows))
+        return 0
+    table = Table(title=f"autopeft jobs on {args.address}", title_justify="left")
+    for column in ("job", "study", "state", "trials", "pareto", "started"):
+        table.add_column(column)
+    for row in rows:
+        trials = f"{row['finished']}/{row['target']}" if row["finished"] is not None else f"?/{row['target']}"
+        pareto = str(row["pareto_size"]) if row["pareto_size"] is not None else "?"
+        table.add_row(row["job"], row["study"], row["state"], trials, pareto, row["started"] or "")
+    Console().print(table)
+    if rows and rows[0]["finished"] is None:
+        Console(stderr=True).print("trials: pass --storage (or $AUTOPEFT_STORAGE) of the jobs' store to count them")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """``autopeft logs``: a submitted search's log."""
+    from autopeft.service import job_logs
+
+    if not args.address:
+        raise AutopeftError("--address is required: the Ray job server, http://HEAD:8265")
+    for chunk in job_logs(args.address, args.job, args.follow):
+        print(chunk, end="", flush=True)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``autopeft stop``: stop a submitted search; its finished trials stay in the study."""
+    from autopeft.service import stop_job
+
+    if not args.address:
+        raise AutopeftError("--address is required: the Ray job server, http://HEAD:8265")
+    state = stop_job(args.address, args.job)
+    print(f"job {args.job}: {state}; the study keeps its finished trials (submit the same search to continue it)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``autopeft status``: a study's progress read from its storage alone (beside a local or submitted search)."""
+    import datetime
+    import time
+
+    from rich.console import Console
+
+    from autopeft.display import pareto_table
+    from autopeft.service import study_status
+    from autopeft.study import dumps
+
+    console = Console()
+    while True:
+        study = _open_existing(args)
+        status = study_status(study)
+        if args.json:
+            print(dumps(status), flush=True)
+        else:
+            left = status["seconds_left"]
+            eta = "-:--:--" if left is None else str(datetime.timedelta(seconds=int(left)))
+            done = status["finished"] + status["pruned"]
+            console.print(
+                f"[bold]{status['study']}[/]: {done}/{status['target']} trials done ({status['finished']} finished, "
+                f"{status['pruned']} stopped early), {status['running']} running, {status['failed']} failed; "
+                f"{eta} left"
+            )
+            console.print(pareto_table(study, "current Pareto set"))
+        if not args.follow or status["finished"] + status["pruned"] >= status["target"]:
+            return 0
+        time.sleep(max(1.0, args.every))
 
 
 def _evaluated_config(args: argparse.Namespace):
@@ -771,6 +958,11 @@ COMMANDS = {
     "export": cmd_export,
     "sync": cmd_sync,
     "ui": cmd_ui,
+    "submit": cmd_submit,
+    "jobs": cmd_jobs,
+    "logs": cmd_logs,
+    "stop": cmd_stop,
+    "status": cmd_status,
 }
 
 
@@ -800,7 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "spec", None):
             # Options from the file come first, so the same options on the command line win.
             known = {key for key in vars(args) if key not in ("command", "spec")}
-            args = parser.parse_args(["search", *spec_file_arguments(args.spec, known), *argv[1:]])
+            args = parser.parse_args([args.command, *spec_file_arguments(args.spec, known - {"address"}), *argv[1:]])
         return COMMANDS[args.command](args)
     except SearchAborted as exc:
         print(f"autopeft: search aborted: {exc}", file=sys.stderr)

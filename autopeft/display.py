@@ -95,6 +95,40 @@ def print_trials(console: Console, study: optuna.Study) -> None:
     console.print(table)
 
 
+def seconds_left(study: optuna.Study, target: int, workers: int, per_trial: float | None = None) -> float | None:
+    """Seconds until a study holds ``target`` done trials: trials left x seconds per trial / workers.
+
+    ``left = (trials left x median trial seconds - time already spent by the trials in flight) /
+    workers``; a trial's seconds run from its start to its end in the storage (Ray's scheduling and
+    evaluation included). ``None`` until a trial has ended (unless ``per_trial`` is given).
+
+    Args:
+        study: the study.
+        target: done (finished or stopped early) trials it should hold.
+        workers: trials run at the same time.
+        per_trial: seconds per trial (default: the median of the study's done trials).
+    """
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    trials = study.get_trials(deepcopy=False, states=states)
+    if per_trial is None:
+        durations = [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in trials
+            if t.state != TrialState.RUNNING and t.datetime_start and t.datetime_complete
+        ]
+        if not durations:
+            return None
+        per_trial = statistics.median(durations)
+    done = sum(t.state != TrialState.RUNNING for t in trials)
+    now = datetime.datetime.now()
+    spent = sum(
+        min(per_trial, (now - t.datetime_start).total_seconds())
+        for t in trials
+        if t.state == TrialState.RUNNING and t.datetime_start
+    )
+    return max(0.0, (max(0, target - done) * per_trial - spent) / max(1, workers))
+
+
 class TrialsEta(ProgressColumn):
     """Time left in a search, from the trials as they end: trials left x seconds per trial / workers.
 
@@ -123,17 +157,7 @@ class TrialsEta(ProgressColumn):
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         if not self.durations:
             return
-        per_trial = statistics.median(self.durations)
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        trials = study.get_trials(deepcopy=False, states=states)
-        done = sum(t.state != TrialState.RUNNING for t in trials)
-        now = datetime.datetime.now()
-        spent = sum(
-            min(per_trial, (now - t.datetime_start).total_seconds())
-            for t in trials
-            if t.state == TrialState.RUNNING and t.datetime_start
-        )
-        self.left = max(0.0, (max(0, target - done) * per_trial - spent) / self.workers)
+        self.left = seconds_left(study, target, self.workers, statistics.median(self.durations))
         self.at = time.monotonic()
 
     def render(self, task) -> Text:

@@ -56,16 +56,26 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+def objectives_file(text: str) -> Path | None:
+    """The objectives file ``--objectives`` names (a path, or a shipped file's name), or ``None`` for a list of names.
+
+    Args:
+        text: the option's value.
+    """
+    path, shipped = Path(text), OBJECTIVES_DIR / f"{text}.yaml"
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    return shipped if not path.exists() and shipped.is_file() and "," not in text else None
+
+
 def parse_objectives(text: str) -> list[Objective]:
     """Objectives from ``metric,params`` or from a YAML file under ``objectives/`` (by path or name).
 
     Args:
         text: a comma-separated list of names, an objectives file, or a shipped file's name.
     """
-    path = Path(text)
-    shipped = OBJECTIVES_DIR / f"{text}.yaml"
-    if path.suffix in (".yaml", ".yml") or (not path.exists() and shipped.is_file() and "," not in text):
-        path = path if path.suffix in (".yaml", ".yml") else shipped
+    path = objectives_file(text)
+    if path is not None:
         if not path.is_file():
             raise ConfigError(f"objectives file {str(path)!r} does not exist")
         raw = read_yaml(path)
