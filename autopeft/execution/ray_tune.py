@@ -242,7 +242,21 @@ def init_ray(address: str | None, num_cpus: int, num_gpus: float | None) -> None
 
             raise AutopeftError(f"--ray-address {mask_url(address)}: cannot connect: {first}") from None
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine only
+    # A private cluster for this search. Ray 2.60's gRPC servers listen on every interface whatever
+    # the node address, so the cluster takes a token of its own (random, in this process's
+    # environment, which its workers inherit; never written to disk or printed): nobody else's
+    # process can join it. RAY_AUTH_MODE set by the caller wins.
+    if "RAY_AUTH_MODE" not in os.environ:
+        import secrets
+
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # Ray reads the mode and the token once per process, when first imported; no public call
+        # makes it read them again, so the two calls Ray itself makes when it turns tokens on.
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
