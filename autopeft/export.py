@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import ConfigError
 from autopeft.methods.base import METHODS
@@ -36,6 +34,9 @@ from autopeft.methods.build import (
 )
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info, public_model_id
+
+if TYPE_CHECKING:
+    import optuna
 
 EXPORT_FILE = "autopeft.json"
 MASKS_FILE = "masks.npz"

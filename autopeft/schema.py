@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -187,6 +189,8 @@ def distribution(spec: ValueSpec) -> BaseDistribution | None:
     Args:
         spec: a fixed number, :class:`Choices` or :class:`Range`.
     """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution  # only when a space is built
+
     if isinstance(spec, Choices):
         return CategoricalDistribution(spec.choices) if len(spec.choices) > 1 else None
     if isinstance(spec, Range):

@@ -44,7 +44,6 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from autopeft.budget import parse_budget  # noqa: E402
 from autopeft.models import backbone_info, default_model  # noqa: E402
-from autopeft.space import SearchSpace  # noqa: E402
 from autopeft.tasks import get_task  # noqa: E402
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial  # noqa: E402
 from autopeft.training.proxy import train_loss_score  # noqa: E402
@@ -79,7 +78,7 @@ DESIGNED = [  # (layers, {module: rank}, learning rate): capacity from 768 to 74
 ]
 
 
-def designed_configs(space: SearchSpace, limit: int) -> list[dict]:
+def designed_configs(space, limit: int) -> list[dict]:
     """The :data:`DESIGNED` configurations as values of the ``default`` space, checked against the budget."""
     configs = []
     for layers, ranks, lr in DESIGNED:
@@ -95,7 +94,7 @@ def designed_configs(space: SearchSpace, limit: int) -> list[dict]:
     return configs
 
 
-def sample_configs(space: SearchSpace, limit: int, count: int, seed: int) -> list[dict]:
+def sample_configs(space, limit: int, count: int, seed: int) -> list[dict]:
     """``count`` distinct feasible configurations, switch densities spread from sparse to dense."""
     rng = np.random.default_rng(seed)
     configs, seen = [], set()
@@ -134,12 +133,12 @@ def main() -> None:
     parser.add_argument("--full-seeds", type=int, nargs="+", default=list(FULL_SEEDS), help="seeds of full training")
     parser.add_argument("--quick", action="store_true", help="4 configs, 1 full epoch, two proxy settings")
     parser.add_argument("--settings", help=f"comma-separated proxy settings (default all: {','.join(PROXY_SETTINGS)})")
+    parser.add_argument("--report", action="store_true", help="train nothing: the table of what --out holds")
     args = parser.parse_args()
 
     model = args.model or default_model()
     task = get_task(args.task)
     info = backbone_info(model, task.num_labels)
-    space = SearchSpace.load(args.space, info)
     limit = parse_budget(args.budget).limit(info.backbone_params)
     n_configs = 4 if args.quick else args.configs
     full_settings = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
@@ -148,14 +147,19 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(PROXY_SETTINGS)}")
     settings = {"full": full_settings, **{name: PROXY_SETTINGS[name] for name in chosen}}
-    if args.sampled:
-        configs = sample_configs(space, limit, n_configs, seed=0)
-    else:
-        configs = designed_configs(SearchSpace.load("default", info), limit)[:n_configs]
-        n_configs = len(configs)
-
     out = Path(args.out or f"bench/results/proxy_fidelity-{task.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    stored = json.loads(out.read_text()) if out.is_file() else {}
+    same = {k: stored.get(k) for k in ("task", "model", "space", "budget")}
+    if same == {"task": task.name, "model": model, "space": args.space, "budget": args.budget} and not args.sampled:
+        configs = stored["configs"][:n_configs]  # as stored: no Optuna needed (a GPU machine without it runs this)
+    else:
+        from autopeft.space import SearchSpace  # Optuna distributions: only to build configurations afresh
+
+        space = SearchSpace.load(args.space if args.sampled else "default", info)
+        configs = sample_configs(space, limit, n_configs, 0) if args.sampled else designed_configs(space, limit)
+    configs = configs[:n_configs]
+    n_configs = len(configs)
     header = {"task": task.name, "model": model, "space": args.space, "budget": args.budget, "configs": configs}
     state = json.loads(out.read_text()) if out.is_file() else {}
     if {k: state.get(k) for k in header} != header:
@@ -182,7 +186,7 @@ def main() -> None:
                 )  # fmt: skip
                 jobs.append((key, index, request.to_dict()))
     started = time.perf_counter()
-    if jobs:
+    if jobs and not args.report:
         print(f"{len(jobs)} trainings to run ({len(results)} already in {out})", flush=True)
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(_train, job) for job in jobs]
@@ -201,6 +205,13 @@ def main() -> None:
         return float(np.mean([results[f"{key}/{index}"]["metrics"][metric] for key in full_keys]))
 
     names = [n for n in settings if n != "full"]
+    done = [i for i in range(n_configs) if all(f"{k}/{i}" in results for k in [*full_keys, *names])]
+    if len(done) < n_configs:
+        print(f"\npartial: {len(done)} of {n_configs} configurations have every training; the table shows those")
+    configs, n_configs = [configs[i] for i in done], len(done)
+    results = {f"{k}/{j}": results[f"{k}/{i}"] for j, i in enumerate(done) for k in [*full_keys, *names]}
+    if n_configs < 3:
+        raise SystemExit(f"{n_configs} complete configurations: too few to rank")
     print(f"\n{task.name}, {n_configs} configurations of space '{args.space}' within {args.budget}; full training: "
           f"mean of seeds {args.full_seeds} on validation; proxies on the selection split:")  # fmt: skip
     print(

@@ -113,3 +113,16 @@ def test_the_check_sees_a_cycle_and_a_lazy_import(tmp_path):
     source.parent.mkdir()
     source.write_text("def f():\n    from autopeft.training import proxy\n")
     assert "autopeft.training" in imported_modules(source, "autopeft.m")
+
+
+def test_training_a_fixed_configuration_needs_no_optuna_ray_or_mlflow():
+    """What the fidelity bench runs (a GPU machine lent without them runs it): training, export, tasks, budget."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, autopeft, autopeft.training, autopeft.export, autopeft.budget, autopeft.tasks; "
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('optuna', 'ray', 'mlflow')}))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert found == "[]", found

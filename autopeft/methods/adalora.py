@@ -10,8 +10,9 @@ parameters exist and train, even where the allocator masks them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
@@ -27,6 +28,9 @@ from autopeft.methods.placement import (
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class AdaLoraSection(MethodSection):

@@ -14,15 +14,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from optuna.distributions import BaseDistribution
 from pydantic import BaseModel, Field, ValidationError
 
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 ValueOf = Callable[[str, Any], Any]
 """``value_of(dimension_name, spec)``: the sampled value of a searched dimension, or the spec's fixed value."""

@@ -20,10 +20,9 @@ loaded with the model's state dict.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
@@ -42,6 +41,9 @@ from autopeft.methods.placement import (
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 POSITIONS = ("attn", "ffn")
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "tanh": torch.nn.Tanh}

@@ -6,12 +6,16 @@ list it (``full_finetune: {}``), but no budget below 100% admits it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from optuna.distributions import BaseDistribution
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class FullSection(MethodSection):

@@ -7,7 +7,8 @@ on the FFN-down module (``ffn_out``) it scales the input, i.e. the FFN's inner a
 
 from __future__ import annotations
 
-from optuna.distributions import BaseDistribution
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
@@ -23,6 +24,9 @@ from autopeft.methods.placement import (
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 FEEDFORWARD = "ffn_out"
 """The generic module whose input, not output, IA3 scales."""

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
@@ -34,6 +33,9 @@ from autopeft.methods.placement import (
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class LoraSection(MethodSection):

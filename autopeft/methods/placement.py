@@ -8,15 +8,23 @@ per layer or shared by all layers. Each method names its own dimensions ``<metho
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
 
-BOOL = CategoricalDistribution([False, True])
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+
+def on_off() -> BaseDistribution:
+    """The distribution of an on/off dimension (Optuna is imported only when a space is built)."""
+    from optuna.distributions import CategoricalDistribution
+
+    return CategoricalDistribution([False, True])
+
 
 Layers = Literal["searched", "all"] | list[int]
 
@@ -64,6 +72,8 @@ def size_dimensions(prefix: str, key: str, sizes: Sizes, table: list[tuple]) -> 
     """
     if len(sizes.choices) == 1:
         return {}
+    from optuna.distributions import CategoricalDistribution
+
     dist = CategoricalDistribution(sizes.choices)
     return {name: dist for name in sorted({size_dimension(prefix, key, sizes.per, row[0], row[1]) for row in table})}
 
@@ -130,12 +140,12 @@ def placement_dimensions(prefix: str, layers: Layers, modules: ModuleChoice, inf
     dims: dict[str, BaseDistribution] = {}
     indices = layer_indices(layers, info)
     if layers == "searched":
-        dims.update({f"{prefix}.layer.{i}": BOOL for i in indices})
+        dims.update({f"{prefix}.layer.{i}": on_off() for i in indices})
     if modules.searched:
         if modules.per_layer:
-            dims.update({f"{prefix}.module.{i}.{m}": BOOL for i in indices for m in modules.choices})
+            dims.update({f"{prefix}.module.{i}.{m}": on_off() for i in indices for m in modules.choices})
         else:
-            dims.update({f"{prefix}.module.{m}": BOOL for m in modules.choices})
+            dims.update({f"{prefix}.module.{m}": on_off() for m in modules.choices})
     return dims
 
 

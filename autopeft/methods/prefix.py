@@ -16,9 +16,9 @@ written as peft's ``PrefixTuningConfig`` on export.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import torch
-from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.attention import ATTENTION as FAST_SDPA
@@ -26,16 +26,19 @@ from autopeft.attention import sdpa_attention  # SDPA, with cheap dropout masks 
 from autopeft.errors import ConfigError
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
 from autopeft.methods.placement import (
-    BOOL,
     Layers,
     Sizes,
     check_layers,
     layer_indices,
+    on_off,
     size_dimension,
     size_dimensions,
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_booleans, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 _BASES = ("sdpa", "eager")
 
@@ -145,7 +148,7 @@ class Prefix(PeftMethod):
         layers = layer_indices(section.layers, info)
         dims: dict[str, BaseDistribution] = {}
         if section.layers == "searched":
-            dims.update({f"{self.name}.layer.{i}": BOOL for i in layers})
+            dims.update({f"{self.name}.layer.{i}": on_off() for i in layers})
         dims.update(size_dimensions(self.name, "length", section.length, [(i, "") for i in layers]))
         dist = distribution(section.reparameterize)
         if dist is not None:

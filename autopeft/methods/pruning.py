@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from optuna.distributions import BaseDistribution
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
 from autopeft.methods.placement import check_choices, check_layers, layer_indices
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 CRITERIA = ("magnitude", "taylor", "movement")
 SCHEDULES = ("one_shot", "linear", "cubic")

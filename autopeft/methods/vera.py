@@ -10,7 +10,8 @@ matrices come from peft's fixed ``projection_prng_key`` and are saved with an ad
 
 from __future__ import annotations
 
-from optuna.distributions import BaseDistribution
+from typing import TYPE_CHECKING
+
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
@@ -26,6 +27,9 @@ from autopeft.methods.placement import (
 )
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class VeraSection(MethodSection):
