@@ -941,7 +941,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--workers",
         "1",
     ]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    # MLflow 3's UI opens on its GenAI views unless told otherwise (the experiment's kind tag is not enough).
+    url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
+    print(f"MLflow UI on {url} (Ctrl-C to stop)", file=sys.stderr)
     os.execv(mlflow, command)
     return 0  # not reached
 
