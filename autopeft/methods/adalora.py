@@ -15,17 +15,9 @@ from typing import TYPE_CHECKING
 import torch
 from pydantic import Field, PositiveInt
 
-from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, TrainingHook, ValueOf, register_method
+from autopeft.methods.base import BuildContext, PeftMethod, TrainingHook, ValueOf, register_method
 from autopeft.methods.lora import check_alpha_dropout, check_low_rank, site_names
-from autopeft.methods.placement import (
-    Layers,
-    ModuleChoice,
-    check_module_placement,
-    minimal_sites,
-    placed,
-    placement_dimensions,
-    placement_table,
-)
+from autopeft.methods.placement import PlacedSection
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, distribution, numbers
 
@@ -33,11 +25,9 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 
-class AdaLoraSection(MethodSection):
+class AdaLoraSection(PlacedSection):
     """The ``methods.adalora`` section of a space file."""
 
-    layers: Layers = Field("searched", description="'searched', 'all', or fixed layer indices")
-    modules: ModuleChoice
     init_rank: ValueSpec = Field(description="rank every adapted matrix starts with")
     target_ratio: ValueSpec = Field(0.5, description="average final rank as a fraction of init_rank, in (0, 1]")
     warmup: ValueSpec = Field(0.1, description="fraction of training before any rank is pruned (tinit)")
@@ -126,7 +116,7 @@ class AdaLora(PeftMethod):
     }  # fmt: skip
 
     def check(self, section: AdaLoraSection, info: BackboneInfo) -> str | None:
-        problem = check_module_placement(section.layers, section.modules, info) or check_alpha_dropout(section)
+        problem = section.check_placement(info) or check_alpha_dropout(section)
         if problem:
             return problem
         ranks = numbers(section.init_rank)
@@ -145,7 +135,7 @@ class AdaLora(PeftMethod):
         return None
 
     def dimensions(self, section: AdaLoraSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
-        dims = placement_dimensions(self.name, section.layers, section.modules, info)
+        dims = section.placement_dimensions(self.name, info)
         for key in ("init_rank", "target_ratio", "warmup", "final", "alpha", "dropout"):
             dist = distribution(getattr(section, key))
             if dist is not None:
@@ -153,8 +143,7 @@ class AdaLora(PeftMethod):
         return dims
 
     def decode(self, section: AdaLoraSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
-        table = placement_table(self.name, section.layers, section.modules, info)
-        targets = [list(site) for site in placed(table, value_of)]
+        targets = [list(site) for site in section.placed_sites(self.name, value_of, info)]
         if not targets:
             return None
         init_r = int(value_of(f"{self.name}.init_rank", section.init_rank))
@@ -187,7 +176,7 @@ class AdaLora(PeftMethod):
 
     def minimal_count(self, section: AdaLoraSection, info: BackboneInfo) -> int:
         r = int(min(numbers(section.init_rank)))
-        options = minimal_sites(section.layers, section.modules, info)
+        options = section.minimal_sites(info)
         return min(sum(_cost(info, site, r) for site in sites) for sites in options)
 
     def _config(self, plan: dict, info: BackboneInfo, total_steps: int, task_type):

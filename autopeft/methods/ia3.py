@@ -11,17 +11,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
+from autopeft.methods.base import BuildContext, PeftMethod, ValueOf, register_method
 from autopeft.methods.lora import check_sites, inject, site_names
-from autopeft.methods.placement import (
-    Layers,
-    ModuleChoice,
-    check_module_placement,
-    minimal_sites,
-    placed,
-    placement_dimensions,
-    placement_table,
-)
+from autopeft.methods.placement import PlacedSection
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
 
@@ -32,11 +24,8 @@ FEEDFORWARD = "ffn_out"
 """The generic module whose input, not output, IA3 scales."""
 
 
-class Ia3Section(MethodSection):
+class Ia3Section(PlacedSection):
     """The ``methods.ia3`` section of a space file."""
-
-    layers: Layers = Field("searched", description="'searched', 'all', or fixed layer indices")
-    modules: ModuleChoice
 
 
 class Ia3Plan(Strict):
@@ -61,13 +50,13 @@ class Ia3(PeftMethod):
     example = {"targets": [[0, "key"], [1, "value"], [2, "ffn_out"]]}
 
     def check(self, section: Ia3Section, info: BackboneInfo) -> str | None:
-        return check_module_placement(section.layers, section.modules, info)
+        return section.check_placement(info)
 
     def dimensions(self, section: Ia3Section, info: BackboneInfo) -> dict[str, BaseDistribution]:
-        return placement_dimensions(self.name, section.layers, section.modules, info)
+        return section.placement_dimensions(self.name, info)
 
     def decode(self, section: Ia3Section, value_of: ValueOf, info: BackboneInfo) -> dict | None:
-        targets = placed(placement_table(self.name, section.layers, section.modules, info), value_of)
+        targets = section.placed_sites(self.name, value_of, info)
         return {"targets": [list(t) for t in targets]} if targets else None
 
     def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
@@ -77,9 +66,7 @@ class Ia3(PeftMethod):
         return sum(_width(info, layer, module) for layer, module in plan["targets"])
 
     def minimal_count(self, section: Ia3Section, info: BackboneInfo) -> int:
-        return min(
-            sum(_width(info, *s) for s in sites) for sites in minimal_sites(section.layers, section.modules, info)
-        )
+        return min(sum(_width(info, *s) for s in sites) for sites in section.minimal_sites(info))
 
     def _config(self, plan: dict, info: BackboneInfo, task_type):
         from peft import IA3Config

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt
 
+from autopeft.methods.base import MethodSection
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict
 
@@ -199,3 +200,26 @@ def minimal_sites(layers: Layers, modules: ModuleChoice, info: BackboneInfo) -> 
     if modules.per_layer and module_searched:  # one (layer, module) pair is enough
         layer_sets = [[i] for i in indices]
     return [[(i, m) for i in ls for m in ms] for ls in layer_sets for ms in module_sets]
+
+
+class PlacedSection(MethodSection):
+    """A method section placed on chosen layers and modules (IA3, AdaLoRA, VeRA ...): ``layers``, ``modules``."""
+
+    layers: Layers = Field("searched", description="'searched', 'all', or fixed layer indices")
+    modules: ModuleChoice
+
+    def check_placement(self, info: BackboneInfo) -> str | None:
+        """``"modules.choices: ..."``/``"layers: ..."`` when the placement names what the backbone lacks."""
+        return check_module_placement(self.layers, self.modules, info)
+
+    def placement_dimensions(self, prefix: str, info: BackboneInfo) -> dict[str, BaseDistribution]:
+        """The on/off dimensions of the placement (named after the method, ``prefix``)."""
+        return placement_dimensions(prefix, self.layers, self.modules, info)
+
+    def placed_sites(self, prefix: str, value_of, info: BackboneInfo) -> list[tuple[int, str]]:
+        """The ``(layer, module)`` sites a configuration turns on."""
+        return placed(placement_table(prefix, self.layers, self.modules, info), value_of)
+
+    def minimal_sites(self, info: BackboneInfo) -> list[list[tuple[int, str]]]:
+        """Every smallest way to place the method (see :func:`minimal_sites`)."""
+        return minimal_sites(self.layers, self.modules, info)

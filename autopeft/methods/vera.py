@@ -14,17 +14,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, PositiveInt
 
-from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
+from autopeft.methods.base import BuildContext, PeftMethod, ValueOf, register_method
 from autopeft.methods.lora import check_sites, site_names
-from autopeft.methods.placement import (
-    Layers,
-    ModuleChoice,
-    check_module_placement,
-    minimal_sites,
-    placed,
-    placement_dimensions,
-    placement_table,
-)
+from autopeft.methods.placement import PlacedSection
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
 
@@ -32,11 +24,9 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 
-class VeraSection(MethodSection):
+class VeraSection(PlacedSection):
     """The ``methods.vera`` section of a space file."""
 
-    layers: Layers = Field("searched", description="'searched', 'all', or fixed layer indices")
-    modules: ModuleChoice
     rank: ValueSpec = Field(256, description="rank of the shared random matrices (one for the whole model)")
     d_initial: ValueSpec = Field(0.1, description="initial value of every lambda_d entry")
     dropout: ValueSpec = Field(0.0, description="dropout on the VeRA input")
@@ -63,7 +53,7 @@ class Vera(PeftMethod):
     conflicts = frozenset({"lora", "adalora", "ia3"})  # peft wraps a Linear with one tuner type
 
     def check(self, section: VeraSection, info: BackboneInfo) -> str | None:
-        problem = check_module_placement(section.layers, section.modules, info)
+        problem = section.check_placement(info)
         for key in ("rank", "d_initial", "dropout"):
             values = numbers(getattr(section, key))
             if not problem and (not all_numbers(getattr(section, key)) or min(values) < 0):
@@ -73,7 +63,7 @@ class Vera(PeftMethod):
         return problem
 
     def dimensions(self, section: VeraSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
-        dims = placement_dimensions(self.name, section.layers, section.modules, info)
+        dims = section.placement_dimensions(self.name, info)
         for key in ("rank", "d_initial", "dropout"):
             dist = distribution(getattr(section, key))
             if dist is not None:
@@ -81,7 +71,7 @@ class Vera(PeftMethod):
         return dims
 
     def decode(self, section: VeraSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
-        targets = placed(placement_table(self.name, section.layers, section.modules, info), value_of)
+        targets = section.placed_sites(self.name, value_of, info)
         if not targets:
             return None
         return {
@@ -99,10 +89,7 @@ class Vera(PeftMethod):
 
     def minimal_count(self, section: VeraSection, info: BackboneInfo) -> int:
         rank = int(min(numbers(section.rank)))
-        return min(
-            sum(rank + info.sites[s].out_features for s in sites)
-            for sites in minimal_sites(section.layers, section.modules, info)
-        )
+        return min(sum(rank + info.sites[s].out_features for s in sites) for sites in section.minimal_sites(info))
 
     def describe(self, plan: dict) -> str:
         return f"{super().describe(plan)} r{plan['rank']}"
