@@ -78,9 +78,8 @@ def pareto_points(study: optuna.Study) -> list[tuple[FrozenTrial, list[float], i
     # dominated: another point at least as good everywhere and strictly better somewhere
     dominated = (gains[None, :, :] >= gains[:, None, :]).all(-1) & (gains[None, :, :] > gains[:, None, :]).any(-1)
     front = [point for point, beaten in zip(points, dominated.any(axis=1), strict=True) if not beaten]
-    if len(study.directions) == 1:
-        front = front[:1] if len(front) == 1 else [max(front, key=lambda p: (signs[0] * p[1][0], -p[0].number))]
-    return sorted(front, key=lambda p: (-signs[0] * p[1][0], p[0].number))
+    front.sort(key=lambda p: (-signs[0] * p[1][0], p[0].number))
+    return front[:1] if len(study.directions) == 1 else front  # one objective: the best, as Optuna's best_trial
 
 
 def hypervolume(values: list[list[float]] | np.ndarray, maximize: list[bool], ref: list[float]) -> float:
