@@ -739,7 +739,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from autopeft.retrain import chosen_trials, retrain
     from autopeft.study import dumps, spec_of
     from autopeft.tasks import get_task
-    from autopeft.training import ProxySettings
+    from autopeft.training import ProxySettings, full_fidelity
 
     if args.seeds < 1:
         raise AutopeftError(f"--seeds must be at least 1, got {args.seeds}")
@@ -747,8 +747,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     spec = spec_of(study)
     require_validation(get_task(spec["task"]), args.data_dir or spec.get("data_dir"), "retrain")
     proxy = ProxySettings(**spec["proxy"])
-    full = dataclasses.replace(proxy, epochs=3.0, max_train_samples=None, max_eval_samples=None)
-    settings = _proxy_settings(args, full)
+    settings = _proxy_settings(args, full_fidelity(proxy))
     seeds = [args.seed + k for k in range(args.seeds)]
     trials = chosen_trials(study, args.pick)
     progress, task_id = _seed_progress(len(trials) * len(seeds), "retraining")

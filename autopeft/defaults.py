@@ -9,7 +9,11 @@ EPOCHS = 1.0
 MAX_TRAIN_SAMPLES = 2048
 """Training examples per trial."""
 BATCH_SIZE = 16
-"""Training batch size."""
+"""Proxy training batch size."""
+FULL_EPOCHS = 3.0
+"""Full fidelity (retrain, evaluate, baselines, the fidelity bench's reference): epochs of the whole train split."""
+FULL_BATCH_SIZE = 16
+"""Full fidelity's batch size (the usual LoRA fine-tune's; the proxy's may differ)."""
 MAX_LENGTH = 128
 """Truncation length in tokens."""
 RUNGS = (1 / 4, 1 / 2)

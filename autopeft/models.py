@@ -131,6 +131,7 @@ class BackboneInfo:
 
 
 def _check_model_path(model: str) -> None:
+    model = str(model)  # a pathlib.Path (as ``get_model_path()`` gives) names a folder too
     path = Path(model).expanduser()
     hub_id = not model.startswith((".", "/", "~")) and model.count("/") <= 1
     if not path.exists() and not hub_id:

@@ -45,7 +45,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from autopeft.budget import parse_budget  # noqa: E402
 from autopeft.models import backbone_info, default_model  # noqa: E402
 from autopeft.tasks import get_task  # noqa: E402
-from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial  # noqa: E402
+from autopeft.training import ProxyRequest, ProxySettings, full_fidelity, run_proxy_trial  # noqa: E402
 from autopeft.training.proxy import train_loss_score  # noqa: E402
 
 PROXY_SETTINGS = {
@@ -54,6 +54,11 @@ PROXY_SETTINGS = {
     "e2-n2048": ProxySettings(epochs=2, max_train_samples=2048),
     "e1-all": ProxySettings(epochs=1, max_train_samples=None),  # one epoch of the whole split: 1/3 of full
     "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster
+    # the same examples in twice the optimiser steps: full training learns only after ~250 steps of 16
+    "e1-n2048-b8": ProxySettings(epochs=1, max_train_samples=2048, batch_size=8),
+    "e1-all-b8": ProxySettings(epochs=1, max_train_samples=None, batch_size=8),
+    "e1-n2048-b4": ProxySettings(epochs=1, max_train_samples=2048, batch_size=4),
+    "e1-n1024-b4": ProxySettings(epochs=1, max_train_samples=1024, batch_size=4),
 }
 FULL_SEEDS, PROXY_SEED, SELECTION_SEED = (0, 2), 1, 0
 PROXY_REVISION = 3
@@ -141,7 +146,7 @@ def main() -> None:
     info = backbone_info(model, task.num_labels)
     limit = parse_budget(args.budget).limit(info.backbone_params)
     n_configs = 4 if args.quick else args.configs
-    full_settings = ProxySettings(epochs=1 if args.quick else args.full_epochs, max_train_samples=None)
+    full_settings = full_fidelity(epochs=1 if args.quick else args.full_epochs)
     chosen = args.settings.split(",") if args.settings else list(PROXY_SETTINGS)[: 2 if args.quick else None]
     unknown = [name for name in chosen if name not in PROXY_SETTINGS]
     if unknown:

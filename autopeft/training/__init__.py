@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from autopeft.training.proxy import ProxyRequest, ProxySettings, evaluate, run_proxy_trial
+from autopeft.training.proxy import ProxyRequest, ProxySettings, evaluate, full_fidelity, run_proxy_trial
 
-__all__ = ["ProxyRequest", "ProxySettings", "evaluate", "run_proxy_trial"]
+__all__ = ["ProxyRequest", "ProxySettings", "evaluate", "full_fidelity", "run_proxy_trial"]

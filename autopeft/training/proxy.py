@@ -7,7 +7,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,23 @@ class ProxySettings:
     warmup_ratio: float = 0.06
     rung_eval_samples: int | None = 256
     attention_dropout: bool = True
+
+
+def full_fidelity(settings: ProxySettings | None = None, epochs: float = defaults.FULL_EPOCHS) -> ProxySettings:
+    """The schedule every full-fidelity training runs: ``epochs`` over the whole train split at
+    :data:`~autopeft.defaults.FULL_BATCH_SIZE`, scored on every evaluation example.
+
+    Args:
+        settings: what the other fields keep (a study's proxy: its length, dropout; default: the defaults).
+        epochs: passes over the train split.
+    """
+    return replace(
+        settings or ProxySettings(),
+        epochs=epochs,
+        max_train_samples=None,
+        max_eval_samples=None,
+        batch_size=defaults.FULL_BATCH_SIZE,
+    )
 
 
 @dataclass(frozen=True)
