@@ -71,24 +71,39 @@ def cpus_per_trial(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def estimate_trial_seconds(bound: BoundStudy, train_tokens_per_example: float, eval_tokens: int, threads: int) -> float:
+def estimate_trial_seconds(bound: BoundStudy, data: DataStatistics, threads: int) -> float:
     """A rough CPU estimate of one proxy trial, calibrated on this project's reference machine.
 
     Args:
         bound: the study.
-        train_tokens_per_example: mean tokens of a training example.
-        eval_tokens: tokens in the evaluated dev examples.
+        data: the token statistics of its training and evaluation data.
         threads: torch threads per trial.
     """
     proxy = bound.spec.proxy
-    n_train = proxy.max_train_samples or 10**9
+    n_train = min(proxy.max_train_samples or data.train_examples, data.train_examples)
+    train_tokens_per_example, eval_tokens = data.train_tokens_per_example, data.eval_tokens
     steps = math.ceil(proxy.epochs * math.ceil(n_train / proxy.batch_size))
     train_tokens = steps * proxy.batch_size * train_tokens_per_example
     scale = bound.info.backbone_params / _REFERENCE_PARAMS / max(1, threads) ** 0.7
     return _TRIAL_OVERHEAD_S + scale * (train_tokens * _TRAIN_S_PER_TOKEN + eval_tokens * _EVAL_S_PER_TOKEN)
 
 
-def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
+@dataclass(frozen=True)
+class DataStatistics:
+    """What a trial's cost depends on in its data.
+
+    Attributes:
+        train_examples: examples a trial may train on (the train split less the selection part).
+        train_tokens_per_example: their mean length in tokens.
+        eval_tokens: tokens of the evaluated examples.
+    """
+
+    train_examples: int
+    train_tokens_per_example: float
+    eval_tokens: int
+
+
+def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:
     """Tokenise the training and evaluation data once (into the cache the workers read); return their token statistics.
 
     Args:
@@ -104,7 +119,7 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> tuple[float, int]:
     n_train = len(train["input_ids"])
     if spec.proxy.max_train_samples and n_train < spec.proxy.max_train_samples:
         logger.info("the train split has %d examples, fewer than --max-train-samples", n_train)
-    return train_mean, int(sum(dev_lengths))
+    return DataStatistics(n_train, train_mean, int(sum(dev_lengths)))
 
 
 def search_progress(bound: BoundStudy) -> dict[str, float | None]:
@@ -188,11 +203,11 @@ def run_search(
     )
     tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
-    train_mean, eval_tokens = prepare_data(bound, cache_dir)
+    data = prepare_data(bound, cache_dir)
     threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
     finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
     remaining = max(0, spec.trials - finished_before)
-    per_trial = estimate_trial_seconds(bound, train_mean, eval_tokens, threads)
+    per_trial = estimate_trial_seconds(bound, data, threads)
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
     if remaining and spec.confirm:  # usually one round: best and knee side by side
         estimate += math.ceil(min(spec.confirm, 2) / spec.workers) * per_trial
