@@ -71,23 +71,6 @@ def cpus_per_trial(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def estimate_trial_seconds(bound: BoundStudy, data: DataStatistics, threads: int) -> float:
-    """A rough CPU estimate of one proxy trial, calibrated on this project's reference machine.
-
-    Args:
-        bound: the study.
-        data: the token statistics of its training and evaluation data.
-        threads: torch threads per trial.
-    """
-    proxy = bound.spec.proxy
-    n_train = min(proxy.max_train_samples or data.train_examples, data.train_examples)
-    train_tokens_per_example, eval_tokens = data.train_tokens_per_example, data.eval_tokens
-    steps = math.ceil(proxy.epochs * math.ceil(n_train / proxy.batch_size))
-    train_tokens = steps * proxy.batch_size * train_tokens_per_example
-    scale = bound.info.backbone_params / _REFERENCE_PARAMS / max(1, threads) ** 0.7
-    return _TRIAL_OVERHEAD_S + scale * (train_tokens * _TRAIN_S_PER_TOKEN + eval_tokens * _EVAL_S_PER_TOKEN)
-
-
 @dataclass(frozen=True)
 class DataStatistics:
     """What a trial's cost depends on in its data.
@@ -101,6 +84,22 @@ class DataStatistics:
     train_examples: int
     train_tokens_per_example: float
     eval_tokens: int
+
+
+def estimate_trial_seconds(bound: BoundStudy, data: DataStatistics, threads: int) -> float:
+    """A rough CPU estimate of one proxy trial, calibrated on this project's reference machine.
+
+    Args:
+        bound: the study.
+        data: the token statistics of its training and evaluation data.
+        threads: torch threads per trial.
+    """
+    proxy = bound.spec.proxy
+    n_train = min(proxy.max_train_samples or data.train_examples, data.train_examples)
+    steps = math.ceil(proxy.epochs * math.ceil(n_train / proxy.batch_size))
+    train_tokens = steps * proxy.batch_size * data.train_tokens_per_example
+    scale = bound.info.backbone_params / _REFERENCE_PARAMS / max(1, threads) ** 0.7
+    return _TRIAL_OVERHEAD_S + scale * (train_tokens * _TRAIN_S_PER_TOKEN + data.eval_tokens * _EVAL_S_PER_TOKEN)
 
 
 def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:

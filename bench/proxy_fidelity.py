@@ -48,15 +48,15 @@ from autopeft.tasks import get_task  # noqa: E402
 from autopeft.training import ProxyRequest, ProxySettings, full_fidelity, run_proxy_trial  # noqa: E402
 from autopeft.training.proxy import train_loss_score  # noqa: E402
 
-PROXY_SETTINGS = {
-    "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024),
-    "e1-n2048": ProxySettings(epochs=1, max_train_samples=2048),
-    "e2-n2048": ProxySettings(epochs=2, max_train_samples=2048),
-    "e1-all": ProxySettings(epochs=1, max_train_samples=None),  # one epoch of the whole split: 1/3 of full
-    "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, attention_dropout=False),  # faster
+PROXY_SETTINGS = {  # every batch size written out: a stored result must keep meaning what its name says
+    "e1-n1024": ProxySettings(epochs=1, max_train_samples=1024, batch_size=16),
+    "e1-n2048": ProxySettings(epochs=1, max_train_samples=2048, batch_size=16),  # the default until session 3
+    "e2-n2048": ProxySettings(epochs=2, max_train_samples=2048, batch_size=16),
+    "e1-all": ProxySettings(epochs=1, max_train_samples=None, batch_size=16),  # one epoch of the whole split
+    "e1-all-noattn": ProxySettings(epochs=1, max_train_samples=None, batch_size=16, attention_dropout=False),
     # the same examples in twice the optimiser steps: full training learns only after ~250 steps of 16
     "e1-n2048-b8": ProxySettings(epochs=1, max_train_samples=2048, batch_size=8),
-    "e1-all-b8": ProxySettings(epochs=1, max_train_samples=None, batch_size=8),
+    "e1-all-b8": ProxySettings(epochs=1, max_train_samples=None, batch_size=8),  # the default on MRPC and RTE
     "e1-n2048-b4": ProxySettings(epochs=1, max_train_samples=2048, batch_size=4),
     "e1-n1024-b4": ProxySettings(epochs=1, max_train_samples=1024, batch_size=4),
 }

@@ -33,19 +33,21 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autopeft import cli, defaults
+from autopeft import cli
 from autopeft.baselines import baselines_study_name, stored_runs
 from autopeft.pareto import confirmation_runs, pick_trial
 from autopeft.results import retrain_runs
 from autopeft.search import SEARCH_RUNS_ATTR
 from autopeft.study import connect_storage, default_storage, spec_of
 from autopeft.tasks import get_task
+from autopeft.training import full_fidelity
 
+_FULL = full_fidelity()
 FULL_FIDELITY = [
-    *("--epochs", f"{defaults.FULL_EPOCHS:g}", "--max-train-samples", "0", "--max-eval-samples", "0"),
-    *("--batch-size", str(defaults.FULL_BATCH_SIZE)),
+    *("--epochs", f"{_FULL.epochs:g}", "--max-train-samples", "0", "--max-eval-samples", "0"),
+    *("--batch-size", str(_FULL.batch_size)),
 ]
-"""The schedule of every retrain and baseline run (``retrain``'s default, ``full_fidelity``, written out for both)."""
+"""``full_fidelity()`` as options: the schedule of every retrain (its default) and baseline run."""
 
 
 def _run(argv: list[str]) -> None:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> str:
 
     search_seconds, search_tokens, search_runs = search_compute(study)
     lora_seconds, lora_tokens = rows["lora"][2][2], rows["lora"][2][3]
-    schedule_text = f"{defaults.FULL_EPOCHS:g} epochs of the whole train split"
+    schedule_text = f"{_FULL.epochs:g} epochs of the whole train split"
     print(f"\n{task.name}: validation {task.metric}, {args.seeds} seeds, {schedule_text}")
     print(f"| configuration | trainable % | {task.metric} (mean ± std) | training core-s per run | seeds |")
     print("|---|---|---|---|---|")

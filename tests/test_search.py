@@ -19,7 +19,7 @@ def bound_for(tiny_model, tmp_path):
     def make(proxy: ProxySettings):
         spec = StudySpec(
             task="rte", budget="2%", model=tiny_model, proxy=proxy, data_dir=None, runs_dir=str(tmp_path),
-            study_name=f"s{abs(hash(proxy))}",
+            study_name=f"s-{proxy.max_train_samples}-{proxy.batch_size}",
         )  # fmt: skip
         return open_study(spec)
 
