@@ -17,7 +17,7 @@ from rich.text import Text
 from autopeft.execution.trials import fallback_reason
 from autopeft.methods.build import describe
 from autopeft.pareto import confirmation_runs, mean_values, pareto_points
-from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, trial_record
+from autopeft.study import SPLIT_LABELS, BoundStudy, confirmation_rounds, mask_url, scored_on, trial_record
 
 
 def pareto_table(study: optuna.Study, title: str) -> Table:
@@ -95,18 +95,23 @@ def print_trials(console: Console, study: optuna.Study) -> None:
     console.print(table)
 
 
-def seconds_left(study: optuna.Study, target: int, workers: int, per_trial: float | None = None) -> float | None:
-    """Seconds until a study holds ``target`` done trials: trials left x seconds per trial / workers.
+def seconds_left(
+    study: optuna.Study, target: int, workers: int, per_trial: float | None = None, tail_rounds: int = 0
+) -> float | None:
+    """Seconds until a study holds ``target`` done trials and its confirmations: trials left x seconds
+    per trial / workers, plus the rounds of confirmation runs.
 
     ``left = (trials left x median trial seconds - time already spent by the trials in flight) /
-    workers``; a trial's seconds run from its start to its end in the storage (Ray's scheduling and
-    evaluation included). ``None`` until a trial has ended (unless ``per_trial`` is given).
+    workers + tail_rounds x median trial seconds``; a trial's seconds run from its start to its end
+    in the storage (Ray's scheduling and evaluation included). ``None`` until a trial has ended
+    (unless ``per_trial`` is given).
 
     Args:
         study: the study.
         target: done (finished or stopped early) trials it should hold.
         workers: trials run at the same time.
         per_trial: seconds per trial (default: the median of the study's done trials).
+        tail_rounds: rounds of training after the trials (:func:`~autopeft.study.confirmation_rounds`).
     """
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     trials = study.get_trials(deepcopy=False, states=states)
@@ -126,28 +131,37 @@ def seconds_left(study: optuna.Study, target: int, workers: int, per_trial: floa
         for t in trials
         if t.state == TrialState.RUNNING and t.datetime_start
     )
-    return max(0.0, (max(0, target - done) * per_trial - spent) / max(1, workers))
+    return max(0.0, (max(0, target - done) * per_trial - spent) / max(1, workers)) + tail_rounds * per_trial
 
 
 class TrialsEta(ProgressColumn):
     """Time left in a search, from the trials as they end: trials left x seconds per trial / workers.
 
     Until the first trial ends it counts the start-up estimate down. From then on, each trial that
-    ends sets ``left = (trials left x median trial seconds - time already spent by the trials in
-    flight) / workers``, counted down between trials (a trial's seconds: from its start to its end
-    in the storage, so Ray's scheduling and evaluation are included).
+    ends sets ``left`` by :func:`seconds_left` (the trials left and the confirmation rounds after
+    them, at the median trial's seconds), counted down between trials (a trial's seconds: from its
+    start to its end in the storage, so Ray's scheduling and evaluation are included).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.durations: list[float] = []
         self.workers = 1
+        self.tail_rounds = 0
         self.left: float | None = None
         self.at = time.monotonic()
 
-    def start(self, estimate_seconds: float, workers: int, trials_left: int) -> None:
-        """Count the start-up estimate down until the first trial ends."""
+    def start(self, estimate_seconds: float, workers: int, trials_left: int, tail_rounds: int = 0) -> None:
+        """Count the start-up estimate down until the first trial ends.
+
+        Args:
+            estimate_seconds: the start-up estimate.
+            workers: trials at the same time.
+            trials_left: trials still to run.
+            tail_rounds: rounds of confirmation runs after the trials.
+        """
         self.workers, self.left, self.at = max(1, workers), float(estimate_seconds), time.monotonic()
+        self.tail_rounds = tail_rounds
         if trials_left <= 0:
             self.left = 0.0
 
@@ -157,7 +171,7 @@ class TrialsEta(ProgressColumn):
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         if not self.durations:
             return
-        self.left = seconds_left(study, target, self.workers, statistics.median(self.durations))
+        self.left = seconds_left(study, target, self.workers, statistics.median(self.durations), self.tail_rounds)
         self.at = time.monotonic()
 
     def render(self, task) -> Text:
@@ -204,7 +218,8 @@ class SearchDisplay:
             f"{max(0, spec.trials - done)} trials to run ({done} already finished), {spec.workers} at a time; "
             f"estimated {estimate_seconds / 60:.1f} min (CPU estimate)"
         )
-        self.eta.start(estimate_seconds, spec.workers, spec.trials - done)
+        tail_rounds = confirmation_rounds(spec.confirm, spec.workers)
+        self.eta.start(estimate_seconds, spec.workers, spec.trials - done, tail_rounds)
         self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
         self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
         self.live.start()

@@ -18,7 +18,14 @@ from optuna.trial import FrozenTrial, TrialState
 from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
 from autopeft.pareto import hypervolume, pareto_points, pareto_trials
-from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
+from autopeft.study import (
+    BoundStudy,
+    StudySpec,
+    confirmation_rounds,
+    fail_stale_trials,
+    open_study,
+    trial_record,
+)
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
 from autopeft.training.data import training_and_evaluation
@@ -208,8 +215,8 @@ def run_search(
     remaining = max(0, spec.trials - finished_before)
     per_trial = estimate_trial_seconds(bound, data, threads)
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
-    if remaining and spec.confirm:  # usually one round: best and knee side by side
-        estimate += math.ceil(min(spec.confirm, 2) / spec.workers) * per_trial
+    if remaining:
+        estimate += confirmation_rounds(spec.confirm, spec.workers) * per_trial
     if on_start is not None:
         on_start(bound, estimate)
 

@@ -236,14 +236,15 @@ def study_status(study, target: int | None = None, workers: int | None = None) -
     """
     from autopeft.display import seconds_left
     from autopeft.pareto import confirmation_runs, pareto_trials
-    from autopeft.study import spec_of, trial_record
+    from autopeft.study import confirmation_rounds, spec_of, trial_record
 
     spec = spec_of(study)
     target = target or int(spec.get("trials", 0))
     workers = workers or int(spec.get("workers", 1))
     counts = study_counts(study)
     done = counts["finished"] + counts["pruned"]
-    left = 0.0 if done >= target else seconds_left(study, target, workers)
+    tail_rounds = confirmation_rounds(int(spec.get("confirm", 0)), workers)
+    left = 0.0 if done >= target else seconds_left(study, target, workers, tail_rounds=tail_rounds)
     confirmations = confirmation_runs(study)
     pareto = [trial_record(t, None, confirmations.get(t.number)) for t in pareto_trials(study)]
     return {"study": study.study_name, "target": target, **counts, "seconds_left": left, "pareto": pareto}
