@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import statistics
 import subprocess
 import sys
 
 import optuna
 import pytest
 from conftest import REPO
+
+from autopeft.baselines import baselines_study_name, stored_runs
+from autopeft.study import spec_of
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +50,15 @@ def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_p
     assert "start-up estimate" in out
 
     # the compute ratio counts every trial and confirmation of the study, as stored
-    study = optuna.load_study(study_name="quality-rte", storage=f"sqlite:///{runs.resolve()}/optuna.db")
+    storage = f"sqlite:///{runs.resolve()}/optuna.db"
+    study = optuna.load_study(study_name="quality-rte", storage=storage)
     seconds, tokens, count = bench.search_compute(study)
     confirmations = sum(len(v) for k, v in study.user_attrs.items() if k.startswith("autopeft.confirm."))
     assert count == 4 + confirmations and confirmations >= 1 and seconds > 0 and tokens > 0
+    spec = spec_of(study)
+    base = optuna.load_study(study_name=baselines_study_name("rte", spec["model"], spec["budget"]), storage=storage)
+    lora = [t.user_attrs["train_tokens"] for t in stored_runs(base) if t.user_attrs.get("baseline") == "lora"]
+    assert line.endswith(f"search_compute_in_lora_finetunes={tokens / statistics.median(lora):.2f}")  # in tokens
 
     again, _ = run_bench(argv)  # everything is stored: nothing trains again, the figures repeat
     assert again == line
