@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import signal
+import subprocess
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -121,33 +127,45 @@ def ray_command() -> str | None:
     return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which("ray")
 
 
+@contextlib.contextmanager
+def ray_head(*options: str, env: dict[str, str]):
+    """A Ray head of this test's own on loopback (``ray start --head --block``), stopped afterwards.
+
+    Stopping signals only this head's ``ray start`` process, which takes down the processes it
+    started: ``ray stop`` would kill every Ray on the machine, a user's running search included.
+
+    Args:
+        options: further ``ray start`` options (ports, dashboard).
+        env: its environment (the authentication mode).
+    """
+    ray = ray_command()
+    assert ray is not None, "no `ray` command beside this Python nor on PATH"
+    command = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", *options]
+    head = subprocess.Popen(
+        [*command, "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in head.stdout], daemon=True).start()
+    deadline, seen = time.monotonic() + 180, []
+    try:
+        while not any("block forever" in line for line in seen):  # printed once every process is up
+            assert head.poll() is None, "ray start exited: " + "".join(seen)[-3000:]
+            assert time.monotonic() < deadline, "ray start did not come up in 180 s: " + "".join(seen)[-3000:]
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+        yield
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(timeout=30)
+
+
 @pytest.fixture()
 def ray_cluster():
     """A Ray head started with ``ray start`` on loopback (token auth off), stopped afterwards."""
-    import subprocess
-
-    ray = ray_command()
-    assert ray is not None, "no `ray` command beside this Python nor on PATH"
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    subprocess.run(
-        [
-            ray,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    try:
+    with ray_head(f"--port={port}", "--include-dashboard=false", env={**os.environ, "RAY_AUTH_MODE": "disabled"}):
         yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)

@@ -13,7 +13,7 @@ import urllib.request
 
 import optuna
 import pytest
-from conftest import _free_port, ray_command
+from conftest import _free_port, ray_head
 from helpers import autopeft
 
 pytestmark = pytest.mark.slow
@@ -22,24 +22,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def job_server(tmp_path_factory):
     """A Ray head with its dashboard's job server on loopback, token authentication on; yields (address, env)."""
-    ray = ray_command()
-    assert ray is not None, "no `ray` command beside this Python nor on PATH"
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     port, dashboard = _free_port(), _free_port()
-    subprocess.run(
-        [
-            ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-            "--disable-usage-stats",
-        ],
-        check=True, capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        yield address, env
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    options = (
+        f"--port={port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+    )
+    with ray_head(*options, env=env):
+        yield f"http://127.0.0.1:{dashboard}", env
 
 
 @pytest.fixture(scope="module")
