@@ -184,6 +184,14 @@ def test_search_runs_on_an_existing_ray_cluster(tmp_path, tiny_model, data_dir, 
     assert len(trials_of("cluster", f"sqlite:///{tmp_path}/optuna.db", COMPLETE)) == 2
 
 
+def test_a_local_search_starts_its_own_cluster_beside_another_one(tmp_path, tiny_model, data_dir, ray_cluster):
+    """Ray joins the newest cluster it finds on the machine unless told otherwise: a second search (or
+    anyone's ``ray start``) made a local search fail with "num_cpus ... must not be provided"."""
+    result = autopeft(*tiny_search_args(tiny_model, data_dir, tmp_path, "beside", 2, "--workers", "2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(trials_of("beside", f"sqlite:///{tmp_path}/optuna.db", COMPLETE)) == 2
+
+
 def test_a_trial_asked_but_never_beaten_goes_stale(tmp_path):
     """A process killed between asking for a trial and its first heartbeat must not leave it RUNNING forever."""
     from autopeft.study import HEARTBEAT_SECONDS, connect_storage, fail_stale_trials

@@ -258,6 +258,7 @@ def init_ray(address: str | None, num_cpus: int, num_gpus: float | None) -> None
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     ray.init(
+        address="local",  # a new cluster even where another one runs (Ray would join the newest it finds)
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=False,
