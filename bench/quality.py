@@ -96,42 +96,48 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--full", action="store_true", help="also full fine-tuning (slow on CPUs)")
     parser.add_argument("--search-args", default="", help="further search options, e.g. '--trials 12' (smoke runs)")
     parser.add_argument("--retrain-args", default="", help="further retrain/baselines options (smoke runs)")
+    parser.add_argument("--report", action="store_true", help="train nothing: the table of what the stores hold")
     args = parser.parse_args(argv)
 
     task = get_task(args.task)
     name = f"quality-{task.name}"
     common = ["--runs-dir", args.runs_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
     schedule = FULL_FIDELITY + args.retrain_args.split() + ["--seeds", str(args.seeds)]
-    _run(["search", "--task", args.task, "--budget", args.budget, "--study", name, *common, *args.search_args.split()])
-    _run(["retrain", "--study", name, "--pick", "knee", "best", *common, *schedule])
     only = "lora,houlsby" + (",full" if args.full else "")
-    _run(["baselines", "--study", name, "--only", only, *common, *schedule])
+    if not args.report:
+        search = ["search", "--task", args.task, "--budget", args.budget, "--study", name]
+        _run([*search, *common, *args.search_args.split()])
+        _run(["retrain", "--study", name, "--pick", "knee", "best", *common, *schedule])
+        _run(["baselines", "--study", name, "--only", only, *common, *schedule])
 
     storage = default_storage(Path(args.runs_dir).resolve())
     study = optuna.load_study(study_name=name, storage=connect_storage(storage))
     spec = spec_of(study)
     picks = {"knee": pick_trial(study, "knee"), "best": pick_trial(study, "best")}
-    base = optuna.load_study(
-        study_name=baselines_study_name(task.name, spec["model"], spec["budget"]), storage=connect_storage(storage)
-    )
+    try:
+        base_runs = stored_runs(
+            optuna.load_study(
+                study_name=baselines_study_name(task.name, spec["model"], spec["budget"]),
+                storage=connect_storage(storage),
+            )
+        )
+    except KeyError:  # no baseline has run yet
+        base_runs = []
     rows: dict[str, tuple] = {}
     for pick, trial in picks.items():
-        runs = retrain_runs(study, trial.number)
-        key = runs[-1]["settings"]
-        label = f"autopeft {pick} (trial {trial.number})"
-        rows[pick] = (
-            label,
-            trial.user_attrs["trainable_fraction"],
-            _summary([r for r in runs if "metric" in r and r["settings"] == key]),
-        )
+        runs = [r for r in retrain_runs(study, trial.number) if "metric" in r]
+        if runs:
+            label = f"autopeft {pick} (trial {trial.number})"
+            done = [r for r in runs if r["settings"] == runs[-1]["settings"]]
+            rows[pick] = (label, trial.user_attrs["trainable_fraction"], _summary(done))
     for baseline in only.split(","):
-        runs = [t.user_attrs for t in stored_runs(base) if t.user_attrs.get("baseline") == baseline and t.values]
-        key = runs[-1]["settings"]
-        runs = [r for r in runs if r["settings"] == key]
-        rows[baseline] = (runs[-1]["label"], runs[-1]["trainable_fraction"], _summary(runs))
+        runs = [t.user_attrs for t in base_runs if t.user_attrs.get("baseline") == baseline and t.values]
+        if runs:
+            runs = [r for r in runs if r["settings"] == runs[-1]["settings"]]
+            rows[baseline] = (runs[-1]["label"], runs[-1]["trainable_fraction"], _summary(runs))
+    pending = [name for name in [*picks, *only.split(",")] if name not in rows]
 
     search_seconds, search_tokens, search_runs = search_compute(study)
-    lora_seconds, lora_tokens = rows["lora"][2][2], rows["lora"][2][3]
     schedule_text = f"{_FULL.epochs:g} epochs of the whole train split"
     print(f"\n{task.name}: validation {task.metric}, {args.seeds} seeds, {schedule_text}")
     print(f"| configuration | trainable % | {task.metric} (mean ± std) | training core-s per run | seeds |")
@@ -146,6 +152,12 @@ def main(argv: list[str] | None = None) -> str:
             f"{search_record['workers']} workers, start-up estimate {search_record['estimate_seconds'] / 60:.1f} min "
             f"({100 * (search_record['estimate_seconds'] / search_record['seconds'] - 1):+.0f}%)"
         )
+    if pending:
+        print(f"not trained yet: {', '.join(pending)} (the run without --report trains them)")
+    if any(name not in rows or rows[name][2][4] < args.seeds for name in ("knee", "best", "lora")):
+        print(f"task={task.name}: no final line until knee, best and lora hold {args.seeds} seeds each")
+        return ""
+    lora_seconds, lora_tokens = rows["lora"][2][2], rows["lora"][2][3]
     print(f"search compute in LoRA fine-tunes by training core-seconds: {search_seconds / lora_seconds:.2f}")
     lora_mean = rows["lora"][2][0]
     line = (

@@ -62,3 +62,5 @@ def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_p
 
     again, _ = run_bench(argv)  # everything is stored: nothing trains again, the figures repeat
     assert again == line
+    reported, _ = run_bench([*argv, "--report"])  # the stores alone give the same table and line
+    assert reported == line
