@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -608,9 +609,8 @@ def confirmation_rounds(confirm: int, workers: int) -> int:
         confirm: the study's ``confirm`` (most confirmation runs).
         workers: trials at the same time.
     """
-    workers = max(1, workers)
-    first = min(max(0, confirm), 2)
-    return -(-first // workers) + -(-(max(0, confirm) - first) // workers)
+    first = min(confirm, 2)  # StudySpec keeps confirm >= 0
+    return math.ceil(first / max(1, workers)) + math.ceil((confirm - first) / max(1, workers))
 
 
 def spec_of(study: optuna.Study) -> dict[str, Any]:
