@@ -155,8 +155,10 @@ def _search_options(search: argparse.ArgumentParser) -> None:
     )
     search.add_argument(
         "--objectives",
-        default="metric,params",
-        help="objectives: names (metric,params or metric,params,sparsity) or a file under objectives/",
+        default=defaults.OBJECTIVES,
+        help=f"objectives: names, the first the score trials are selected on (default {defaults.OBJECTIVES}; "
+        "metric,params selects on the task metric itself; add sparsity for a space that prunes) or a file under "
+        "objectives/",
     )
     search.add_argument(
         "--sampler",

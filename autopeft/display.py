@@ -16,12 +16,12 @@ from rich.text import Text
 
 from autopeft.execution.trials import fallback_reason
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_values, pareto_points
+from autopeft.pareto import confirmation_runs, mean_metric, mean_values, pareto_points, score_name
 from autopeft.study import SPLIT_LABELS, BoundStudy, confirmation_rounds, mask_url, scored_on, trial_record
 
 
 def pareto_table(study: optuna.Study, title: str) -> Table:
-    """A table of the study's Pareto set, best metric first.
+    """A table of the study's Pareto set, best score first (the first objective, what selects).
 
     Args:
         study: the study.
@@ -37,8 +37,12 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     front = [trial for trial, _, _ in points]
     retrained = any(t.number in validation for t in front)
     confirmed = any(seeds > 1 for _, _, seeds in points)
+    confirmations = confirmation_runs(study)
+    score = score_name(study)
+    own_score = score != "metric"  # the study selects on another score than the metric: show both
     columns = (
         "trial",
+        *((f"{score} ({split}, selects)",) if own_score else ()),
         f"metric ({split})",
         *((f"mean over seeds ({split})",) if confirmed else ()),
         *(("validation (retrained)",) if retrained else ()),
@@ -51,13 +55,16 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
         table.add_column(column, justify="right" if column != "configuration" else "left")
     for trial, values, seeds in points:
         record = trial_record(trial, validation.get(trial.number))
-        mean = (f"{values[0]:.4f} (n={seeds})" if seeds > 1 else "",) if confirmed else ()
+        metric_mean, _ = mean_metric(trial, confirmations.get(trial.number)) if seeds > 1 else (None, 1)
+        mean = (f"{metric_mean:.4f} (n={seeds})" if seeds > 1 else "",) if confirmed else ()
+        scored = (f"{values[0]:.4f}" + (f" (mean, n={seeds})" if seeds > 1 else ""),) if own_score else ()
         sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
         found = record.get("validation")
         text = f"{found['mean']:.4f} ± {found['std']:.4f} (n={found['seeds']})" if found else ""
         shown = (text,) if retrained else ()
         table.add_row(
             str(record["trial"]),
+            *scored,
             f"{record['metric']:.4f}",
             *mean,
             *shown,
@@ -240,8 +247,10 @@ class SearchDisplay:
             if not self.console.is_terminal:  # a log file gets one line per trial instead of a live bar
                 done = int(self.progress.tasks[0].completed)
                 record = trial_record(trial)
+                score = bound.objectives[0].name
+                scored = f"{score} {record['score']:.4f}, " if score != "metric" else ""
                 self.console.print(
-                    f"trial {trial.number} finished ({done}/{bound.spec.trials}): {bound.task.metric} "
+                    f"trial {trial.number} finished ({done}/{bound.spec.trials}): {scored}{bound.task.metric} "
                     f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
                     f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s; "
                     f"{self.eta.render(None).plain} left"
@@ -268,9 +277,11 @@ class SearchDisplay:
             return
         trial = bound.study.get_trials(deepcopy=False)[number]
         values, seeds = mean_values(trial, confirmation_runs(bound.study).get(number))
+        score = bound.objectives[0].name
+        metric = "" if score == "metric" else f" ({bound.task.metric} {run['metric']:.4f})"
         self.console.print(
-            f"confirmed trial {number} with seed {run['seed']}: {bound.task.metric} {trial.values[0]:.4f} in the "
-            f"search, {run['values'][0]:.4f} now; mean {values[0]:.4f} over {seeds} seeds"
+            f"confirmed trial {number} with seed {run['seed']}: {score} {trial.values[0]:.4f} in the "
+            f"search, {run['values'][0]:.4f} now{metric}; mean {values[0]:.4f} over {seeds} seeds"
         )
         if self.live is not None:
             self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))

@@ -114,7 +114,7 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
     Returns:
         The content of ``autopeft.json``.
     """
-    from autopeft.pareto import confirmation_runs, pick_trial
+    from autopeft.pareto import confirmation_runs, pick_trial, score_name
     from autopeft.results import validation_results
     from autopeft.study import spec_of, trial_config, trial_record
     from autopeft.tasks import get_task
@@ -131,10 +131,13 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         "study": study.study_name,
         "trial": trial.number,
         "pick": pick,
-        "metric": record["metric"],  # the search's figure, on metric_split: what selected the trial
+        "metric": record["metric"],  # the task metric as the search measured it, on metric_split
         "metric_split": record["metric_split"],
-        "metric_mean": record.get("metric_mean"),  # over metric_seeds seeds when confirmed: what picked it
+        "metric_mean": record.get("metric_mean"),  # over metric_seeds seeds when confirmed
         "metric_seeds": record.get("metric_seeds", 1),
+        "score_name": score_name(study),  # the first objective: what selected the trial (neg_loss by default)
+        "score": record["score"],
+        "score_mean": record.get("score_mean"),  # over metric_seeds seeds when confirmed: what picked it
         "validation": record.get("validation"),  # retrained on the validation split: the figure to report
         "metric_name": task.metric,
         "metrics": record["metrics"],

@@ -5,9 +5,13 @@ fraction of the PEFT modules relative to the backbone (minimised); it is exact a
 training, so optimisers may use it without a model. ``sparsity`` (maximised) is the fraction of
 the backbone's encoder-layer Linear weights that the configuration prunes: exact before training,
 so the study stores that target (the sparsity measured after training is kept beside it).
-``neg_loss`` (maximised) is minus the mean validation loss, measured: a smooth second measured
-objective. Exact values come from ``BoundStudy.exact_values``, the one formula the stored value
-and the sampler share.
+``neg_loss`` (maximised) is minus the mean loss on the split the trials are scored on, measured.
+
+The first objective is the *score*, what the search selects on: ``metric`` or ``neg_loss`` (the
+default, :data:`autopeft.defaults.OBJECTIVES`: it ranks as full training does where the metric at one
+proxy epoch still ties at the majority class). The task metric is measured and shown either way.
+Exact values come from ``BoundStudy.exact_values``, the one formula the stored value and the sampler
+share.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+SCORES = ("metric", "neg_loss")
+"""Objectives that may come first: the measured score a search selects on."""
+
+
 def objectives_file(text: str) -> Path | None:
     """The objectives file ``--objectives`` names (a path, or a shipped file's name), or ``None`` for a list of names.
 
@@ -69,7 +77,7 @@ def objectives_file(text: str) -> Path | None:
 
 
 def parse_objectives(text: str) -> list[Objective]:
-    """Objectives from ``metric,params`` or from a YAML file under ``objectives/`` (by path or name).
+    """Objectives from ``neg_loss,params`` or from a YAML file under ``objectives/`` (by path or name).
 
     Args:
         text: a comma-separated list of names, an objectives file, or a shipped file's name.
@@ -91,6 +99,9 @@ def parse_objectives(text: str) -> list[Objective]:
         raise ConfigError(
             f"{source}: unknown objective {unknown[0] if unknown else ''!r}; allowed: {', '.join(OBJECTIVES)}"
         )
-    if names[0] != "metric" or len(set(names)) != len(names):
-        raise ConfigError(f"{source}: the list must start with 'metric' and name each objective once, got {names}")
+    if names[0] not in SCORES or len(set(names)) != len(names):
+        raise ConfigError(
+            f"{source}: the list must start with {' or '.join(map(repr, SCORES))} (the score a search selects on) "
+            f"and name each objective once, got {names}"
+        )
     return [OBJECTIVES[n] for n in names]

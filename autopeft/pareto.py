@@ -51,6 +51,26 @@ def mean_values(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) 
     return [float(v) for v in np.mean(np.asarray(runs, dtype=float), axis=0)], len(runs)
 
 
+def mean_metric(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) -> tuple[float | None, int]:
+    """A trial's task metric averaged with its successful confirmation runs', and how many seeds that is.
+
+    The metric is the first objective only when the study selects on it (``--objectives metric,...``);
+    this is its mean either way.
+
+    Args:
+        trial: a finished trial.
+        confirmations: its confirmation runs (see :func:`confirmation_runs`), or ``None``.
+    """
+    draws = [trial.user_attrs.get("metric")] + [run["metric"] for run in confirmations or () if "values" in run]
+    draws = [float(v) for v in draws if v is not None]
+    return (float(np.mean(draws)) if draws else None), len(draws)
+
+
+def score_name(study: optuna.Study) -> str:
+    """The first objective's name: the score a study selects on (``metric`` for studies that predate the choice)."""
+    return (study.user_attrs.get("autopeft.objectives") or ["metric"])[0]
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The non-dominated finished trials on their (confirmed) mean values, sorted by the first objective, best first.
 

@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_values, pareto_trials, pick_trial
+from autopeft.pareto import confirmation_runs, mean_metric, pareto_trials, pick_trial
 from autopeft.results import retrain_summaries
 from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
 
@@ -73,6 +73,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "trial": trial.number,
                 "state": trial.state.name,
                 "metric": record["metric"],
+                "score": record["score"],  # the first objective: what the search selected on
                 **_confirmed_columns(trial, confirmations.get(trial.number)),
                 **{f"metric_{k}": v for k, v in (record.get("metrics") or {}).items()},
                 "trainable_params": record["trainable_params"],
@@ -95,8 +96,8 @@ def _confirmed_columns(trial: optuna.trial.FrozenTrial, confirmations: list[dict
     """The selection metric's mean over the trial's seeds when it was confirmed (else empty cells)."""
     if not confirmations or not trial.values:
         return {"metric_mean": None, "metric_seeds": None}
-    values, seeds = mean_values(trial, confirmations)
-    return {"metric_mean": values[0], "metric_seeds": seeds}
+    metric, seeds = mean_metric(trial, confirmations)
+    return {"metric_mean": metric, "metric_seeds": seeds}
 
 
 def collect(study: optuna.Study, storage: str) -> StudyReport:

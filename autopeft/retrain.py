@@ -122,6 +122,6 @@ def retrain(
         train_seeds(config, plan, pending, store, label=f"trial-{trial.number}", command="retrain")
         ok = [r for r in runs if r["settings"] == key and "metric" in r]
         failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
-        metric = trial.values[0] if trial.values else trial.user_attrs.get("metric")
+        metric = trial.user_attrs.get("metric")  # the task metric as the search measured it
         results.append(Retrained(trial.number, metric, summarize(ok) if ok else None, key, failed))
     return results

@@ -28,7 +28,7 @@ from autopeft.locks import sqlite_path, store_lock
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
-from autopeft.pareto import mean_values
+from autopeft.pareto import mean_metric, mean_values
 from autopeft.samplers import KnownObjective, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.tasks import TaskSpec, get_task, task_reference
@@ -138,7 +138,8 @@ class StudySpec:
         budget: trainable-parameter budget (``0.5%``, ``0.005``, ``120k``).
         model: HF id or folder of the backbone (default: the packaged all-MiniLM-L6-v2).
         space: space file or shipped space name.
-        objectives: ``metric,params`` or an objectives file.
+        objectives: names (``neg_loss,params``; the first is the score the search selects on) or an
+            objectives file.
         sampler: ``botorch``, ``random``, ``tpe`` or ``nsga2``.
         trials: finished trials the study should hold.
         workers: trials run at the same time.
@@ -166,7 +167,7 @@ class StudySpec:
     budget: str
     model: str = field(default_factory=default_model)
     space: str = "default"
-    objectives: str = "metric,params"
+    objectives: str = defaults.OBJECTIVES
     sampler: str = "botorch"
     trials: int = defaults.TRIALS
     workers: int = defaults.WORKERS
@@ -554,10 +555,11 @@ def trial_record(
 ) -> dict[str, Any]:
     """One trial as the plain record printed by ``pareto``/``trials`` and written to ``pareto.csv``.
 
-    ``metric`` is the search's own figure, on the split named by ``metric_split``; ``metric_mean``
-    and ``metric_seeds``, when the trial was confirmed, its mean over every seed on that split (what
-    picks it); ``validation``, when the trial was retrained, holds the validation-split figures to
-    report.
+    ``metric`` is the task metric as the search measured it, on the split named by ``metric_split``;
+    ``score`` is the first objective, what the search selects on (``neg_loss`` by default, or the
+    metric itself). When the trial was confirmed, ``score_mean`` (what picks it), ``metric_mean`` and
+    ``metric_seeds`` are the means over every seed on that split; ``validation``, when the trial was
+    retrained, holds the validation-split figures to report.
 
     Args:
         trial: a trial of an autopeft study.
@@ -568,7 +570,8 @@ def trial_record(
     record = {
         "trial": trial.number,
         "state": trial.state.name,
-        "metric": trial.values[0] if trial.values else attrs.get("metric"),
+        "metric": attrs.get("metric"),
+        "score": trial.values[0] if trial.values else None,
         "metric_split": attrs.get("evaluated_on", "validation"),
         "metrics": attrs.get("metrics", {}),
         "trainable_params": attrs.get("trainable_params"),
@@ -580,7 +583,9 @@ def trial_record(
         record["objectives"] = list(trial.values)
     if confirmations and trial.values:
         values, seeds = mean_values(trial, confirmations)
-        record |= {"metric_mean": values[0], "metric_seeds": seeds, "confirmations": confirmations}
+        metric, _ = mean_metric(trial, confirmations)
+        record |= {"score_mean": values[0], "metric_mean": metric, "metric_seeds": seeds}
+        record["confirmations"] = confirmations
     if validation is not None:
         record["validation"] = validation
     if "fail_reason" in attrs:

@@ -61,6 +61,7 @@ def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
         ({"--space": "/no/such/space.yaml"}, "space file '/no/such/space.yaml' does not exist"),
         ({"--sampler": "grid"}, "--sampler 'grid' is unknown"),
         ({"--objectives": "metric,speed"}, "unknown objective 'speed'"),
+        ({"--objectives": "params,neg_loss"}, "the list must start with 'metric' or 'neg_loss'"),
         ({"--storage": "postgresql://user:secret@127.0.0.1:1/db"}, "cannot be opened"),
         ({"--trials": "x"}, "invalid int value: 'x'"),
         ({"--early-stopping-reduction": "1"}, "early stopping reduction must be > 1"),

@@ -94,3 +94,30 @@ def test_picks_use_the_mean_over_seeds(study):
     points = {t.number: (values, seeds) for t, values, seeds in pareto_points(study)}
     assert points[1] == (pytest.approx([0.72, 0.003]), 3)
     assert pick_trial(study, "best").number == 1 and 4 not in points
+
+
+def test_a_study_selecting_on_neg_loss_picks_on_its_mean_and_records_the_task_metric_beside_it():
+    """The first objective is what picks; ``metric`` in a record stays the task metric (here at odds with the score)."""
+    from autopeft.pareto import CONFIRM_ATTR, mean_metric, score_name
+    from autopeft.study import trial_record
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("autopeft.objectives", ["neg_loss", "params"])
+    # (neg_loss, fraction, F1): trial 0 has the lower loss, trial 1 the higher F1 at the same size
+    for neg_loss, fraction, f1 in [(-0.50, 0.003, 0.80), (-0.60, 0.003, 0.84)]:
+        trial = study.ask()
+        trial.set_user_attr("metric", f1)
+        study.tell(trial, [neg_loss, fraction])
+    assert score_name(study) == "neg_loss" and pick_trial(study, "best").number == 0
+    study.set_user_attr(f"{CONFIRM_ATTR}0", [{"seed": 9, "values": [-0.80, 0.003], "metric": 0.86}])
+    assert pick_trial(study, "best").number == 1  # trial 0's mean neg_loss -0.65 now loses to trial 1's -0.60
+    record = trial_record(study.trials[0], confirmations=study.user_attrs[f"{CONFIRM_ATTR}0"])
+    assert record["score"] == -0.50 and record["metric"] == 0.80
+    assert record["score_mean"] == pytest.approx(-0.65) and record["metric_mean"] == pytest.approx(0.83)
+    assert mean_metric(study.trials[1], None) == (0.84, 1)
+
+
+def test_studies_from_before_the_score_choice_select_on_the_metric():
+    from autopeft.pareto import score_name
+
+    assert score_name(optuna.create_study(directions=["maximize", "minimize"])) == "metric"

@@ -51,7 +51,9 @@ def test_the_search_scores_the_task_files_metric(searched):
     )
     trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
     assert set(trial.user_attrs["metrics"]) == {"macro_f1", "accuracy", "neg_loss"}
-    assert trial.values[0] == trial.user_attrs["metrics"]["macro_f1"]
+    # the default score selects (minus the selection loss); the task file's metric is measured beside it
+    assert trial.values[0] == trial.user_attrs["metrics"]["neg_loss"]
+    assert trial.user_attrs["metric"] == trial.user_attrs["metrics"]["macro_f1"]
 
 
 def test_export_then_evaluate_on_the_same_and_on_other_tasks(searched, tmp_path, data_dir):

@@ -29,4 +29,4 @@ def test_the_search_default_is_the_setting_that_trains_as_the_search_does():
     other_batch = dataclasses.replace(whole, batch_size=2 * default.batch_size)
     assert not bench._is_search_default(other_batch, default.max_train_samples - 1)
     named = [name for name, s in bench.PROXY_SETTINGS.items() if bench._is_search_default(s, 3304)]
-    assert named == ["e1-all-b8"]  # MRPC's train split less its selection part
+    assert named == ["e1-n2048-b8"]  # 2,048 of MRPC's 3,304 examples (train split less its selection part)
