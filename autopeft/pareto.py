@@ -51,6 +51,18 @@ def mean_values(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) 
     return [float(v) for v in np.mean(np.asarray(runs, dtype=float), axis=0)], len(runs)
 
 
+def task_metric(trial: FrozenTrial) -> float | None:
+    """The task metric a trial measured (its ``metric`` attribute; for studies written before the score
+    could be another objective, the first objective value, which then was the metric).
+
+    Args:
+        trial: a trial of an autopeft study.
+    """
+    if "metric" in trial.user_attrs:
+        return trial.user_attrs["metric"]
+    return trial.values[0] if trial.values else None
+
+
 def mean_metric(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) -> tuple[float | None, int]:
     """A trial's task metric averaged with its successful confirmation runs', and how many seeds that is.
 
@@ -61,7 +73,7 @@ def mean_metric(trial: FrozenTrial, confirmations: list[dict[str, Any]] | None) 
         trial: a finished trial.
         confirmations: its confirmation runs (see :func:`confirmation_runs`), or ``None``.
     """
-    draws = [trial.user_attrs.get("metric")] + [run["metric"] for run in confirmations or () if "values" in run]
+    draws = [task_metric(trial)] + [run["metric"] for run in confirmations or () if "values" in run]
     draws = [float(v) for v in draws if v is not None]
     return (float(np.mean(draws)) if draws else None), len(draws)
 

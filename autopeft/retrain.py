@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from autopeft.errors import AutopeftError
 from autopeft.evaluation import RunPlan, run_record, settings_key, train_seeds
 from autopeft.models import backbone_info
-from autopeft.pareto import pareto_trials, pick_trial
+from autopeft.pareto import pareto_trials, pick_trial, task_metric
 from autopeft.results import RETRAIN_ATTR, SeedSummary, retrain_runs, summarize
 from autopeft.study import default_tracking_uri, spec_of, trial_config
 from autopeft.tasks import get_task
@@ -122,6 +122,6 @@ def retrain(
         train_seeds(config, plan, pending, store, label=f"trial-{trial.number}", command="retrain")
         ok = [r for r in runs if r["settings"] == key and "metric" in r]
         failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
-        metric = trial.user_attrs.get("metric")  # the task metric as the search measured it
+        metric = task_metric(trial)  # the task metric as the search measured it
         results.append(Retrained(trial.number, metric, summarize(ok) if ok else None, key, failed))
     return results

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
-from autopeft.pareto import hypervolume, pareto_points, pareto_trials
+from autopeft.pareto import confirmation_runs, hypervolume, mean_metric, pareto_points, pareto_trials
 from autopeft.study import (
     BoundStudy,
     StudySpec,
@@ -132,7 +132,10 @@ def search_progress(bound: BoundStudy) -> dict[str, float | None]:
     """Where a search stands: finished trials, the Pareto set's size, its hypervolume and best metric.
 
     The hypervolume is in the study's own units, up to each objective's worst feasible value (the
-    budget's fraction for ``params``, 0 for a metric or sparsity), so successive values compare.
+    budget's fraction for ``params``, 0 for a metric or sparsity; for ``neg_loss`` minus the loss of
+    the uniform prediction, ln of the classes, and on a regression task the worst value a trial
+    stored), so successive values compare. ``best_score`` is the best point's first objective,
+    ``best_metric`` its task metric (both means over its seeds once confirmed).
 
     Args:
         bound: the study.
@@ -141,14 +144,26 @@ def search_progress(bound: BoundStudy) -> dict[str, float | None]:
 
     points = pareto_points(bound.study)
     known = bound.known_objectives()
-    reference = [known[i].worst if i in known else 0.0 for i in range(len(bound.objectives))]
+    complete = bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    def worst(i: int) -> float:
+        if i in known:
+            return known[i].worst
+        if bound.objectives[i].name != "neg_loss":
+            return 0.0
+        if not bound.task.is_regression:
+            return -math.log(bound.task.num_labels)
+        return min((t.values[i] for t in complete), default=0.0)
+
+    reference = [worst(i) for i in range(len(bound.objectives))]
     maximize = [d == StudyDirection.MAXIMIZE for d in bound.study.directions]
-    finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    confirmations = confirmation_runs(bound.study)
     return {
-        "finished_trials": finished,
+        "finished_trials": len(complete),
         "pareto_size": len(points),
         "hypervolume": hypervolume([values for _, values, _ in points], maximize, reference) if points else 0.0,
-        "best_metric": points[0][1][0] if points else None,
+        "best_score": points[0][1][0] if points else None,
+        "best_metric": mean_metric(points[0][0], confirmations.get(points[0][0].number))[0] if points else None,
     }
 
 

@@ -28,7 +28,7 @@ from autopeft.locks import sqlite_path, store_lock
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info, default_model
 from autopeft.objectives import Objective, parse_objectives
-from autopeft.pareto import mean_metric, mean_values
+from autopeft.pareto import mean_metric, mean_values, task_metric
 from autopeft.samplers import KnownObjective, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.tasks import TaskSpec, get_task, task_reference
@@ -570,7 +570,7 @@ def trial_record(
     record = {
         "trial": trial.number,
         "state": trial.state.name,
-        "metric": attrs.get("metric"),
+        "metric": task_metric(trial),
         "score": trial.values[0] if trial.values else None,
         "metric_split": attrs.get("evaluated_on", "validation"),
         "metrics": attrs.get("metrics", {}),

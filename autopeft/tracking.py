@@ -241,7 +241,7 @@ class Tracker:
         """Log the search's progress on the parent run: metrics at ``step`` (finished trials) and files.
 
         Args:
-            metrics: ``pareto_size``, ``hypervolume``, ``best_metric`` ... (None values are skipped).
+            metrics: ``pareto_size``, ``hypervolume``, ``best_score``, ``best_metric`` ... (None values are skipped).
             step: the number of finished trials.
             files: files to attach to the parent (the Pareto plot), replacing earlier versions.
         """

@@ -30,6 +30,16 @@ def children(client: MlflowClient):
     return mlflow_runs(client.tracking_uri, "e2e")
 
 
+def test_each_trial_is_printed_with_its_score_and_metric_and_nothing_raised_in_the_callbacks(search):
+    """Ray Tune logs and swallows an exception raised in a searcher's callback: the log must hold none."""
+    runs, _, first = search
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    lines = [line for line in first.stderr.splitlines() if " finished (" in line and line.startswith("trial ")]
+    assert len(lines) == len(complete) and all("neg_loss -" in line and "accuracy 0." in line for line in lines)
+    assert "Traceback" not in first.stderr and "Error stopping trial" not in first.stderr
+
+
 def test_study_holds_the_finished_trials_within_budget(search):
     runs, _, _ = search
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")

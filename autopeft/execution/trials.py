@@ -142,13 +142,13 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
             trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
         return study.tell(trial, state=TrialState.FAIL)
     trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("metric", result["metric"])  # the task metric, whatever the first objective (the score)
     for key in RESULT_ATTRS:
         if key in result:
             trial.set_user_attr(key, result[key])
     if result.get("pruned"):
         # Optuna keeps no values for a pruned multi-objective trial: the objective values at the
         # stop are user attributes (the metric of a rung subset, part of the training).
-        trial.set_user_attr("metric", result["metric"])
         trial.set_user_attr("values_at_stop", values)
         return study.tell(trial, state=TrialState.PRUNED)
     return study.tell(trial, values)

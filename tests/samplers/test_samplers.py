@@ -175,3 +175,15 @@ def test_a_numerical_failure_is_a_recorded_fallback_and_any_other_error_is_raise
     bound.study.sampler = create_sampler("botorch", bound.space, bound.limit, 0, {1: KnownObjective(broken, 1.0)})
     with pytest.raises(ValueError, match="a bug"):
         study_trials.ask(bound)
+
+
+def test_a_trial_stores_the_score_it_selects_on_with_the_task_metric_beside_it(open_bound):
+    """The default first objective is neg_loss; the trial's record keeps the task metric, as the training reported it."""
+    from autopeft.study import trial_record
+
+    bound = open_bound(sampler="random")
+    assert [o.name for o in bound.objectives] == ["neg_loss", "params"]
+    for trial in run_trials(bound, 3):
+        record = trial_record(trial)
+        assert trial.values[0] == record["score"] == trial.user_attrs["metrics"]["neg_loss"]
+        assert record["metric"] == trial.user_attrs["metrics"]["accuracy"] != record["score"]
