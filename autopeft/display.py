@@ -158,19 +158,16 @@ class TrialsEta(ProgressColumn):
         self.left: float | None = None
         self.at = time.monotonic()
 
-    def start(self, estimate_seconds: float, workers: int, trials_left: int, tail_rounds: int = 0) -> None:
+    def start(self, estimate_seconds: float, workers: int, tail_rounds: int = 0) -> None:
         """Count the start-up estimate down until the first trial ends.
 
         Args:
             estimate_seconds: the start-up estimate.
             workers: trials at the same time.
-            trials_left: trials still to run.
             tail_rounds: rounds of confirmation runs after the trials.
         """
         self.workers, self.left, self.at = max(1, workers), float(estimate_seconds), time.monotonic()
-        self.tail_rounds = tail_rounds
-        if trials_left <= 0:
-            self.left = 0.0
+        self.tail_rounds = tail_rounds  # with no trials left, the estimate is the confirmations' (or 0)
 
     def trial_ended(self, study: optuna.Study, trial: FrozenTrial, target: int) -> None:
         """Re-estimate from the trials' measured durations."""
@@ -226,7 +223,7 @@ class SearchDisplay:
             f"estimated {estimate_seconds / 60:.1f} min (CPU estimate)"
         )
         tail_rounds = confirmation_rounds(spec.confirm, spec.workers)
-        self.eta.start(estimate_seconds, spec.workers, spec.trials - done, tail_rounds)
+        self.eta.start(estimate_seconds, spec.workers, tail_rounds)
         self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
         self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
         self.live.start()

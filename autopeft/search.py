@@ -229,8 +229,14 @@ def run_search(
     finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
     remaining = max(0, spec.trials - finished_before)
     per_trial = estimate_trial_seconds(bound, data, threads)
+
+    def to_confirm() -> bool:
+        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
+        complete = any(t.state == TrialState.COMPLETE for t in done)
+        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
+
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
-    if remaining:
+    if remaining or to_confirm():  # a study whose trials are done may still owe its confirmations
         estimate += confirmation_rounds(spec.confirm, spec.workers) * per_trial
     if on_start is not None:
         on_start(bound, estimate)
@@ -261,11 +267,6 @@ def run_search(
     failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
     searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended)
     confirmations: list[dict[str, Any]] = []
-
-    def to_confirm() -> bool:
-        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
-        complete = any(t.state == TrialState.COMPLETE for t in done)
-        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
 
     if remaining or to_confirm():
         init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)

@@ -26,7 +26,7 @@ def finished(study: optuna.Study, seconds: float) -> optuna.trial.FrozenTrial:
 def test_time_left_is_trials_left_times_the_median_trial_over_the_workers():
     study = optuna.create_study(directions=["maximize", "minimize"])
     eta = TrialsEta()
-    eta.start(estimate_seconds=1000.5, workers=2, trials_left=10)
+    eta.start(estimate_seconds=1000.5, workers=2)
     assert eta.render(None).plain == "0:16:40"  # the start-up estimate until a trial ends
     for seconds in (10, 12, 8, 10):
         eta.trial_ended(study, finished(study, seconds), target=10)
@@ -38,7 +38,7 @@ def test_time_left_is_trials_left_times_the_median_trial_over_the_workers():
 def test_time_left_counts_the_confirmation_round_after_the_last_trial():
     study = optuna.create_study(directions=["maximize", "minimize"])
     eta = TrialsEta()
-    eta.start(estimate_seconds=100.0, workers=2, trials_left=2, tail_rounds=confirmation_rounds(4, 2))
+    eta.start(estimate_seconds=100.0, workers=2, tail_rounds=confirmation_rounds(4, 2))
     eta.trial_ended(study, finished(study, 30), target=2)
     # one trial left on two workers, then best and knee together, then the picks that moved
     assert eta.left == pytest.approx(1 * 30 / 2 + 2 * 30)
