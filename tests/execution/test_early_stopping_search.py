@@ -38,7 +38,8 @@ def test_dominated_trials_stop_at_a_rung_exactly_as_the_policy_says(tmp_path, ti
         else:
             assert stops == [False] * (len(rungs) - 1) + [True]
             assert trial.user_attrs["metric"] == rungs[-1]
-            assert trial.user_attrs["values_at_stop"][0] == rungs[-1]
+            # the study's score (neg_loss) at the stop is the rung's, as the rung scored it
+            assert trial.user_attrs["values_at_stop"][0] == scores[-1]
             assert trial.user_attrs["steps"] < max(t.user_attrs["steps"] for t in trials if t.state == COMPLETE)
 
     listed = json.loads(autopeft("trials", "--study", "es", "--runs-dir", str(tmp_path), "--json").stdout)
