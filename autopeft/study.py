@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -35,6 +36,7 @@ from autopeft.tasks import TaskSpec, get_task, task_reference
 from autopeft.training import ProxySettings
 from autopeft.training.data import EVALUATION_SPLITS
 
+logger = logging.getLogger(__name__)
 SPEC_ATTR = "autopeft.spec"
 HEARTBEAT_SECONDS = 10
 """How often the trials in flight are marked alive in the storage."""
@@ -306,15 +308,24 @@ def connect_storage(url: str) -> optuna.storages.BaseStorage:
     Args:
         url: ``sqlite:///path``, ``postgresql://user:pass@host/db`` and other SQLAlchemy URLs.
     """
+    from sqlalchemy.exc import IntegrityError
+
     path = sqlite_path(url)
     try:
-        with store_lock(path):  # creating or upgrading the schema: one process at a time
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
-            )
+        for attempt in range(3):
+            try:
+                with store_lock(path):  # creating or upgrading the schema: one process at a time (SQLite)
+                    storage = optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs={"pool_pre_ping": True},
+                        heartbeat_interval=HEARTBEAT_SECONDS,
+                        grace_period=3 * HEARTBEAT_SECONDS,
+                    )
+                break
+            except IntegrityError:  # a server store: another worker created the schema at the same moment
+                if attempt == 2:
+                    raise
+                logger.info("storage %s: schema created by another process meanwhile; opening again", mask_url(url))
     except AutopeftError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
