@@ -16,6 +16,7 @@ share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,19 @@ class Objective:
     direction: str
     field: str
     known_before_training: bool
+
+    def reference(self, num_classes: int | None, observed: list[float]) -> float:
+        """The worst value a measured objective's hypervolume counts from: 0 for the metric and sparsity;
+        for ``neg_loss`` minus the uniform prediction's loss (ln of the classes), or on a regression task
+        (``num_classes`` None) the worst value observed.
+
+        Args:
+            num_classes: the task's classes, ``None`` for regression.
+            observed: the objective's stored values so far.
+        """
+        if self.name != "neg_loss":
+            return 0.0
+        return -math.log(num_classes) if num_classes else min(observed, default=0.0)
 
     def measured(self, result: dict) -> float:
         """The objective's value in a training's result (``metric``, or ``metrics.<name>``).

@@ -145,17 +145,11 @@ def search_progress(bound: BoundStudy) -> dict[str, float | None]:
     points = pareto_points(bound.study)
     known = bound.known_objectives()
     complete = bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-    def worst(i: int) -> float:
-        if i in known:
-            return known[i].worst
-        if bound.objectives[i].name != "neg_loss":
-            return 0.0
-        if not bound.task.is_regression:
-            return -math.log(bound.task.num_labels)
-        return min((t.values[i] for t in complete), default=0.0)
-
-    reference = [worst(i) for i in range(len(bound.objectives))]
+    classes = None if bound.task.is_regression else bound.task.num_labels
+    reference = [
+        known[i].worst if i in known else o.reference(classes, [t.values[i] for t in complete])
+        for i, o in enumerate(bound.objectives)
+    ]
     maximize = [d == StudyDirection.MAXIMIZE for d in bound.study.directions]
     confirmations = confirmation_runs(bound.study)
     return {
@@ -235,8 +229,9 @@ def run_search(
         complete = any(t.state == TrialState.COMPLETE for t in done)
         return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
 
+    work_left = bool(remaining) or to_confirm()  # a study whose trials are done may still owe its confirmations
     estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
-    if remaining or to_confirm():  # a study whose trials are done may still owe its confirmations
+    if work_left:
         estimate += confirmation_rounds(spec.confirm, spec.workers) * per_trial
     if on_start is not None:
         on_start(bound, estimate)
@@ -268,7 +263,7 @@ def run_search(
     searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended)
     confirmations: list[dict[str, Any]] = []
 
-    if remaining or to_confirm():
+    if work_left:
         init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
     if remaining:
         try:

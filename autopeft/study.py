@@ -308,24 +308,9 @@ def connect_storage(url: str) -> optuna.storages.BaseStorage:
     Args:
         url: ``sqlite:///path``, ``postgresql://user:pass@host/db`` and other SQLAlchemy URLs.
     """
-    from sqlalchemy.exc import IntegrityError
-
     path = sqlite_path(url)
     try:
-        for attempt in range(3):
-            try:
-                with store_lock(path):  # creating or upgrading the schema: one process at a time (SQLite)
-                    storage = optuna.storages.RDBStorage(
-                        url,
-                        engine_kwargs={"pool_pre_ping": True},
-                        heartbeat_interval=HEARTBEAT_SECONDS,
-                        grace_period=3 * HEARTBEAT_SECONDS,
-                    )
-                break
-            except IntegrityError:  # a server store: another worker created the schema at the same moment
-                if attempt == 2:
-                    raise
-                logger.info("storage %s: schema created by another process meanwhile; opening again", mask_url(url))
+        storage = _open_rdb(url, path)
     except AutopeftError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
@@ -334,6 +319,29 @@ def connect_storage(url: str) -> optuna.storages.BaseStorage:
     if path is not None:
         _write_ahead_log(storage.engine)
     return storage
+
+
+def _open_rdb(url: str, path: Path | None, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage, creating its schema if needed. A SQLite file is locked meanwhile; on a
+    server store two workers may create the schema at the same moment, and the one that loses the race
+    (an IntegrityError) opens the storage again, now that the schema exists."""
+    from sqlalchemy.exc import IntegrityError
+
+    def open_once() -> optuna.storages.RDBStorage:
+        with store_lock(path):
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+            )
+
+    for _ in range(attempts - 1):
+        try:
+            return open_once()
+        except IntegrityError:
+            logger.info("storage %s: another process created the schema meanwhile; opening again", mask_url(url))
+    return open_once()
 
 
 def _write_ahead_log(engine: Any) -> None:
@@ -595,8 +603,12 @@ def trial_record(
     if confirmations and trial.values:
         values, seeds = mean_values(trial, confirmations)
         metric, _ = mean_metric(trial, confirmations)
-        record |= {"score_mean": values[0], "metric_mean": metric, "metric_seeds": seeds}
-        record["confirmations"] = confirmations
+        record |= {
+            "score_mean": values[0],
+            "metric_mean": metric,
+            "metric_seeds": seeds,
+            "confirmations": confirmations,
+        }
     if validation is not None:
         record["validation"] = validation
     if "fail_reason" in attrs:
