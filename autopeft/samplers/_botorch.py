@@ -11,6 +11,11 @@ the budget, plus one-change neighbours of the best trials), so over-budget point
 proposed and categorical choices stay discrete; unordered choices reach the GP one-hot.
 Running trials enter as pending points, so parallel workers receive different proposals.
 
+Configurations are compared as they train (``SearchSpace.canonical``): values that differ only in
+dimensions without effect (the rank of a module type that is off) are one point to the GP and one
+configuration to the pool, so the search never spends a trial on a configuration it has already
+measured (re-measuring the picks is the confirmations' job), and proposals are stored canonical.
+
 Trials stopped early (pruned) are kept out of the GP: their values were measured at a lower
 fidelity (a rung subset, part of the training). They, failed trials and running ones are never
 proposed again. A proposal falls back to a random feasible one only when the model cannot be
@@ -99,6 +104,8 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     """Posterior samples that decide which baseline points may still be Pareto-optimal."""
     NEIGHBOURHOODS = 3
     """Best trials whose one-change neighbours join the candidate pool."""
+    RANGE_STEP = 0.1
+    """A neighbour's move along a range dimension (learning rate, dropout), in fractions of its (log-)width."""
 
     def __str__(self) -> str:
         return "BoTorchMOSampler"
@@ -131,7 +138,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
                 reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
                 values, proposal = self._random_feasible(seen), Proposal("fallback", reason)
         self._record(trial.number, proposal)
-        return values
+        return self._space.canonical(values)
 
     # -- proposals -----------------------------------------------------------------------------
     def _known_params(self, trial: FrozenTrial) -> bool:
@@ -298,6 +305,6 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         pool = list(self._pool)
         best = sorted(observed, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
         for trial in best:
-            neighbours = self._space.neighbours(dict(trial.params))
+            neighbours = self._space.neighbours(self._space.canonical(trial.params), range_step=self.RANGE_STEP)
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))
         return pool

@@ -112,6 +112,7 @@ class SearchSpace:
     sections: dict[str, BaseModel]
     info: BackboneInfo
     dimensions: dict[str, BaseDistribution] = field(default_factory=dict)
+    _canonical_cache: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, space: str | Path, info: BackboneInfo) -> SearchSpace:
@@ -264,20 +265,21 @@ class SearchSpace:
         Args:
             params: a value for every searched dimension.
         """
-        out = np.empty(len(self.dimensions))
-        for i, (name, dist) in enumerate(self.dimensions.items()):
-            value = params[name]
-            if isinstance(dist, CategoricalDistribution):
-                n = len(dist.choices)
-                out[i] = dist.choices.index(value) / (n - 1) if n > 1 else 0.0
-            elif dist.log:
-                out[i] = (math.log(value) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
-            else:
-                out[i] = (value - dist.low) / (dist.high - dist.low)
-        return out
+        return np.array([self._unit(name, params[name]) for name in self.dimensions])
+
+    def _unit(self, name: str, value: Any) -> float:
+        """One value of dimension ``name`` in [0, 1] (see :meth:`to_unit`)."""
+        dist = self.dimensions[name]
+        if isinstance(dist, CategoricalDistribution):
+            n = len(dist.choices)
+            return dist.choices.index(value) / (n - 1) if n > 1 else 0.0
+        if dist.log:
+            return (math.log(value) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
+        return (value - dist.low) / (dist.high - dist.low)
 
     def features(self, params: dict[str, Any]) -> np.ndarray:
-        """Encode values for a surrogate model: like :meth:`to_unit`, but unordered choices one-hot.
+        """Encode values for a surrogate model: their :meth:`canonical` values like :meth:`to_unit`, but
+        unordered choices one-hot (so values that train the same model are one point to the model).
 
         On/off switches and numeric choices (ranks, alphas) keep one column, their index scaled to
         [0, 1] (an order the model may use); a choice among three or more words (an ``exclusive``
@@ -286,6 +288,7 @@ class SearchSpace:
         Args:
             params: a value for every searched dimension.
         """
+        params = self.canonical(params)
         unit = self.to_unit(params)
         columns: list[float] = []
         for i, (name, dist) in enumerate(self.dimensions.items()):
@@ -295,18 +298,62 @@ class SearchSpace:
                 columns.append(float(unit[i]))
         return np.asarray(columns)
 
-    def key(self, params: dict[str, Any]) -> tuple:
-        """A hashable identity of sampled values (floats rounded), to tell configurations apart."""
+    def canonical(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The same configuration with every inactive dimension at its first value.
+
+        A dimension is inactive in these values when it does not change what is trained: the rank
+        of a module type that is switched off, the size of an adapter in a layer that has none,
+        every dimension of a method that is off. Such a dimension is set to its first choice (the
+        low end of a range) whenever that leaves the decoded configuration as it was, so values that
+        train the same model have the same canonical values, the same :meth:`key` and the same
+        :meth:`features`. Values that place nothing come back as they are.
+
+        Args:
+            params: a value for every searched dimension.
+        """
+        raw = self._raw_key(params)
+        cached = self._canonical_cache.get(raw)
+        if cached is not None:
+            return dict(cached)
+        config = self.decode(params)
+        out = dict(params)
+        target = config.to_dict() if config is not None else None
+        moved = target is not None
+        while moved:  # until a fixed point: a move can leave an earlier dimension without effect
+            moved = False
+            for name in self.dimensions:
+                first = self.from_unit(name, 0.0)
+                if out.get(name) == first:
+                    continue
+                changed = {**out, name: first}
+                decoded = self.decode(changed)
+                if decoded is not None and decoded.to_dict() == target:
+                    out, moved = changed, True
+        if len(self._canonical_cache) > 50_000:
+            self._canonical_cache.clear()
+        self._canonical_cache[raw] = out
+        return dict(out)
+
+    def _raw_key(self, params: dict[str, Any]) -> tuple:
         return tuple(
             round(v, 12) if isinstance(v, float) and not math.isnan(v) else v
             for v in (params.get(n) for n in self.dimensions)
         )
 
-    def neighbours(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def key(self, params: dict[str, Any]) -> tuple:
+        """A hashable identity of the configuration the values train (floats rounded).
+
+        Values that differ only in inactive dimensions (see :meth:`canonical`) have the same key.
+        """
+        return self._raw_key(self.canonical(params))
+
+    def neighbours(self, params: dict[str, Any], range_step: float = 0.0) -> list[dict[str, Any]]:
         """Every configuration that differs from ``params`` in one choice dimension.
 
         Args:
             params: a value for every searched dimension.
+            range_step: when positive, also each range dimension (learning rate, dropout) moved
+                down and up by this fraction of its (log-)width, within its bounds.
         """
         result = []
         for name, dist in self.dimensions.items():
@@ -314,6 +361,11 @@ class SearchSpace:
                 for choice in dist.choices:
                     if choice != params[name]:
                         result.append({**params, name: choice})
+            elif range_step > 0:
+                u = self._unit(name, params[name])
+                for moved in (u - range_step, u + range_step):
+                    if 0.0 <= moved <= 1.0:
+                        result.append({**params, name: self.from_unit(name, moved)})
         return result
 
     def repair(self, params: dict[str, Any], limit: int) -> dict[str, Any]:

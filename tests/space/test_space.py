@@ -254,3 +254,52 @@ def test_the_model_encoding_gives_unordered_choices_one_column_each(tmp_path, ti
     none = space.features({**values, "method.lora-or-ia3": "none"})
     lora = space.features({**values, "method.lora-or-ia3": "lora"})
     assert np.abs(none - features).sum() == np.abs(lora - features).sum() == 2.0  # every other choice equally far
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_canonical_values_train_the_same_model_and_are_a_fixed_point(name, tiny_info):
+    space = SearchSpace.load(name, tiny_info)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(40):
+        values = space.sample(rng, density=float(rng.uniform(0.1, 0.6)))
+        config = space.decode(values)
+        canonical = space.canonical(values)
+        if config is None:
+            assert canonical == values
+            continue
+        assert space.decode(canonical).to_dict() == config.to_dict()
+        assert space.canonical(canonical) == canonical
+        assert space.key(values) == space.key(canonical)
+        changed += canonical != values
+    assert changed  # sparse placements leave some dimensions without effect in every shipped space
+
+
+def test_values_differing_only_where_nothing_trains_are_one_configuration(tiny_info):
+    space = SearchSpace.load("default", tiny_info)
+    values = {**space.sample(np.random.default_rng(1)), "lora.module.query": False, "lora.module.value": True}
+    values["lora.layer.0"] = True
+    other_rank = {**values, "lora.rank.query": 16 if values["lora.rank.query"] != 16 else 1}  # query is off
+    assert space.key(other_rank) == space.key(values)
+    assert np.array_equal(space.features(other_rank), space.features(values))
+    assert space.canonical(values)["lora.rank.query"] == 1  # the first choice
+    active = {**values, "lora.rank.value": 16 if values["lora.rank.value"] != 16 else 1}  # value is on
+    assert space.key(active) != space.key(values)
+    assert not np.array_equal(space.features(active), space.features(values))
+
+
+def test_range_neighbours_move_one_range_dimension_within_its_bounds(tiny_info):
+    space = SearchSpace.load("default", tiny_info)
+    values = {**space.sample(np.random.default_rng(2)), "lora.dropout": 0.01, "train.learning_rate": 2e-3}
+    plain = space.neighbours(values)
+    moved = space.neighbours(values, range_step=0.1)
+    extra = moved[len(plain) :] if moved[: len(plain)] == plain else None
+    assert extra is not None and len(extra) == 3  # dropout 0.01 is too close to 0 to move down
+    for neighbour in extra:
+        differs = [n for n in values if neighbour[n] != values[n]]
+        assert len(differs) == 1 and differs[0] in ("lora.dropout", "train.learning_rate")
+        dist = space.dimensions[differs[0]]
+        assert dist.low <= neighbour[differs[0]] <= dist.high
+    rates = sorted(n["train.learning_rate"] for n in extra if n["train.learning_rate"] != 2e-3)
+    width = np.log(space.dimensions["train.learning_rate"].high / space.dimensions["train.learning_rate"].low)
+    assert np.allclose(np.log(rates[1] / rates[0]), 0.2 * width)  # a tenth of the log-width each way
