@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -392,8 +393,11 @@ def open_study(spec: StudySpec) -> BoundStudy:
     """
     task, info, space, budget, limit, objectives = bind(spec)
     storage = connect_storage(str(spec.storage))
-    with store_lock(sqlite_path(str(spec.storage))):  # processes starting together create one study
-        return _create_or_continue(spec, task, info, space, budget, limit, objectives, storage)
+    path = sqlite_path(str(spec.storage))
+    with store_lock(path):  # processes starting together create one study
+        return _create_or_continue(
+            spec, task, info, space, budget, limit, objectives, storage, wait_for_creator=path is None
+        )
 
 
 def _create_or_continue(
@@ -405,24 +409,62 @@ def _create_or_continue(
     limit: int,
     objectives: list[Objective],
     storage: optuna.storages.BaseStorage,
+    wait_for_creator: bool,
 ) -> BoundStudy:
     directions = [o.direction for o in objectives]
-    study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions, load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        if wait_for_creator:
+            _wait_for_settings(study)
     settings = study_settings(spec, task, space, limit, objectives)
     if SPEC_ATTR in study.user_attrs:
         _check_same_settings(study, settings)
     if [d.name.lower() for d in study.directions] != directions:
         raise AutopeftError(f"study {spec.name!r} exists with other objectives; choose another --study name")
     if SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, spec.to_dict())
-        study.set_user_attr("autopeft.space_yaml", settings["space"])
-        study.set_user_attr("autopeft.task_yaml", settings["task"]["file"])
-        study.set_user_attr("autopeft.limit", limit)
-        study.set_user_attr("autopeft.backbone_params", info.backbone_params)
-        study.set_user_attr("autopeft.objectives", settings["objectives"])
-        study.set_user_attr(SETTINGS_ATTR, settings)
-        study.set_user_attr(SELECTION_SEED_ATTR, spec.seed)
+        write_settings(study, spec, settings, limit, info)
     return BoundStudy(spec, task, info, space, budget, limit, objectives, study, storage)
+
+
+CREATOR_WAIT_S = 60.0
+"""How long a worker that finds a study just created by another waits for its settings (server stores)."""
+
+
+def _wait_for_settings(study: optuna.Study, timeout: float = CREATOR_WAIT_S) -> None:
+    """Wait until the worker that created ``study`` has written its settings (the spec comes last).
+
+    On a server store another worker may create the study a moment before this one loads it; reading
+    its settings before they are all written would compare against a half-written study or, worse,
+    keep this worker's own selection seed. A study still without a spec after ``timeout`` (its
+    creator died, or Optuna alone made it) is adopted as before.
+    """
+    deadline = time.monotonic() + timeout
+    while SPEC_ATTR not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def write_settings(
+    study: optuna.Study, spec: StudySpec, settings: dict[str, Any], limit: int, info: BackboneInfo
+) -> None:
+    """Store what a new study was created with; the spec last, as the mark that all of it is there.
+
+    Args:
+        study: the study just created.
+        spec: the request that created it.
+        settings: its :func:`study_settings`.
+        limit: the budget's parameter limit.
+        info: the backbone.
+    """
+    study.set_user_attr("autopeft.space_yaml", settings["space"])
+    study.set_user_attr("autopeft.task_yaml", settings["task"]["file"])
+    study.set_user_attr("autopeft.limit", limit)
+    study.set_user_attr("autopeft.backbone_params", info.backbone_params)
+    study.set_user_attr("autopeft.objectives", settings["objectives"])
+    study.set_user_attr(SETTINGS_ATTR, settings)
+    study.set_user_attr(SELECTION_SEED_ATTR, spec.seed)
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
 
 
 SELECTION_SEED_ATTR = "autopeft.selection_seed"
