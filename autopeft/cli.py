@@ -484,6 +484,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autopeft.display import SearchDisplay, print_pareto
+    from autopeft.pareto import not_learnt_warning
     from autopeft.search import run_search
     from autopeft.service import check_confined
 
@@ -503,6 +504,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         display.stop()
     print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
     name = summary.bound.study.study_name
+    unlearnt = not_learnt_warning(summary.bound.study)
+    if unlearnt:
+        console.print(f"[yellow]warning[/]: {unlearnt}")
     if summary.fallbacks:
         console.print(
             f"[yellow]{summary.fallbacks} of the study's proposals fell back to random values[/] "

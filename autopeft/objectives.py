@@ -17,8 +17,11 @@ share.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from autopeft.errors import ConfigError
 from autopeft.schema import read_yaml
@@ -76,6 +79,30 @@ OBJECTIVES: dict[str, Objective] = {
 
 SCORES = ("metric", "neg_loss")
 """Objectives that may come first: the measured score a search selects on."""
+
+
+def prior_neg_loss(train_labels: Sequence[float], eval_labels: Sequence[float], regression: bool) -> float:
+    """``neg_loss`` of a model that learnt only the training labels' distribution, on ``eval_labels``.
+
+    The floor a trained model has to clear before its ``neg_loss`` says anything about the task:
+    minus the cross-entropy of the training split's class frequencies (add-one smoothed, so a class
+    absent from training costs a finite loss) against the evaluated labels, or on a regression task
+    minus the mean squared error of predicting the training labels' mean. On RTE's balanced classes
+    it is about -ln 2 = -0.693.
+
+    Args:
+        train_labels: the labels a trial learns from.
+        eval_labels: the labels it is scored on.
+        regression: whether the labels are real values.
+    """
+    train, scored = np.asarray(train_labels, dtype=float), np.asarray(eval_labels, dtype=float)
+    if not len(scored):
+        raise ValueError("no evaluated labels")
+    if regression:
+        return -float(np.mean((scored - train.mean()) ** 2))
+    classes = int(max(train.max(initial=0), scored.max())) + 1
+    frequencies = (np.bincount(train.astype(int), minlength=classes) + 1) / (len(train) + classes)
+    return float(np.mean(np.log(frequencies[scored.astype(int)])))
 
 
 def objectives_file(text: str) -> Path | None:

@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_metric, pareto_trials, pick_trial
+from autopeft.pareto import confirmation_runs, mean_metric, not_learnt_warning, pareto_trials, pick_trial
 from autopeft.results import retrain_summaries
 from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
 
@@ -235,6 +235,9 @@ def summary_markdown(report: StudyReport) -> str:
             "split they are reported on (`--select-on validation`); the best of many noisy trials, scored on "
             "the data that picked it, is overstated.",
         ]
+    unlearnt = not_learnt_warning(report.study)
+    if unlearnt:
+        warning += ["", f"**Warning**: {unlearnt}."]
     lines = [
         f"# Study {report.study.study_name}",
         "",

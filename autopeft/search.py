@@ -17,7 +17,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
-from autopeft.pareto import confirmation_runs, hypervolume, mean_metric, pareto_points, pareto_trials
+from autopeft.objectives import prior_neg_loss
+from autopeft.pareto import (
+    PRIOR_SCORE_ATTR,
+    confirmation_runs,
+    hypervolume,
+    mean_metric,
+    pareto_points,
+    pareto_trials,
+)
 from autopeft.study import (
     BoundStudy,
     StudySpec,
@@ -86,11 +94,14 @@ class DataStatistics:
         train_examples: examples a trial may train on (the train split less the selection part).
         train_tokens_per_example: their mean length in tokens.
         eval_tokens: tokens of the evaluated examples.
+        prior_neg_loss: ``neg_loss`` of predicting the training labels' distribution on the evaluated
+            examples (:func:`autopeft.objectives.prior_neg_loss`), the floor a trial's score has to clear.
     """
 
     train_examples: int
     train_tokens_per_example: float
     eval_tokens: int
+    prior_neg_loss: float | None = None
 
 
 def estimate_trial_seconds(bound: BoundStudy, data: DataStatistics, threads: int) -> float:
@@ -121,11 +132,13 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:
         bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, bound.selection_seed
     )
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
-    dev_lengths = [len(x) for x in dev["input_ids"]][: spec.proxy.max_eval_samples or None]
+    evaluated = slice(spec.proxy.max_eval_samples or None)  # the examples a trial scores (proxy.train_proxy)
+    dev_lengths = [len(x) for x in dev["input_ids"]][evaluated]
     n_train = len(train["input_ids"])
     if spec.proxy.max_train_samples and n_train < spec.proxy.max_train_samples:
         logger.info("the train split has %d examples, fewer than --max-train-samples", n_train)
-    return DataStatistics(n_train, train_mean, int(sum(dev_lengths)))
+    prior = prior_neg_loss(train["labels"], dev["labels"][evaluated], bound.task.is_regression) if dev_lengths else None
+    return DataStatistics(n_train, train_mean, int(sum(dev_lengths)), prior)
 
 
 def search_progress(bound: BoundStudy) -> dict[str, float | None]:
@@ -219,6 +232,8 @@ def run_search(
     tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
     data = prepare_data(bound, cache_dir)
+    if data.prior_neg_loss is not None and bound.study.user_attrs.get(PRIOR_SCORE_ATTR) != data.prior_neg_loss:
+        bound.study.set_user_attr(PRIOR_SCORE_ATTR, data.prior_neg_loss)
     threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
     finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
     remaining = max(0, spec.trials - finished_before)

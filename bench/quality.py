@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 
 from autopeft import cli
 from autopeft.baselines import baselines_study_name, stored_runs
-from autopeft.pareto import confirmation_runs, pick_trial
+from autopeft.pareto import LEARNT_MARGIN, confirmation_runs, learnt_margin, pick_trial
 from autopeft.results import retrain_runs
 from autopeft.search import SEARCH_RUNS_ATTR
 from autopeft.study import connect_storage, default_storage, spec_of
@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> str:
             f"{search_record['workers']} workers, start-up estimate {search_record['estimate_seconds'] / 60:.1f} min "
             f"({100 * (search_record['estimate_seconds'] / search_record['seconds'] - 1):+.0f}%)"
         )
+    margin = learnt_margin(study)
+    if margin is not None:
+        verdict = "learnt" if margin >= LEARNT_MARGIN else "not learnt: its ranking says little"
+        print(f"search's best neg_loss above the label prior's: {100 * margin:.1f}% of its loss ({verdict})")
     if pending:
         print(f"not trained yet: {', '.join(pending)} (the run without --report trains them)")
     if any(name not in rows or rows[name][2][4] < args.seeds for name in ("knee", "best", "lora")):

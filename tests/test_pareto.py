@@ -121,3 +121,37 @@ def test_studies_from_before_the_score_choice_select_on_the_metric():
     from autopeft.pareto import score_name
 
     assert score_name(optuna.create_study(directions=["maximize", "minimize"])) == "metric"
+
+
+def _neg_loss_study(scores: list[float], prior: float | None) -> optuna.Study:
+    from autopeft.pareto import PRIOR_SCORE_ATTR
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("autopeft.objectives", ["neg_loss", "params"])
+    if prior is not None:
+        study.set_user_attr(PRIOR_SCORE_ATTR, prior)
+    for i, score in enumerate(scores):
+        study.add_trial(optuna.trial.create_trial(values=[score, 0.001 * (i + 1)]))
+    return study
+
+
+def test_a_best_score_within_the_margin_of_the_label_prior_is_reported_as_not_learnt():
+    """RTE with the default proxy: the best neg_loss -0.6843 against the prior's -0.6931 (1.3% of its loss)."""
+    from autopeft.pareto import LEARNT_MARGIN, learnt_margin, not_learnt_warning
+
+    study = _neg_loss_study([-0.6951, -0.6843, -0.6900], prior=-0.6931)
+    assert learnt_margin(study) == pytest.approx((0.6931 - 0.6843) / 0.6931)
+    assert learnt_margin(study) < LEARNT_MARGIN
+    warning = not_learnt_warning(study)
+    assert warning is not None and "-0.6931" in warning and "says little about full training" in warning
+
+
+def test_a_score_well_above_the_prior_is_learnt_and_old_or_metric_studies_say_nothing():
+    """MRPC with the default proxy: the best neg_loss -0.5835 against the prior's -0.6300 (7.4%)."""
+    from autopeft.pareto import learnt_margin, not_learnt_warning
+
+    assert not_learnt_warning(_neg_loss_study([-0.63, -0.5835], prior=-0.6300)) is None
+    assert learnt_margin(_neg_loss_study([-0.6], prior=None)) is None  # a study from before the prior was stored
+    metric = _neg_loss_study([0.81], prior=-0.6300)
+    metric.set_user_attr("autopeft.objectives", ["metric", "params"])
+    assert learnt_margin(metric) is None and not_learnt_warning(metric) is None

@@ -72,6 +72,26 @@ def test_the_sampler_assumes_what_the_study_stores_and_never_fell_back(search, t
     assert "fallback" not in kinds and kinds.count("bayes") >= 2, kinds
 
 
+def test_the_stored_label_prior_is_the_selection_splits_and_the_cli_warns_as_the_check_says(search, tiny_model):
+    """The floor the not-learnt check compares with is the prior of the examples the trials were scored on."""
+    from autopeft.objectives import prior_neg_loss
+    from autopeft.pareto import PRIOR_SCORE_ATTR, not_learnt_warning
+    from autopeft.study import spec_of
+    from autopeft.tasks import get_task
+    from autopeft.training.data import training_and_evaluation
+
+    runs, _, first = search
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
+    spec, task = spec_of(study), get_task("rte")
+    seed = study.user_attrs["autopeft.selection_seed"]
+    max_length = spec["proxy"]["max_length"]
+    train, dev = training_and_evaluation(task, "selection", tiny_model, max_length, spec["data_dir"], None, seed)
+    expected = prior_neg_loss(train["labels"], dev["labels"][:64], regression=False)
+    assert study.user_attrs[PRIOR_SCORE_ATTR] == pytest.approx(expected)
+    warning = not_learnt_warning(study)
+    assert (warning is not None) == ("the proxy did not learn this task" in first.stderr)
+
+
 def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
     runs, _, _ = search
     client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
