@@ -67,6 +67,9 @@ class SearchSummary:
             model could not be used), with the first one's reason.
         confirmations: confirmation runs of this run (``{"trial", "seed", "metric", ...}`` or with
             ``fail_reason``), see :mod:`autopeft.execution.confirmations`.
+        unconfirmed: trials that ``best`` or ``knee`` pick but that stand on one seed, because the
+            confirmation runs ran out (each confirmation moved a pick, or failed); running the same
+            command again confirms them.
     """
 
     bound: BoundStudy
@@ -79,6 +82,7 @@ class SearchSummary:
     fallbacks: int = 0
     fallback_reason: str | None = None
     confirmations: list[dict[str, Any]] = field(default_factory=list)
+    unconfirmed: list[int] = field(default_factory=list)
 
 
 def cpus_per_trial(workers: int) -> int:
@@ -319,9 +323,11 @@ def run_search(
     tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
     tracker.finish()
     seconds = time.perf_counter() - started
+    unconfirmed = [t.number for t in unconfirmed_picks(bound)] if spec.confirm and confirmations else []
     runs = bound.study.user_attrs.get(SEARCH_RUNS_ATTR, [])
     record = {"trials_run": remaining, "workers": spec.workers, "estimate_seconds": estimate, "seconds": seconds}
-    bound.study.set_user_attr(SEARCH_RUNS_ATTR, [*runs, {**record, "confirmations": len(confirmations)}])
+    record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed}
+    bound.study.set_user_attr(SEARCH_RUNS_ATTR, [*runs, record])
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
@@ -337,4 +343,5 @@ def run_search(
         fallbacks=len(reasons),
         fallback_reason=reasons[0] if reasons else None,
         confirmations=confirmations,
+        unconfirmed=unconfirmed,
     )
