@@ -505,12 +505,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     print_pareto(Console(), summary.bound.study, title=f"Pareto set of {summary.bound.study.study_name}")
     name = summary.bound.study.study_name
     if summary.unconfirmed:
+        runs = len(summary.confirmations)
+        picks = ", ".join(f"trial {n}" for n in summary.unconfirmed)
+        verb = "picks {} are" if len(summary.unconfirmed) > 1 else "pick {} is"
         console.print(
-            f"[yellow]warning[/]: after {len(summary.confirmations)} confirmation run"
-            f"{'s' if len(summary.confirmations) != 1 else ''} the pick"
-            f"{'s' if len(summary.unconfirmed) > 1 else ''} {', '.join(f'trial {n}' for n in summary.unconfirmed)} "
-            f"{'are' if len(summary.unconfirmed) > 1 else 'is'} unconfirmed (on one seed: a confirmation moved the "
-            "pick, or failed); the same command confirms it"
+            f"[yellow]warning[/]: after {runs} confirmation run{'s' * (runs != 1)} the {verb.format(picks)} "
+            "unconfirmed (on one seed: a confirmation moved the pick, or failed); the same command confirms it"
         )
     unlearnt = not_learnt_warning(summary.bound.study)
     if unlearnt:

@@ -36,7 +36,7 @@ from autopeft.study import (
 )
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
-from autopeft.training.data import training_and_evaluation
+from autopeft.training.data import scored_part, training_and_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +136,13 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:
         bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, bound.selection_seed
     )
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
-    evaluated = slice(spec.proxy.max_eval_samples or None)  # the examples a trial scores (proxy.train_proxy)
-    dev_lengths = [len(x) for x in dev["input_ids"]][evaluated]
+    scored = scored_part(dev, spec.proxy.max_eval_samples)  # what each trial scores, as the proxy cuts it
     n_train = len(train["input_ids"])
     if spec.proxy.max_train_samples and n_train < spec.proxy.max_train_samples:
         logger.info("the train split has %d examples, fewer than --max-train-samples", n_train)
-    prior = prior_neg_loss(train["labels"], dev["labels"][evaluated], bound.task.is_regression) if dev_lengths else None
-    return DataStatistics(n_train, train_mean, int(sum(dev_lengths)), prior)
+    labels = scored["labels"]
+    prior = prior_neg_loss(train["labels"], labels, bound.task.is_regression) if len(labels) else None
+    return DataStatistics(n_train, train_mean, sum(len(x) for x in scored["input_ids"]), prior)
 
 
 def search_progress(bound: BoundStudy) -> dict[str, float | None]:
@@ -323,7 +323,7 @@ def run_search(
     tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
     tracker.finish()
     seconds = time.perf_counter() - started
-    unconfirmed = [t.number for t in unconfirmed_picks(bound)] if spec.confirm and confirmations else []
+    unconfirmed = [t.number for t in unconfirmed_picks(bound)] if confirmations else []
     runs = bound.study.user_attrs.get(SEARCH_RUNS_ATTR, [])
     record = {"trials_run": remaining, "workers": spec.workers, "estimate_seconds": estimate, "seconds": seconds}
     record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed}

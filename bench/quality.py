@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 
 from autopeft import cli
 from autopeft.baselines import baselines_study_name, stored_runs
-from autopeft.pareto import LEARNT_MARGIN, confirmation_runs, learnt_margin, pick_trial
+from autopeft.pareto import confirmation_runs, learnt_margin, not_learnt_warning, pick_trial
 from autopeft.results import retrain_runs
 from autopeft.search import SEARCH_RUNS_ATTR
 from autopeft.study import connect_storage, default_storage, spec_of
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> str:
         )
     margin = learnt_margin(study)
     if margin is not None:
-        verdict = "learnt" if margin >= LEARNT_MARGIN else "not learnt: its ranking says little"
+        verdict = "learnt" if not_learnt_warning(study) is None else "not learnt: its ranking says little"
         print(f"search's best neg_loss above the label prior's: {100 * margin:.1f}% of its loss ({verdict})")
     if pending:
         print(f"not trained yet: {', '.join(pending)} (the run without --report trains them)")

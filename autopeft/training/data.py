@@ -114,6 +114,18 @@ def training_and_evaluation(
     return subset(train, rest), subset(train, held_out)
 
 
+def scored_part(split: dict, max_eval_samples: int | None) -> dict:
+    """The examples of an evaluation split that a trial scores: its first ``max_eval_samples`` (all when unset).
+
+    Args:
+        split: the tokenised evaluation split.
+        max_eval_samples: the proxy's ``max_eval_samples``.
+    """
+    if max_eval_samples and max_eval_samples < len(split["labels"]):
+        return subset(split, np.arange(max_eval_samples))
+    return split
+
+
 def subset(split: dict, indices: np.ndarray) -> dict:
     """The examples of a tokenised split at ``indices``."""
     types = split["token_type_ids"]

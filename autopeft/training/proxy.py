@@ -20,7 +20,7 @@ from autopeft.methods.build import apply_config, count_trainable, target_sparsit
 from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info, initialise_fresh, load_pretrained
 from autopeft.tasks import compute_metrics, get_task
-from autopeft.training.data import collate, length_grouped_batches, subset, training_and_evaluation
+from autopeft.training.data import collate, length_grouped_batches, scored_part, subset, training_and_evaluation
 
 
 @dataclass(frozen=True)
@@ -254,8 +254,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         train = subset(
             train, np.random.default_rng(request.seed).choice(n_train, settings.max_train_samples, replace=False)
         )
-    if settings.max_eval_samples and settings.max_eval_samples < len(dev["labels"]):
-        dev = subset(dev, np.arange(settings.max_eval_samples))
+    dev = scored_part(dev, settings.max_eval_samples)
 
     lengths = np.asarray([len(x) for x in train["input_ids"]])
     steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
