@@ -1,9 +1,4 @@
-"""Hand-made reference configurations, sized to a budget, trained beside a study.
-
-Each baseline is a function ``(backbone, limit) -> methods`` registered with
-:func:`register_baseline`. Sizes follow the budget where the method has one (the largest bottleneck
-or prefix length whose count fits the limit); LoRA keeps its standard rank 8 on query and value,
-and full fine-tuning trains everything (the reference point, far above any budget).
+"""Hand-made reference configurations (:mod:`autopeft.references`), sized to a budget, trained beside a study.
 
 Results live in a plain Optuna study named ``<task>-<model>-<budget>-baselines`` in the study
 storage, one COMPLETE (or FAIL) trial per baseline and seed, with values ``[metric,
@@ -22,116 +17,11 @@ from typing import Any
 import optuna
 
 from autopeft.errors import AutopeftError
-from autopeft.evaluation import RunPlan, run_record, settings_key, train_seeds
-from autopeft.methods import METHODS
-from autopeft.methods.build import check_config, count_trainable
-from autopeft.methods.config import TrialConfig
+from autopeft.evaluation import RunPlan, predictions_file, run_record, settings_key, train_seeds
+from autopeft.methods.build import count_trainable
 from autopeft.models import BackboneInfo
+from autopeft.references import BASELINES, Baseline
 from autopeft.results import SeedSummary, summarize
-
-MethodsFn = Callable[[BackboneInfo, int], dict[str, dict]]
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A hand-made configuration.
-
-    Attributes:
-        name: short name (``houlsby``).
-        label: how plots and tables show it.
-        learning_rate: its usual learning rate.
-        methods: builds the plans for a backbone and a parameter limit.
-    """
-
-    name: str
-    label: str
-    learning_rate: float
-    methods: MethodsFn
-
-    def config(self, info: BackboneInfo, limit: int, learning_rate: float | None = None) -> TrialConfig:
-        """The baseline's configuration on a backbone within ``limit`` trainable parameters (where it has a size).
-
-        Args:
-            info: the backbone.
-            limit: the budget's parameter limit.
-            learning_rate: overrides the baseline's usual learning rate.
-        """
-        config = TrialConfig(self.methods(info, limit), {"learning_rate": learning_rate or self.learning_rate})
-        return check_config(config, info, source=f"baseline {self.name}")
-
-
-BASELINES: dict[str, Baseline] = {}
-
-
-def register_baseline(name: str, label: str, learning_rate: float) -> Callable[[MethodsFn], MethodsFn]:
-    """Decorator adding a baseline.
-
-    Args:
-        name: its name on the command line.
-        label: its label in plots and tables.
-        learning_rate: its usual learning rate.
-    """
-
-    def wrap(fn: MethodsFn) -> MethodsFn:
-        BASELINES[name] = Baseline(name, label, learning_rate, fn)
-        return fn
-
-    return wrap
-
-
-def _largest_fitting(make: Callable[[int], dict[str, dict]], info: BackboneInfo, limit: int, cap: int) -> dict:
-    """The plans of the largest size in ``1..cap`` whose count fits ``limit`` (size 1 when none does)."""
-    best = make(1)
-    for size in range(2, cap + 1):
-        plans = make(size)
-        if sum(METHODS[name].count(plan, info) for name, plan in plans.items()) > limit:
-            break
-        best = plans
-    return best
-
-
-@register_baseline("lora", "LoRA r=8 (query, value)", 5e-4)
-def lora_query_value(info: BackboneInfo, limit: int) -> dict[str, dict]:
-    """LoRA of rank 8 on query and value of every layer (Hu et al., 2021), alpha 16."""
-    targets = [[layer, module, 8] for layer in range(info.num_layers) for module in ("query", "value")]
-    return {"lora": {"targets": targets, "alpha": 16.0}}
-
-
-@register_baseline("houlsby", "Houlsby adapter", 1e-3)
-def houlsby(info: BackboneInfo, limit: int) -> dict[str, dict]:
-    """Serial bottleneck adapters after attention and after the FFN of every layer (Houlsby et al., 2019)."""
-
-    def make(size: int) -> dict[str, dict]:
-        targets = [[layer, position, size] for layer in range(info.num_layers) for position in ("attn", "ffn")]
-        return {"serial_adapter": {"targets": targets, "activation": "relu"}}
-
-    return _largest_fitting(make, info, limit, info.hidden_size)
-
-
-@register_baseline("pfeiffer", "Pfeiffer adapter", 1e-3)
-def pfeiffer(info: BackboneInfo, limit: int) -> dict[str, dict]:
-    """One serial bottleneck adapter after the FFN of every layer (Pfeiffer et al., 2021)."""
-
-    def make(size: int) -> dict[str, dict]:
-        return {"serial_adapter": {"targets": [[layer, "ffn", size] for layer in range(info.num_layers)]}}
-
-    return _largest_fitting(make, info, limit, info.hidden_size)
-
-
-@register_baseline("prefix", "Prefix tuning", 5e-3)
-def prefix_tuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
-    """Key/value prefixes of one length in every layer (Li & Liang, 2021), without reparameterisation."""
-
-    def make(length: int) -> dict[str, dict]:
-        return {"prefix": {"targets": [[layer, length] for layer in range(info.num_layers)]}}
-
-    return _largest_fitting(make, info, limit, 128)
-
-
-@register_baseline("full", "Full fine-tuning", 2e-5)
-def full_finetuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
-    """Every backbone weight trains (the reference; not a PEFT method)."""
-    return {"full_finetune": {}}
 
 
 def baselines_study_name(task: str, model: str, budget: str) -> str:
@@ -234,7 +124,8 @@ def run_baselines(
                 study.add_trial(_frozen(optuna.trial.TrialState.COMPLETE, values, attrs))
                 if tracker is not None:
                     tags = {"autopeft.baseline": baseline.name}
-                    tracker.log_run("baseline", f"{baseline.name}-seed{seed}", record, config.to_dict(), tags)
+                    files = predictions_file(record, plan)
+                    tracker.log_run("baseline", f"{baseline.name}-seed{seed}", record, config.to_dict(), tags, files)
             if on_run is not None:
                 on_run(baseline.name, seed, result)
 
@@ -335,14 +226,15 @@ def run_baselines_beside(
         The baselines study's name, and each baseline's result.
     """
     from autopeft.budget import parse_budget
-    from autopeft.models import backbone_info
+    from autopeft.models import backbone_info, resolve_backbone
     from autopeft.study import default_tracking_uri
     from autopeft.tasks import get_task, task_reference
     from autopeft.tracking import Tracker
 
     task = get_task(task_ref)
     budget = parse_budget(budget_text)
-    info = backbone_info(model, task.num_labels, trust_remote_code)
+    backbone = resolve_backbone(model)  # the study's recorded backbone, loaded from where it is here
+    info = backbone_info(backbone, task.num_labels, trust_remote_code)
     limit = budget.limit(info.backbone_params)
     name = baselines_study_name(task.name, model, budget_text)
     study = open_baselines_study(storage, name)
@@ -350,7 +242,7 @@ def run_baselines_beside(
     study.set_user_attr("autopeft.baselines", described)
     uri = tracking_uri or default_tracking_uri(runs_dir)
     tracker = Tracker(uri, name, Path(runs_dir).resolve() / "mlartifacts", described)
-    plan = RunPlan.in_runs_dir(model, task_reference(task_ref), data_dir, settings, runs_dir, name)
+    plan = RunPlan.in_runs_dir(backbone, task_reference(task_ref), data_dir, settings, runs_dir, name)
     results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run)
     tracker.finish()
     return name, results

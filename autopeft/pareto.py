@@ -13,6 +13,7 @@ points, the knee is the one with the best metric.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,68 @@ def knee_index(values: np.ndarray, maximize: list[bool]) -> int:
         return int(np.argmax((scaled - a) @ normal))
     # Three or more objectives: the point closest to the ideal point (1, ..., 1).
     return int(np.argmin(np.linalg.norm(1.0 - scaled, axis=1)))
+
+
+STATUS_QUO_SUFFIX = ".status-quo"
+"""The companion study of a search's status quo is named ``<study>.status-quo``."""
+
+
+def status_quo_run(study: optuna.Study) -> FrozenTrial | None:
+    """The status quo's run of a search, trained to the end (``None``: none yet, or a study that predates it).
+
+    Args:
+        study: the search's study.
+    """
+    try:
+        companion = optuna.load_study(study_name=study.study_name + STATUS_QUO_SUFFIX, storage=study._storage)
+    except KeyError:
+        return None
+    runs = companion.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return runs[0] if runs else None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The configuration a pick names: a trial of the study, or the status quo.
+
+    Attributes:
+        which: what was asked (``knee``, ``best`` or a trial number).
+        trial: the trial (the status quo's run when :attr:`is_status_quo`).
+        is_status_quo: ``best`` found nothing that beat the status quo.
+        verdict: why (``None`` for a trial).
+    """
+
+    which: str
+    trial: FrozenTrial
+    is_status_quo: bool = False
+    verdict: str | None = None
+
+
+def answer(study: optuna.Study, which: str) -> Pick:
+    """What a pick answers: ``knee`` and trial numbers as :func:`pick_trial`; ``best`` the best trial at full
+    fidelity unless its task metric (mean over its seeds, on the selection split) is below the status
+    quo's, and then the status quo, with the verdict.
+
+    Args:
+        study: the study.
+        which: ``knee``, ``best`` or a trial number.
+    """
+    status_quo = status_quo_run(study) if which == "best" else None
+    if status_quo is None:
+        return Pick(which, pick_trial(study, which))
+    front = pareto_points(study)
+    quo = status_quo.user_attrs["metric"]
+    if not front:
+        return Pick(which, status_quo, True, "no trial reached full fidelity: the status quo stands")
+    best = front[0][0]
+    metric, seeds = mean_metric(best, confirmation_runs(study).get(best.number))
+    if metric is not None and metric < quo:
+        verdict = (
+            f"nothing beat the status quo: the best trial, {best.number}, scores {metric:.4f} (mean of {seeds} "
+            f"seed{'s' * (seeds != 1)}) against the status quo's {quo:.4f} on the selection split"
+        )
+        return Pick(which, status_quo, True, verdict)
+    return Pick(which, best)
 
 
 def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:

@@ -18,9 +18,17 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_metric, not_learnt_warning, pareto_trials, pick_trial
+from autopeft.pareto import (
+    answer,
+    confirmation_runs,
+    mean_metric,
+    not_learnt_warning,
+    pareto_trials,
+    pick_trial,
+    status_quo_run,
+)
 from autopeft.results import retrain_summaries
-from autopeft.study import SPLIT_LABELS, scored_on, spec_of, trial_record
+from autopeft.study import SPLIT_LABELS, scored_on, spec_of, status_quo_record, trial_record
 
 PLOT_FILE = "pareto.png"
 TABLE_FILE = "trials.csv"
@@ -37,6 +45,8 @@ class StudyReport:
         baselines: one row per baseline (mean metric over seeds), possibly empty.
         knee: the knee's trial number (``None`` without a Pareto set).
         limit_fraction: the budget's limit as a fraction of the backbone.
+        status_quo: the status quo's record (:func:`autopeft.study.status_quo_record`), ``None`` when it has none.
+        verdict: why ``best`` is the status quo (``None``: a trial beat it).
     """
 
     study: optuna.Study
@@ -44,6 +54,8 @@ class StudyReport:
     baselines: pd.DataFrame
     knee: int | None
     limit_fraction: float | None
+    status_quo: dict | None = None
+    verdict: str | None = None
 
     @property
     def metric_name(self) -> str:
@@ -118,12 +130,16 @@ def collect(study: optuna.Study, storage: str) -> StudyReport:
     limit, backbone = study.user_attrs.get("autopeft.limit"), study.user_attrs.get("autopeft.backbone_params")
     frame = trials_frame(study)
     knee = frame.loc[frame["knee"], "trial"] if len(frame) else []
+    quo = status_quo_run(study)
+    best = answer(study, "best") if frame["pareto"].any() or quo is not None else None
     return StudyReport(
         study=study,
         trials=frame,
         baselines=pd.DataFrame(points),
         knee=int(knee.iloc[0]) if len(knee) else None,
         limit_fraction=limit / backbone if limit and backbone else None,
+        status_quo=status_quo_record(quo) if quo is not None else None,
+        verdict=best.verdict if best is not None else None,
     )
 
 
@@ -168,6 +184,12 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
             retrained["trainable_percent"], retrained["retrain_mean"], yerr=retrained["retrain_std"], fmt="D",
             ms=6, c="black", capsize=3, label=f"retrained (mean ± std, {int(retrained['retrain_seeds'].max())} seeds)",
             zorder=5,
+        )  # fmt: skip
+    if report.status_quo is not None:
+        quo = report.status_quo
+        ax.scatter(
+            [100 * quo["trainable_fraction"]], [quo["metric"]], s=120, marker="X", c="tab:orange", edgecolors="black",
+            label=f"status quo: {quo['label']} (search)", zorder=6,
         )  # fmt: skip
     if report.knee is not None:
         knee = done[done["trial"] == report.knee].iloc[0]
@@ -255,6 +277,20 @@ def summary_markdown(report: StudyReport) -> str:
         _markdown_table(front) if len(front) else "No finished trial yet.",
         "",
     ]
+    if report.status_quo is not None:
+        quo = report.status_quo
+        lines += [
+            f"Status quo (trained beside the search, to the end): {quo['label']}, {report.metric_name} "
+            f"{quo['metric']:.4f} on the {split} split, {quo['trainable_params']:,} trainable parameters"
+            + (f" ({quo['note']})" if quo.get("note") else "")
+            + ".",
+            "",
+        ]
+    if report.verdict:
+        lines += [
+            f"**{report.verdict[0].upper() + report.verdict[1:]}**: `export --pick best` exports the status quo.",
+            "",
+        ]
     if report.knee is not None:
         lines += [f"Knee: trial {report.knee} (`autopeft export --pick knee`).", ""]
     if len(report.baselines):

@@ -14,7 +14,10 @@ from typing import Any
 import optuna
 
 RETRAIN_ATTR = "autopeft.retrain."
-"""Prefix of the study attribute holding a trial's retrain runs (``autopeft.retrain.7``)."""
+"""Prefix of the study attribute holding a trial's retrain runs (``autopeft.retrain.7``; the status quo's:
+``autopeft.retrain.status_quo``)."""
+STATUS_QUO_KEY = "status_quo"
+"""How the status quo is keyed where trials are keyed by number (retrain runs, records)."""
 
 
 @dataclass
@@ -53,18 +56,18 @@ def summarize(runs: list[dict[str, Any]]) -> SeedSummary:
     return SeedSummary(statistics.fmean(values), std, len(values), means)
 
 
-def retrain_runs(study: optuna.Study, trial: int) -> list[dict[str, Any]]:
+def retrain_runs(study: optuna.Study, trial: int | str) -> list[dict[str, Any]]:
     """The stored retrain runs of one trial (empty when never retrained).
 
     Args:
         study: the study.
-        trial: the trial number.
+        trial: the trial number (or ``status_quo``).
     """
     return list(study.user_attrs.get(f"{RETRAIN_ATTR}{trial}", []))
 
 
-def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]:
-    """Trial number -> (summary over seeds, settings label) of every retrained trial.
+def retrain_summaries(study: optuna.Study) -> dict[int | str, tuple[SeedSummary, str]]:
+    """Trial number (or ``status_quo``) -> (summary over seeds, settings label) of everything retrained.
 
     When a trial was retrained at several settings, the settings of its latest run count.
 
@@ -79,7 +82,8 @@ def retrain_summaries(study: optuna.Study) -> dict[int, tuple[SeedSummary, str]]
         if runs:
             settings = runs[-1]["settings"]
             latest = [r for r in runs if r["settings"] == settings]
-            found[int(key.removeprefix(RETRAIN_ATTR))] = (summarize(latest), settings)
+            name = key.removeprefix(RETRAIN_ATTR)
+            found[int(name) if name.isdigit() else name] = (summarize(latest), settings)
     return found
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from autopeft.errors import AutopeftError
-from autopeft.evaluation import RunPlan, run_record, settings_key, train_seeds
+from autopeft.evaluation import RunPlan, predictions_file, run_record, settings_key, train_seeds
+from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info
-from autopeft.pareto import pareto_trials, pick_trial, task_metric
-from autopeft.results import RETRAIN_ATTR, SeedSummary, retrain_runs, summarize
-from autopeft.study import default_tracking_uri, spec_of, trial_config
+from autopeft.pareto import Pick, answer, pareto_trials, task_metric
+from autopeft.results import RETRAIN_ATTR, STATUS_QUO_KEY, SeedSummary, retrain_runs, summarize
+from autopeft.study import default_tracking_uri, spec_of, study_backbone, trial_config
 from autopeft.tasks import get_task
 from autopeft.tracking import Tracker
 from autopeft.training import ProxySettings
@@ -33,43 +33,49 @@ class Retrained:
     """One retrained configuration.
 
     Attributes:
-        trial: its trial number.
+        trial: its trial number, or ``status_quo``.
         search_metric: the metric it reached in the search (proxy training).
         summary: its metric over the seeds at these settings.
         settings: the settings label (``e3-all-b16-l128``).
         failed: seeds whose run failed.
     """
 
-    trial: int
+    trial: int | str
     search_metric: float | None
     summary: SeedSummary | None
     settings: str
     failed: int = 0
 
 
-def chosen_trials(study: optuna.Study, picks: list[str]) -> list[FrozenTrial]:
-    """The trials named by ``picks``: ``pareto`` (the whole Pareto set), ``knee``, ``best``, trial numbers.
+def chosen_trials(study: optuna.Study, picks: list[str]) -> list[Pick]:
+    """What ``picks`` name: ``pareto`` (the whole Pareto set), ``knee``, ``best`` (the status quo when nothing
+    beat it), trial numbers.
 
     Args:
         study: the study.
         picks: the choices, in order; duplicates are dropped.
     """
-    chosen: dict[int, FrozenTrial] = {}
+    chosen: dict[object, Pick] = {}
     for pick in picks:
         if pick == "pareto":
             front = pareto_trials(study)
             if not front:
                 raise AutopeftError(f"study {study.study_name!r} has no finished trial yet")
-            chosen.update((t.number, t) for t in front)
+            chosen.update((t.number, Pick(str(t.number), t)) for t in front)
         else:
-            trial = pick_trial(study, pick)
-            chosen[trial.number] = trial
+            found = answer(study, pick)
+            chosen[retrain_key(found)] = found
     return list(chosen.values())
+
+
+def retrain_key(pick: Pick) -> int | str:
+    """Under which key a pick's retrain runs are stored: its trial number, or ``status_quo``."""
+    return STATUS_QUO_KEY if pick.is_status_quo else pick.trial.number
 
 
 def retrain(
     study: optuna.Study,
-    trials: list[FrozenTrial],
+    trials: list[Pick],
     seeds: list[int],
     settings: ProxySettings,
     runs_dir: str | Path,
@@ -81,7 +87,7 @@ def retrain(
 
     Args:
         study: the study.
-        trials: the trials to retrain (see :func:`chosen_trials`).
+        trials: what to retrain (see :func:`chosen_trials`).
         seeds: the seeds.
         settings: the training settings (full fidelity: every training example, several epochs).
         runs_dir: the runs folder (tokenisation cache, masks, MLflow artifacts).
@@ -91,37 +97,39 @@ def retrain(
     """
     spec = spec_of(study)
     task = get_task(spec["task"])
-    info = backbone_info(spec["model"], task.num_labels, spec.get("trust_remote_code", False))
+    model = study_backbone(spec)
+    info = backbone_info(model, task.num_labels, spec.get("trust_remote_code", False))
     runs_dir = Path(runs_dir).resolve()
     plan = RunPlan.in_runs_dir(
-        spec["model"], spec["task"], data_dir or spec.get("data_dir"), settings, runs_dir, study.study_name
+        model, spec["task"], data_dir or spec.get("data_dir"), settings, runs_dir, study.study_name
     )
     uri = tracking_uri or default_tracking_uri(runs_dir)
     tracker = Tracker(uri, study.study_name, os.path.join(runs_dir, "mlartifacts"), spec, attach=True)
     key = settings_key(settings)
     results = []
-    for trial in trials:
-        config = trial_config(trial)
-        runs = retrain_runs(study, trial.number)
+    for pick in trials:
+        trial, number = pick.trial, retrain_key(pick)
+        config = TrialConfig.from_dict(trial.user_attrs["config"]) if pick.is_status_quo else trial_config(trial)
+        runs = retrain_runs(study, number)
         done = {r["seed"] for r in runs if r["settings"] == key and "metric" in r}  # failed seeds run again
 
-        def store(seed: int, result: dict[str, Any], trial: FrozenTrial = trial, runs: list = runs) -> None:
+        def store(seed: int, result: dict[str, Any], number=number, config=config, runs: list = runs) -> None:
             if "fail_reason" in result:
                 runs.append({"seed": seed, "settings": key, "fail_reason": result["fail_reason"]})
             else:
                 record = run_record(result, info, settings)
                 runs.append(record)
-                name = f"retrain-trial-{trial.number}-seed{seed}"
-                tags = {"autopeft.trial": str(trial.number)}
-                tracker.log_run("retrain", name, record, trial.user_attrs["config"], tags)
-            study.set_user_attr(f"{RETRAIN_ATTR}{trial.number}", runs)
+                name = f"retrain-{'trial-' if isinstance(number, int) else ''}{number}-seed{seed}"
+                tags = {"autopeft.trial": str(number)}
+                tracker.log_run("retrain", name, record, config.to_dict(), tags, predictions_file(record, plan))
+            study.set_user_attr(f"{RETRAIN_ATTR}{number}", runs)
             if on_run is not None:
-                on_run(trial.number, seed, result)
+                on_run(number, seed, result)
 
         pending = [s for s in seeds if s not in done]
-        train_seeds(config, plan, pending, store, label=f"trial-{trial.number}", command="retrain")
+        train_seeds(config, plan, pending, store, label=f"trial-{number}", command="retrain")
         ok = [r for r in runs if r["settings"] == key and "metric" in r]
         failed = sum(1 for r in runs if r["settings"] == key and "fail_reason" in r)
         metric = task_metric(trial)  # the task metric as the search measured it
-        results.append(Retrained(trial.number, metric, summarize(ok) if ok else None, key, failed))
+        results.append(Retrained(number, metric, summarize(ok) if ok else None, key, failed))
     return results

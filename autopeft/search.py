@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -26,26 +25,14 @@ from autopeft.pareto import (
     pareto_points,
     pareto_trials,
 )
-from autopeft.study import (
-    BoundStudy,
-    StudySpec,
-    confirmation_rounds,
-    fail_stale_trials,
-    open_study,
-    trial_record,
-)
+from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
+from autopeft.timing import DataStatistics, search_units, unit_seconds
 from autopeft.tracking import Tracker
 from autopeft.training import ProxyRequest
 from autopeft.training.data import scored_part, training_and_evaluation
 
 logger = logging.getLogger(__name__)
 
-# Measured on this project's 2-core CPU machine with all-MiniLM-L6-v2 (22.7M backbone parameters)
-# and one torch thread: seconds per token of a training step and of evaluation.
-_TRAIN_S_PER_TOKEN = 7.4e-4
-_EVAL_S_PER_TOKEN = 3.8e-4
-_REFERENCE_PARAMS = 22.7e6
-_TRIAL_OVERHEAD_S = 8.0
 SEARCH_RUNS_ATTR = "autopeft.search_runs"
 """Study attribute: one record per finished ``run_search`` call (trials run, workers, the start-up
 estimate and the wall seconds it took), so an estimate can be checked against what happened."""
@@ -67,6 +54,7 @@ class SearchSummary:
             model could not be used), with the first one's reason.
         confirmations: confirmation runs of this run (``{"trial", "seed", "metric", ...}`` or with
             ``fail_reason``), see :mod:`autopeft.execution.confirmations`.
+        verdict: when nothing beat the status quo, the line that says so (``best`` is then the status quo).
         unconfirmed: trials that ``best`` or ``knee`` pick but that stand on one seed, because the
             confirmation runs ran out (each confirmation moved a pick, or failed); running the same
             command again confirms them.
@@ -83,45 +71,12 @@ class SearchSummary:
     fallback_reason: str | None = None
     confirmations: list[dict[str, Any]] = field(default_factory=list)
     unconfirmed: list[int] = field(default_factory=list)
+    verdict: str | None = None
 
 
 def cpus_per_trial(workers: int) -> int:
     """CPU threads each of ``workers`` concurrent trials gets on this machine (at least one)."""
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-@dataclass(frozen=True)
-class DataStatistics:
-    """What a trial's cost depends on in its data.
-
-    Attributes:
-        train_examples: examples a trial may train on (the train split less the selection part).
-        train_tokens_per_example: their mean length in tokens.
-        eval_tokens: tokens of the evaluated examples.
-        prior_neg_loss: ``neg_loss`` of predicting the training labels' distribution on the evaluated
-            examples (:func:`autopeft.objectives.prior_neg_loss`), the floor a trial's score has to clear.
-    """
-
-    train_examples: int
-    train_tokens_per_example: float
-    eval_tokens: int
-    prior_neg_loss: float | None = None
-
-
-def estimate_trial_seconds(bound: BoundStudy, data: DataStatistics, threads: int) -> float:
-    """A rough CPU estimate of one proxy trial, calibrated on this project's reference machine.
-
-    Args:
-        bound: the study.
-        data: the token statistics of its training and evaluation data.
-        threads: torch threads per trial.
-    """
-    proxy = bound.spec.proxy
-    n_train = min(proxy.max_train_samples or data.train_examples, data.train_examples)
-    steps = math.ceil(proxy.epochs * math.ceil(n_train / proxy.batch_size))
-    train_tokens = steps * proxy.batch_size * data.train_tokens_per_example
-    scale = bound.info.backbone_params / _REFERENCE_PARAMS / max(1, threads) ** 0.7
-    return _TRIAL_OVERHEAD_S + scale * (train_tokens * _TRAIN_S_PER_TOKEN + data.eval_tokens * _EVAL_S_PER_TOKEN)
 
 
 def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:
@@ -204,8 +159,9 @@ def run_search(
     on_start: Callable[[BoundStudy, float], None] | None = None,
     on_trial_end: Callable[[BoundStudy, FrozenTrial], None] | None = None,
     on_confirmation: Callable[[BoundStudy, int, dict[str, Any]], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> SearchSummary:
-    """Run (or continue) a study until it holds ``spec.trials`` finished trials.
+    """Run (or continue) a study until it holds ``spec.trials`` trials, its status quo and its confirmations.
 
     Args:
         spec: the study to run.
@@ -214,12 +170,15 @@ def run_search(
         on_start: called once with the bound study and the estimated seconds.
         on_trial_end: called after each trial is stored and tracked.
         on_confirmation: called with ``(bound, trial number, run)`` after each confirmation run.
+        on_event: called with each line worth showing (the first rung raised or settled, the status quo's end).
     """
     import torch
 
     from autopeft.execution import DONE_STATES, StudySearcher, init_ray, run_with_ray
     from autopeft.execution.confirmations import confirm_picks, unconfirmed_picks
-    from autopeft.execution.trials import fallback_reason
+    from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
+    from autopeft.execution.trials import fallback_reason, incomplete_trials
+    from autopeft.pareto import answer
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
     started = time.perf_counter()
@@ -228,10 +187,15 @@ def run_search(
     runs_dir = os.path.abspath(spec.runs_dir)
     cache_dir = os.path.join(runs_dir, "cache", "tokenized")
     fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
+    fail_stale_trials(bound.status_quo_study)
     bound.study.sampler = bound.create_sampler()
+    say = on_event or (lambda line: None)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    ray_log = Path(runs_dir, "logs", spec.name, f"ray-{stamp}-{os.getpid()}.log")  # one per study and run
 
+    artifacts = os.path.join(runs_dir, "mlartifacts")
     tracker = Tracker(
-        str(spec.tracking_uri), bound.study.study_name, os.path.join(runs_dir, "mlartifacts"), spec.to_dict()
+        str(spec.tracking_uri), bound.study.study_name, artifacts, spec.to_dict(), stale_s=spec.heartbeat_grace
     )
     tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
@@ -241,19 +205,6 @@ def run_search(
     threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
     finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
     remaining = max(0, spec.trials - finished_before)
-    per_trial = estimate_trial_seconds(bound, data, threads)
-
-    def to_confirm() -> bool:
-        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
-        complete = any(t.state == TrialState.COMPLETE for t in done)
-        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
-
-    work_left = bool(remaining) or to_confirm()  # a study whose trials are done may still owe its confirmations
-    estimate = math.ceil(remaining / spec.workers) * per_trial + (20 if remaining else 0)
-    if work_left:
-        estimate += confirmation_rounds(spec.confirm, spec.workers) * per_trial
-    if on_start is not None:
-        on_start(bound, estimate)
 
     def make_request(number: int, config: TrialConfig) -> ProxyRequest:
         return ProxyRequest(
@@ -265,8 +216,8 @@ def run_search(
             seed=spec.seed + number,
             threads=threads,
             cache_dir=cache_dir,
-            rungs=spec.early_stopping.rungs if spec.early_stopping else (),
-            rung_score=spec.early_stopping.score if spec.early_stopping else "metric",
+            rungs=(spec.rungs.first,),
+            rung_score=spec.rungs.score,
             evaluate_on=spec.select_on,
             selection_seed=bound.selection_seed,
             masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
@@ -279,12 +230,31 @@ def run_search(
             on_trial_end(bound, trial)
 
     failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
-    searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended)
+
+    def status_quo_ended() -> None:
+        tracker.sync(bound.study)  # logs the status quo's run beside the trials
+
+    searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended, say, status_quo_ended)
+
+    def to_confirm() -> bool:
+        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
+        complete = any(t.state == TrialState.COMPLETE for t in done)
+        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
+
+    owed = searcher.status_quo_owed()
+    first = (bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}).get("fraction")
+    units = search_units(spec.rungs, remaining, spec.confirm if remaining or to_confirm() else 0, owed, first)
+    one = unit_seconds(spec.proxy, data, bound.info.backbone_params, threads, rungs=len(spec.rungs.ladder()) - 1)
+    estimate = units * one / spec.workers + (20 if remaining or owed else 0)
+    if on_start is not None:
+        on_start(bound, estimate)
     confirmations: list[dict[str, Any]] = []
 
-    if work_left:
-        init_ray(spec.ray_address, num_cpus=max(os.cpu_count() or 1, spec.workers * threads), num_gpus=None)
-    if remaining:
+    if remaining or owed or to_confirm():
+        cpus = max(os.cpu_count() or 1, spec.workers * threads)
+        init_ray(spec.ray_address, num_cpus=cpus, num_gpus=None, log_file=ray_log)
+        say(f"Ray's own log: {ray_log}")
+    if remaining or owed:
         try:
             run_with_ray(
                 searcher,
@@ -293,7 +263,7 @@ def run_search(
                 spec.workers,
                 threads,
                 spec.gpus_per_trial,
-                spec.early_stopping,
+                data.prior_neg_loss,
             )
         finally:
             searcher.close()
@@ -311,7 +281,7 @@ def run_search(
 
         def confirmed(number: int, run: dict[str, Any]) -> None:
             if "values" in run:
-                record = {**run, "settings": "proxy"}
+                record = {**run, "settings": "full"}
                 config = bound.study.get_trials(deepcopy=False)[number].user_attrs["config"]
                 tags = {"autopeft.trial": str(number)}
                 tracker.log_run("confirm", f"confirm-trial-{number}-seed{run['seed']}", record, config, tags)
@@ -324,9 +294,12 @@ def run_search(
     tracker.finish()
     seconds = time.perf_counter() - started
     unconfirmed = [t.number for t in unconfirmed_picks(bound)] if confirmations else []
+    best = answer(bound.study, "best") if bound.study.get_trials(deepcopy=False, states=DONE_STATES) else None
     runs = bound.study.user_attrs.get(SEARCH_RUNS_ATTR, [])
     record = {"trials_run": remaining, "workers": spec.workers, "estimate_seconds": estimate, "seconds": seconds}
-    record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed}
+    record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed, "units_estimated": units}
+    record |= {"incomplete_trials": [t.number for t in incomplete_trials(bound)], "status_quo_ran": owed}
+    record["verdict"] = best.verdict if best is not None else None
     bound.study.set_user_attr(SEARCH_RUNS_ATTR, [*runs, record])
     front = pareto_trials(bound.study)
     finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -344,4 +317,5 @@ def run_search(
         fallback_reason=reasons[0] if reasons else None,
         confirmations=confirmations,
         unconfirmed=unconfirmed,
+        verdict=best.verdict if best is not None else None,
     )

@@ -227,27 +227,38 @@ def study_counts(study) -> dict[str, int]:
 
 
 def study_status(study, target: int | None = None, workers: int | None = None) -> dict[str, Any]:
-    """Where a study stands, from its storage alone: counts by state, time left and the Pareto set.
+    """Where a study stands, from its storage alone: counts by state, time left, the Pareto set and the status quo.
 
     Args:
         study: the study.
         target: done trials it should hold (default: its spec's ``trials``).
         workers: trials at the same time (default: its spec's ``workers``).
     """
-    from autopeft.display import seconds_left
-    from autopeft.pareto import confirmation_runs, pareto_trials
-    from autopeft.study import confirmation_rounds, spec_of, trial_record
+    from autopeft.pareto import confirmation_runs, pareto_trials, status_quo_run
+    from autopeft.study import SuccessiveHalving, spec_of, trial_record
+    from autopeft.timing import seconds_left
 
     spec = spec_of(study)
     target = target or int(spec.get("trials", 0))
     workers = workers or int(spec.get("workers", 1))
     counts = study_counts(study)
     done = counts["finished"] + counts["pruned"]
-    tail_rounds = confirmation_rounds(int(spec.get("confirm", 0)), workers)
-    left = 0.0 if done >= target else seconds_left(study, target, workers, tail_rounds=tail_rounds)
+    policy = SuccessiveHalving(**spec["rungs"]) if spec.get("rungs") else SuccessiveHalving()
+    first = (study.user_attrs.get("autopeft.first_rung") or {}).get("fraction")
+    status_quo = status_quo_run(study)
+    confirm = int(spec.get("confirm", 0))
+    left = seconds_left(study, policy, target, workers, confirm, status_quo is None, first)
+    if done >= target and status_quo is not None and study.user_attrs.get("autopeft.search_runs"):
+        left = 0.0
     confirmations = confirmation_runs(study)
     pareto = [trial_record(t, None, confirmations.get(t.number)) for t in pareto_trials(study)]
-    return {"study": study.study_name, "target": target, **counts, "seconds_left": left, "pareto": pareto}
+    quo = (
+        None
+        if status_quo is None
+        else {"label": status_quo.user_attrs.get("label"), "metric": status_quo.user_attrs["metric"]}
+    )
+    return {"study": study.study_name, "target": target, **counts, "seconds_left": left, "pareto": pareto,
+            "status_quo": quo}  # fmt: skip
 
 
 def list_jobs(address: str, storage: str | None = None) -> list[dict[str, Any]]:

@@ -23,14 +23,15 @@ from typing import Any
 
 import optuna
 
-from autopeft import defaults
+from autopeft import defaults, failpoints
 from autopeft.budget import Budget, parse_budget
 from autopeft.errors import AutopeftError, BudgetError
 from autopeft.locks import sqlite_path, store_lock
 from autopeft.methods.config import TrialConfig
-from autopeft.models import BackboneInfo, backbone_info, default_model
+from autopeft.models import BackboneInfo, backbone_info, default_model, public_model_id, resolve_backbone
 from autopeft.objectives import Objective, parse_objectives
-from autopeft.pareto import mean_metric, mean_values, task_metric
+from autopeft.pareto import STATUS_QUO_SUFFIX, mean_metric, mean_values, task_metric
+from autopeft.references import StatusQuo, resolve_status_quo
 from autopeft.samplers import KnownObjective, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.tasks import TaskSpec, get_task, task_reference
@@ -39,8 +40,8 @@ from autopeft.training.data import EVALUATION_SPLITS
 
 logger = logging.getLogger(__name__)
 SPEC_ATTR = "autopeft.spec"
-HEARTBEAT_SECONDS = 10
-"""How often the trials in flight are marked alive in the storage."""
+HEARTBEATS_PER_GRACE = 3
+"""Heartbeats a running trial gets within the grace after which it counts as dead."""
 
 
 def default_runs_dir() -> str:
@@ -79,39 +80,49 @@ def study_slug(task: str, model: str, budget: str, suffix: str) -> str:
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
-    """When trials are compared, and how many may go on.
+class SuccessiveHalving:
+    """Where trials are compared on their way to full fidelity, and how many go on (see
+    :mod:`autopeft.execution.rungs`).
 
     Attributes:
-        rungs: fractions of the proxy training (increasing, in (0, 1)) at which the dev metric is
-            measured and the trial compared with its peers.
-        reduction: a trial goes on only within the top ``1 / reduction`` of the rung's trials.
-        grace: trials a rung must have seen (this one included) before any trial stops there.
-        score: what trials are compared on at a rung: ``neg_loss`` (minus the validation loss, a
-            smooth score that ranks as full training does even while the thresholded metric of
-            every trial still ties at the majority class), ``train_loss`` (minus the mean training
-            loss of the last eighth of the steps before the rung: free, no evaluation) or
-            ``metric`` (the task's main metric).
+        first: the first rung, a fraction of the full schedule (raised while nothing learns there).
+        reduction: a trial goes on past a rung only within the top ``1 / reduction`` of the rung's entries;
+            the rungs lie at ``first x reduction^k`` of the schedule, then at its end.
+        grace: entries a rung must have seen (this one included) before any trial stops there.
+        score: what rungs rank on: ``neg_loss`` (minus the selection loss, which orders models whose
+            thresholded metric still ties at the majority class) or ``metric`` (the task's main metric).
+        cap: the first rung is never raised past this fraction.
     """
 
-    rungs: tuple[float, ...] = defaults.RUNGS
+    first: float = defaults.FIRST_RUNG
     reduction: float = defaults.REDUCTION
     grace: int = defaults.GRACE
-    score: str = "neg_loss"
+    score: str = defaults.RUNG_SCORE
+    cap: float = defaults.FIRST_RUNG_CAP
 
     def __post_init__(self) -> None:
-        rungs = tuple(float(r) for r in self.rungs)
-        object.__setattr__(self, "rungs", rungs)
-        if not rungs or any(not 0 < r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
-            raise AutopeftError(f"early stopping rungs must be increasing fractions in (0, 1), got {list(rungs)}")
+        if not 0 < self.first < 1:
+            raise AutopeftError(f"--first-rung must be a fraction in (0, 1), got {self.first}")
+        if not self.first <= self.cap < 1:
+            raise AutopeftError(f"--first-rung-cap must lie in [--first-rung, 1), got {self.cap}")
         if self.reduction <= 1:
-            raise AutopeftError(f"early stopping reduction must be > 1, got {self.reduction}")
-        if self.score not in defaults.EARLY_STOPPING_SCORES:
-            raise AutopeftError(
-                f"early stopping score must be one of {', '.join(defaults.EARLY_STOPPING_SCORES)}, got {self.score!r}"
-            )
+            raise AutopeftError(f"--reduction must be > 1, got {self.reduction}")
+        if self.score not in defaults.RUNG_SCORES:
+            raise AutopeftError(f"--rung-score must be one of {', '.join(defaults.RUNG_SCORES)}, got {self.score!r}")
         if self.grace < 2:
-            raise AutopeftError(f"early stopping grace must be at least 2 trials, got {self.grace}")
+            raise AutopeftError(f"--grace must be at least 2 entries, got {self.grace}")
+
+    def ladder(self, first: float | None = None) -> tuple[float, ...]:
+        """The rungs from a first rung (default: :attr:`first`): ``first x reduction^k`` below 1, then 1.
+
+        Args:
+            first: the first rung (a raised one).
+        """
+        rungs, fraction = [], first or self.first
+        while fraction < 1 - 1e-9:
+            rungs.append(fraction)
+            fraction *= self.reduction
+        return (*rungs, 1.0)
 
 
 def parse_fractions(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -152,8 +163,11 @@ class StudySpec:
         storage: Optuna storage URL (default: SQLite in ``runs_dir``).
         tracking_uri: MLflow tracking URI (default: SQLite in ``runs_dir``).
         study_name: the study's name (default derived from task, model, budget and space).
-        proxy: how each trial is trained.
-        early_stopping: when dominated trials stop early (``None``: every trial trains to the end).
+        proxy: how each trial is trained: the full schedule (its rungs are fractions of it).
+        rungs: successive halving: where trials are compared on their way to full fidelity.
+        status_quo: the user's own default, trained beside the search at full fidelity: a ``baselines``
+            name (``lora``: LoRA r=8 on query and value), an export folder or a configuration file.
+        heartbeat_grace: seconds without a heartbeat after which a running trial counts as dead.
         gpus_per_trial: GPUs per trial, fractions allowed (0 on CPU machines).
         ray_address: an existing Ray cluster (``auto``, ``ray://host:port``); ``None`` starts one.
         trust_remote_code: allow custom modelling code of the model.
@@ -181,12 +195,14 @@ class StudySpec:
     tracking_uri: str | None = None
     study_name: str | None = None
     proxy: ProxySettings = field(default_factory=ProxySettings)
-    early_stopping: EarlyStopping | None = None
+    rungs: SuccessiveHalving = field(default_factory=SuccessiveHalving)
+    status_quo: str = defaults.STATUS_QUO
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
     trust_remote_code: bool = False
     select_on: str = "selection"
     confirm: int = defaults.CONFIRM
+    heartbeat_grace: float = defaults.HEARTBEAT_GRACE_S
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -199,6 +215,8 @@ class StudySpec:
             raise AutopeftError(f"--epochs must be positive, got {self.proxy.epochs}")
         if self.confirm < 0:
             raise AutopeftError(f"--confirm must not be negative, got {self.confirm}")
+        if self.heartbeat_grace < 3:
+            raise AutopeftError(f"--heartbeat-grace must be at least 3 seconds, got {self.heartbeat_grace}")
         if self.select_on not in EVALUATION_SPLITS:
             raise AutopeftError(f"--select-on must be one of {', '.join(EVALUATION_SPLITS)}, got {self.select_on!r}")
         self.task = task_reference(self.task)  # a task file travels to workers by absolute path
@@ -216,8 +234,9 @@ class StudySpec:
         return study_slug(get_task(self.task).name, self.model, self.budget, Path(self.space).stem)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (stored with the study; URLs masked)."""
+        """JSON-able form (stored with the study; URLs masked), with the backbone's public id beside its folder."""
         data = asdict(self)
+        data["model_id"] = public_model_id(self.model)
         data["storage"] = mask_url(str(self.storage))
         data["tracking_uri"] = mask_url(str(self.tracking_uri))
         return data
@@ -237,6 +256,7 @@ class BoundStudy:
         objectives: the objectives, ``metric`` first.
         study: the Optuna study (created or continued).
         storage: the storage it lives in (heartbeats are recorded there).
+        status_quo: the user's own default, trained beside the trials (in :attr:`status_quo_study`).
     """
 
     spec: StudySpec
@@ -248,6 +268,13 @@ class BoundStudy:
     objectives: list[Objective]
     study: optuna.Study
     storage: optuna.storages.BaseStorage
+    status_quo: StatusQuo
+
+    @functools.cached_property
+    def status_quo_study(self) -> optuna.Study:
+        """The companion study holding the status quo's runs (not trials of the search: the sampler never sees
+        them, they do not count in ``trials``, and they cannot be the knee)."""
+        return open_status_quo_study(self.study, self.storage)
 
     @property
     def selection_seed(self) -> int:
@@ -299,19 +326,38 @@ class BoundStudy:
         return [exact[o.name] if o.known_before_training else o.measured(result) for o in self.objectives]
 
     def create_sampler(self) -> optuna.samplers.BaseSampler:
-        """The study's sampler, built as every search builds it (the spec's sampler and seed, the exact objectives)."""
-        return create_sampler(self.spec.sampler, self.space, self.limit, self.spec.seed, self.known_objectives())
+        """The study's sampler, built as every search builds it (the spec's sampler and seed, the exact objectives,
+        and the first-rung scores it learns from)."""
+        known = self.known_objectives()
+        return create_sampler(self.spec.sampler, self.space, self.limit, self.spec.seed, known, self.observed_values)
+
+    def observed_values(self, trial: optuna.trial.FrozenTrial) -> list[float] | None:
+        """What the sampler learns of a trial (``None`` while nothing: it is pending while it runs): the measured
+        objectives at the study's first rung, the first as the rung score (what rungs rank on, the stand-in for
+        the first objective while metrics still tie), the others as measured there. Every trial reaches the
+        first rung; few reach the end. A finished trial scored at no rung gives its stored values.
+
+        Args:
+            trial: a trial of the study.
+        """
+        record = first_rung(trial)
+        measured = [i for i, o in enumerate(self.objectives) if not o.known_before_training]
+        if record is None:
+            done = trial.state == optuna.trial.TrialState.COMPLETE and trial.values
+            return [trial.values[i] for i in measured] if done else None
+        return [record["score"] if i == 0 else self.objectives[i].measured(record) for i in measured]
 
 
-def connect_storage(url: str) -> optuna.storages.BaseStorage:
+def connect_storage(url: str, heartbeat_grace: float = defaults.HEARTBEAT_GRACE_S) -> optuna.storages.BaseStorage:
     """Open an Optuna storage URL, with a one-line error when it cannot be reached.
 
     Args:
         url: ``sqlite:///path``, ``postgresql://user:pass@host/db`` and other SQLAlchemy URLs.
+        heartbeat_grace: seconds without a heartbeat after which a running trial counts as dead.
     """
     path = sqlite_path(url)
     try:
-        storage = _open_rdb(url, path)
+        storage = _open_rdb(url, path, heartbeat_grace)
     except AutopeftError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
@@ -322,25 +368,29 @@ def connect_storage(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
-def _open_rdb(url: str, path: Path | None, attempts: int = 3) -> optuna.storages.RDBStorage:
+def _open_rdb(url: str, path: Path | None, heartbeat_grace: float, attempts: int = 3) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage, creating its schema if needed. A SQLite file is locked meanwhile; on a
     server store two workers may create the schema at the same moment, and the one that loses the race
-    (an IntegrityError) opens the storage again, now that the schema exists."""
-    from sqlalchemy.exc import IntegrityError
+    (PostgreSQL says IntegrityError on its catalogue, or DuplicateTable) opens the storage again, now that
+    the schema exists."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     def open_once() -> optuna.storages.RDBStorage:
         with store_lock(path):
+            failpoints.pause("storage.create")
             return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
+                heartbeat_interval=max(1, int(heartbeat_grace / HEARTBEATS_PER_GRACE)),
+                grace_period=max(1, int(heartbeat_grace)),
             )
 
     for _ in range(attempts - 1):
         try:
             return open_once()
-        except IntegrityError:
+        except (IntegrityError, ProgrammingError) as exc:
+            if isinstance(exc, ProgrammingError) and "already exists" not in str(exc):
+                raise
             logger.info("storage %s: another process created the schema meanwhile; opening again", mask_url(url))
     return open_once()
 
@@ -364,8 +414,21 @@ def _write_ahead_log(engine: Any) -> None:
     engine.dispose()  # connections opened while the schema was created reconnect with the pragmas
 
 
-def bind(spec: StudySpec) -> tuple[TaskSpec, BackboneInfo, SearchSpace, Budget, int, list[Objective]]:
-    """Resolve task, backbone, space, budget and objectives; fail fast when no configuration fits.
+@dataclass(frozen=True)
+class Binding:
+    """A spec resolved: task, backbone, space, budget, objectives and status quo (before any study is opened)."""
+
+    task: TaskSpec
+    info: BackboneInfo
+    space: SearchSpace
+    budget: Budget
+    limit: int
+    objectives: list[Objective]
+    status_quo: StatusQuo
+
+
+def bind(spec: StudySpec) -> Binding:
+    """Resolve task, backbone, space, budget, objectives and status quo; fail fast when no configuration fits.
 
     Args:
         spec: the user's request.
@@ -382,7 +445,8 @@ def bind(spec: StudySpec) -> tuple[TaskSpec, BackboneInfo, SearchSpace, Budget, 
             f"--budget {budget} allows {limit:,} trainable parameters ({limit / info.backbone_params:.4%} of "
             f"{info.backbone_params:,}), but the smallest configuration of space {space.name!r} needs {smallest:,}"
         )
-    return task, info, space, budget, limit, objectives
+    status_quo = resolve_status_quo(spec.status_quo, info, limit)
+    return Binding(task, info, space, budget, limit, objectives, status_quo)
 
 
 def open_study(spec: StudySpec) -> BoundStudy:
@@ -391,41 +455,48 @@ def open_study(spec: StudySpec) -> BoundStudy:
     Args:
         spec: the user's request.
     """
-    task, info, space, budget, limit, objectives = bind(spec)
-    storage = connect_storage(str(spec.storage))
+    binding = bind(spec)
+    storage = connect_storage(str(spec.storage), spec.heartbeat_grace)
     path = sqlite_path(str(spec.storage))
     with store_lock(path):  # processes starting together create one study
-        return _create_or_continue(
-            spec, task, info, space, budget, limit, objectives, storage, wait_for_creator=path is None
-        )
+        return _create_or_continue(spec, binding, storage, wait_for_creator=path is None)
 
 
 def _create_or_continue(
-    spec: StudySpec,
-    task: TaskSpec,
-    info: BackboneInfo,
-    space: SearchSpace,
-    budget: Budget,
-    limit: int,
-    objectives: list[Objective],
-    storage: optuna.storages.BaseStorage,
-    wait_for_creator: bool,
+    spec: StudySpec, binding: Binding, storage: optuna.storages.BaseStorage, wait_for_creator: bool
 ) -> BoundStudy:
-    directions = [o.direction for o in objectives]
+    directions = [o.direction for o in binding.objectives]
     try:
         study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=spec.name, storage=storage)
         if wait_for_creator:
             _wait_for_settings(study)
-    settings = study_settings(spec, task, space, limit, objectives)
+    settings = study_settings(spec, binding)
     if SPEC_ATTR in study.user_attrs:
         _check_same_settings(study, settings)
     if [d.name.lower() for d in study.directions] != directions:
         raise AutopeftError(f"study {spec.name!r} exists with other objectives; choose another --study name")
     if SPEC_ATTR not in study.user_attrs:
-        write_settings(study, spec, settings, limit, info)
-    return BoundStudy(spec, task, info, space, budget, limit, objectives, study, storage)
+        write_settings(study, spec, settings, binding.limit, binding.info)
+    b = binding
+    return BoundStudy(spec, b.task, b.info, b.space, b.budget, b.limit, b.objectives, study, storage, b.status_quo)
+
+
+def open_status_quo_study(study: optuna.Study, storage: optuna.storages.BaseStorage | str) -> optuna.Study:
+    """The companion study holding a search's status-quo runs (created when missing).
+
+    Args:
+        study: the search's study.
+        storage: its storage.
+    """
+    backend = connect_storage(storage) if isinstance(storage, str) else storage
+    return optuna.create_study(
+        study_name=study.study_name + STATUS_QUO_SUFFIX,
+        storage=backend,
+        directions=[d.name.lower() for d in study.directions],
+        load_if_exists=True,
+    )
 
 
 CREATOR_WAIT_S = 60.0
@@ -473,29 +544,26 @@ SETTINGS_ATTR = "autopeft.settings"
 """What a study's trials depend on; a continued study must ask for the same."""
 
 
-def study_settings(
-    spec: StudySpec, task: TaskSpec, space: SearchSpace, limit: int, objectives: list[Objective]
-) -> dict[str, Any]:
+def study_settings(spec: StudySpec, binding: Binding) -> dict[str, Any]:
     """The settings a study's trials depend on (JSON-able): a study continues only with the same ones.
 
-    Trials, workers, the sampler, seeds, early stopping, folders and URLs may change between runs;
-    these may not.
+    Trials, workers, the sampler, seeds, folders and URLs may change between runs; these may not.
 
     Args:
         spec: the user's request.
-        task: the bound task.
-        space: the bound space.
-        limit: the budget's parameter limit.
-        objectives: the objectives.
+        binding: what it resolved to.
     """
+    task = binding.task
     return {
         "task": {"name": task.name, "file": task.source.read_text() if task.source else ""},
         "model": spec.model,
-        "space": space.path.read_text(),
-        "budget": limit,
-        "objectives": [o.name for o in objectives],
+        "space": binding.space.path.read_text(),
+        "budget": binding.limit,
+        "objectives": [o.name for o in binding.objectives],
         "proxy": asdict(spec.proxy),
         "select_on": spec.select_on,
+        "rungs": asdict(spec.rungs),
+        "status_quo": binding.status_quo.config.to_dict() if binding.status_quo.config else None,
     }
 
 
@@ -507,6 +575,8 @@ _SETTING_NAMES = {
     "objectives": "the objectives",
     "proxy": "the proxy training settings",
     "select_on": "the split trials are scored on (--select-on)",
+    "rungs": "the rungs (--first-rung, --reduction, --grace, --rung-score, --first-rung-cap)",
+    "status_quo": "the status quo's configuration (--status-quo)",
 }
 
 
@@ -527,7 +597,7 @@ def _check_same_settings(study: optuna.Study, asked: dict[str, Any]) -> None:
         for name in differ:
             if name in ("budget", "model", "objectives"):
                 details.append(f"{_SETTING_NAMES[name]} ({stored[name]} stored, {asked[name]} asked)")
-            elif name == "proxy":
+            elif name in ("proxy", "rungs"):
                 changed = sorted(k for k in asked[name] if stored[name].get(k) != asked[name][k])
                 details.append(f"{_SETTING_NAMES[name]} ({', '.join(changed)})")
             else:
@@ -661,6 +731,42 @@ def trial_record(
     return record
 
 
+def status_quo_record(run: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The status quo's run as the record ``pareto``, ``status``, ``report`` and MLflow show beside the Pareto set
+    (``trial`` is ``"status_quo"``).
+
+    Args:
+        run: its run (:func:`autopeft.pareto.status_quo_run`).
+    """
+    attrs = run.user_attrs
+    return {
+        "trial": "status_quo",
+        "status_quo": True,
+        "label": attrs.get("label"),
+        "note": attrs.get("note"),
+        "state": run.state.name,
+        "metric": attrs.get("metric"),
+        "score": run.values[0] if run.values else None,
+        "metric_split": attrs.get("evaluated_on", "selection"),
+        "metrics": attrs.get("metrics", {}),
+        "trainable_params": attrs.get("trainable_params"),
+        "trainable_fraction": attrs.get("trainable_fraction"),
+        "params": attrs.get("config"),
+        "seed": attrs.get("seed"),
+        "rungs": attrs.get("rungs", []),
+        **({"objectives": list(run.values)} if run.values and len(run.values) > 2 else {}),
+    }
+
+
+def first_rung(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """A trial's record at the study's first rung (``None`` before it got there, or when it was scored at no rung).
+
+    Args:
+        trial: a trial of a study (running, finished or stopped).
+    """
+    return next((r for r in trial.user_attrs.get("rungs", ()) if r.get("level") == 0), None)
+
+
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
     """The configuration stored with a trial."""
     return TrialConfig.from_dict(trial.user_attrs["config"])
@@ -688,6 +794,15 @@ def spec_of(study: optuna.Study) -> dict[str, Any]:
     if SPEC_ATTR not in study.user_attrs:
         raise AutopeftError(f"study {study.study_name!r} was not written by autopeft")
     return study.user_attrs[SPEC_ATTR]
+
+
+def study_backbone(spec: dict[str, Any]) -> str:
+    """Where to load the backbone a stored spec names (:func:`autopeft.models.resolve_backbone`).
+
+    Args:
+        spec: a study's stored spec (:func:`spec_of`).
+    """
+    return resolve_backbone(spec["model"], spec.get("model_id"))
 
 
 def dumps(data: Any) -> str:

@@ -11,17 +11,23 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from autopeft import failpoints
 from autopeft.locks import sqlite_path, store_lock
 from autopeft.methods.build import describe
 from autopeft.study import mask_url
 
 logger = logging.getLogger(__name__)
+# A tracking server that went away must cost seconds, not MLflow's minutes of retries with backoff: the
+# search warns once and goes on, and `autopeft sync` writes the missing runs later.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 PARETO_TAG = "autopeft.pareto"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -54,6 +60,8 @@ class Tracker:
         spec: the study's settings, logged as parameters of the parent run.
         attach: only add runs and files to the parent (``retrain``, ``report``): its status is left
             as it is (a search running beside them keeps it RUNNING), and :meth:`finish` does nothing.
+        stale_s: seconds after which a trial run still RUNNING was left by a killed process (the study's
+            heartbeat grace).
     """
 
     def __init__(
@@ -63,10 +71,12 @@ class Tracker:
         artifact_dir: str | Path | None = None,
         spec: dict | None = None,
         attach: bool = False,
+        stale_s: float = 30.0,
     ) -> None:
         self.uri = uri
         self.study = study
         self.attach = attach
+        self.stale_s = stale_s
         self.enabled = True
         self.parent_id: str | None = None
         self._logged: dict[int, str] = {}
@@ -91,6 +101,7 @@ class Tracker:
         # A local store's schema is created (migrated) by its first client, and its experiment and
         # parent run by the first of the study's workers: one process at a time.
         with store_lock(sqlite_path(self.uri)):
+            failpoints.pause("mlflow.open")
             self._open_runs(artifact_dir, spec)
 
     def _open_runs(self, artifact_dir: str | Path | None, spec: dict) -> None:
@@ -137,8 +148,16 @@ class Tracker:
         )
 
     def _child_ids(self) -> dict[int, str]:
-        """Trial number -> run id of every trial run of the study, read from the server (any worker's)."""
+        """Trial number -> run id of every trial run of the study, read from the server (any worker's).
+
+        A run still RUNNING after the heartbeat grace was left by a process killed while writing it: it is
+        deleted, so that the trial is logged again, whole.
+        """
         runs = self._runs("tags.`autopeft.role` = 'trial'")
+        now = time.time() * 1000
+        for orphan in [r for r in runs if r.info.status == "RUNNING" and now - r.info.start_time > 1000 * self.stale_s]:
+            self.client.delete_run(orphan.info.run_id)
+            runs.remove(orphan)
         self._logged = {int(r.data.tags["autopeft.trial"]): r.info.run_id for r in runs}
         return self._logged
 
@@ -199,15 +218,22 @@ class Tracker:
         metrics: dict[str, Any],
         config: dict | None,
         status: str,
+        files: list[Path] = (),
     ) -> str:
+        from mlflow.entities import Metric, Param
+
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-        for key, value in params.items():
-            self.client.log_param(run_id, key, value)
-        for key, value in metrics.items():
-            if value is not None:
-                self.client.log_metric(run_id, key, float(value))
+        failpoints.pause("mlflow.run")
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
         if config is not None:
             self.client.log_dict(run_id, config, "config.json")
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status)
         return run_id
 
@@ -220,7 +246,9 @@ class Tracker:
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(run_id, metrics=points[start : start + 1000])
 
-    def log_run(self, role: str, name: str, record: dict[str, Any], config: dict, tags: dict[str, str]) -> str | None:
+    def log_run(
+        self, role: str, name: str, record: dict[str, Any], config: dict, tags: dict[str, str], files: list[Path] = ()
+    ) -> str | None:
         """Log one seeded run of a fixed configuration (``retrain``, ``baseline``) as a child run.
 
         Args:
@@ -229,13 +257,14 @@ class Tracker:
             record: the run's record (see :func:`autopeft.evaluation.run_record`).
             config: the configuration trained.
             tags: further tags (``autopeft.trial``, ``autopeft.baseline`` ...).
+            files: files attached to the run (its per-example predictions).
         """
         all_tags = {"mlflow.parentRunId": self.parent_id, "autopeft.study": self.study, "autopeft.role": role}
         all_tags |= {**tags, "autopeft.seed": str(record["seed"]), "autopeft.settings": record["settings"]}
         keys = ("metric", "trainable_params", "trainable_fraction", "sparsity", "steps", "seconds", "epochs")
         metrics = {key: record.get(key) for key in keys} | dict(record.get("metrics") or {})
         params = {"seed": record["seed"], "max_train_samples": record.get("max_train_samples") or "all"}
-        return self._guard(self._write_run, name, all_tags, params, metrics, config, "FINISHED")
+        return self._guard(self._write_run, name, all_tags, params, metrics, config, "FINISHED", list(files))
 
     def log_progress(self, metrics: dict[str, float], step: int, files: list[Path] = ()) -> None:
         """Log the search's progress on the parent run: metrics at ``step`` (finished trials) and files.
@@ -263,20 +292,22 @@ class Tracker:
         """
         self._guard(lambda: self.client.log_artifact(self.parent_id, str(path)))
 
-    def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
+    def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int], beside: list[dict] = ()) -> None:
         """Tag every child run ``autopeft.pareto=true|false`` and attach ``pareto.csv`` to the parent.
 
         Args:
             records: records of every trial of the study.
             pareto: trial numbers of the Pareto set.
+            beside: records shown beside the Pareto set in ``pareto.csv`` (the status quo's, labelled).
         """
-        self._guard(self._mark_pareto, records, pareto)
+        self._guard(self._mark_pareto, records, pareto, list(beside))
 
-    def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int]) -> None:
+    def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int], beside: list[dict]) -> None:
         for trial, run_id in self._child_ids().items():
             self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
-        nested = ("metrics", "confirmations")
-        rows = [{k: v for k, v in r.items() if k not in nested} for r in records if r["trial"] in pareto]
+        nested = ("metrics", "confirmations", "rungs")
+        chosen = [r for r in records if r["trial"] in pareto] + beside
+        rows = [{k: v for k, v in r.items() if k not in nested} for r in chosen]
         buffer = io.StringIO()
         pd.DataFrame(rows).to_csv(buffer, index=False)
         self.client.log_text(self.parent_id, buffer.getvalue(), "pareto.csv")
@@ -293,7 +324,8 @@ class Tracker:
         """
         from optuna.trial import TrialState
 
-        from autopeft.study import trial_record
+        from autopeft.pareto import status_quo_run
+        from autopeft.study import status_quo_record, trial_record
 
         if not self.enabled:
             return 0
@@ -302,8 +334,32 @@ class Tracker:
         missing = [t for t in trials if t.number not in logged]
         for trial in missing:
             self.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
+        quo = status_quo_run(study)
+        if quo is not None:
+            self.log_status_quo(status_quo_record(quo))
         self.sync_pareto(study)
         return len(missing) if self.enabled else 0
+
+    def log_status_quo(self, record: dict[str, Any]) -> str | None:
+        """Log the status quo's run (once) as a child run tagged ``autopeft.role=status_quo``, named by its label.
+
+        Args:
+            record: its record (:func:`autopeft.study.status_quo_record`).
+        """
+        return self._guard(self._log_status_quo, record)
+
+    def _log_status_quo(self, record: dict[str, Any]) -> str:
+        found = self._runs("tags.`autopeft.role` = 'status_quo'")
+        if found:
+            return found[0].info.run_id
+        tags = {"mlflow.parentRunId": self.parent_id, "autopeft.study": self.study, "autopeft.role": "status_quo"}
+        tags |= {"autopeft.trial": "status_quo", "autopeft.state": record["state"], PARETO_TAG: "status_quo"}
+        metrics = {"metric": record["metric"], "trainable_params": record["trainable_params"]}
+        metrics |= {"trainable_fraction": record["trainable_fraction"], **(record.get("metrics") or {})}
+        for rung, entry in enumerate(record.get("rungs") or []):
+            metrics[f"rung{rung + 1}_score"] = entry["score"]
+        name = f"status quo: {record['label']}"
+        return self._write_run(name, tags, {"seed": record.get("seed")}, metrics, record.get("params"), "FINISHED")
 
     def sync_pareto(self, study) -> None:
         """Tag the study's current Pareto set on the child runs and write ``pareto.csv`` on the parent.
@@ -311,12 +367,14 @@ class Tracker:
         Args:
             study: the Optuna study.
         """
-        from autopeft.pareto import confirmation_runs, pareto_trials
-        from autopeft.study import trial_record
+        from autopeft.pareto import confirmation_runs, pareto_trials, status_quo_run
+        from autopeft.study import status_quo_record, trial_record
 
         confirmations = confirmation_runs(study)
         records = [trial_record(t, None, confirmations.get(t.number)) for t in study.get_trials(deepcopy=False)]
-        self.mark_pareto(records, {t.number for t in pareto_trials(study)})
+        quo = status_quo_run(study)
+        beside = [status_quo_record(quo)] if quo is not None else []
+        self.mark_pareto(records, {t.number for t in pareto_trials(study)}, beside)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the parent run finished (a continued study re-opens it); nothing for an attached tracker."""

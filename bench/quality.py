@@ -1,49 +1,68 @@
-"""Does the answer beat what a user would do instead? The default search against the baselines, at full fidelity.
+"""Does the answer beat what a user would do instead? The default search against LoRA r=8, at full fidelity.
 
 Runs the user's own command sequence, in this process, through ``autopeft.cli.main``:
 
-    autopeft search    --task T --budget 0.5% --study quality-T        (the defaults; selects on the selection split)
+    autopeft search    --task T --budget 0.5% --study quality-T        (the defaults: successive halving up to
+                                                                        full fidelity, the status quo beside it)
     autopeft retrain   --study quality-T --pick knee best --seeds 3    (3 epochs of the whole train split, validation)
     autopeft baselines --study quality-T --only lora,houlsby[,full]    (the same seeds and schedule)
 
-then reads the stores and prints a table (configuration, trainable %, mean ± std of the validation
-metric over the seeds, training seconds per run) and, last, one line::
+then reads the stores and prints a table (configuration, trainable %, mean ± std of the validation metric over
+the seeds, training seconds per run) and, last, one line::
 
-    task=<t> knee_minus_lora=<points> best_minus_lora=<points> search_compute_in_lora_finetunes=<x>
+    task=<t> knee_minus_lora=<points> best_minus_lora=<points> best_ci90=<lo>,<hi> knee_ci90=<lo>,<hi>
+        search_compute_in_lora_finetunes=<x> best_is_status_quo=<yes|no>
 
-Points are 100 x the difference of the mean validation metric. The compute ratio is the search's
-training (every trial, stopped ones and confirmations included) over one LoRA r=8 full-fidelity
-run's, counted in training tokens: trials train on one thread each and retrains on every core, and
-two threads are not twice one (MRPC: LoRA 305 s on 2 threads, 450 s on one), so core-seconds would
-overstate the LoRA run and understate the ratio (5.86 where tokens say 8.10); seconds per example
-on one thread are the same for the proxy and full training (0.039 and 0.041 s on MRPC, fidelity
-bench), so the tokens ratio is the one-thread seconds ratio, and no drift of this machine's speed
-moves it. The core-seconds ratio is printed beside it. Every step resumes (the search
-continues its study, ``retrain`` and ``baselines`` skip the seeds they hold), so an interrupted
-run, or one spanning sessions, goes on where it stopped.
+Points are 100 x the difference of the mean validation metric. The intervals are paired bootstrap 90%
+intervals over the validation examples (``scipy.stats.bootstrap``, ``paired=True``, 2,000 resamples,
+percentile): each resample draws examples, computes each seed's metric of both configurations on them from
+the runs' stored per-example predictions, and takes the difference of the means over the seeds, the figure
+the table reports. When ``best`` is the status quo (nothing beat it on the selection split) and the status
+quo is LoRA r=8 itself, its row is LoRA's runs (the same configuration, seeds and schedule).
+
+The compute ratio is the search's training (every trial at every rung, the status quo, the confirmations)
+over one LoRA r=8 full-fidelity run's, counted in training tokens: trials train on one thread each and
+retrains on every core, and two threads are not twice one, so core-seconds would mislead; seconds per
+example on one thread are the same for a search's trial and a retrain, so the tokens ratio is the one-thread
+seconds ratio, and no drift of this machine's speed moves it. Every step resumes (the search continues its
+study, ``retrain`` and ``baselines`` skip the seeds they hold), so a run spanning sessions goes on.
 
     python bench/quality.py --task mrpc --data-dir ../shared/data/glue
-    python bench/quality.py --task rte --data-dir ../shared/data/glue --full   # also full fine-tuning
+    python bench/quality.py --task mrpc --name mrpc-seed1 --search-args "--seed 1" --data-dir ../shared/data/glue
+    python bench/quality.py --task mrpc --name mrpc-random --search-args "--sampler random" --data-dir ...
+    python bench/quality.py --summary mrpc,cola,stsb,rte,mrpc-seed1   # train nothing: every table, the last line
+
+Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings.
+
+The summary's last line is over the named runs, one figure per task (the mean over that task's search seeds):
+``tasks=<n> mean_best_minus_lora=<points> worst_best_minus_lora=<points> mean_knee_minus_lora=<points>
+knee_params_vs_lora=<ratio> max_search_compute_in_lora_finetunes=<x>``, then how many of the searches
+answered with the status quo.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from autopeft import cli
 from autopeft.baselines import baselines_study_name, stored_runs
-from autopeft.pareto import confirmation_runs, learnt_margin, not_learnt_warning, pick_trial
-from autopeft.results import retrain_runs
+from autopeft.pareto import answer, confirmation_runs, learnt_margin, not_learnt_warning, status_quo_run
+from autopeft.results import STATUS_QUO_KEY, retrain_runs
 from autopeft.search import SEARCH_RUNS_ATTR
 from autopeft.study import connect_storage, default_storage, spec_of
 from autopeft.tasks import get_task
+from autopeft.tasks.metrics import compute_metrics
 from autopeft.training import full_fidelity
 
 _FULL = full_fidelity()
@@ -52,6 +71,8 @@ FULL_FIDELITY = [
     *("--batch-size", str(_FULL.batch_size)),
 ]
 """``full_fidelity()`` as options: the schedule of every retrain (its default) and baseline run."""
+RESAMPLES = 2000
+CONFIDENCE = 0.9
 
 
 def _run(argv: list[str]) -> None:
@@ -67,110 +88,275 @@ def core_seconds(run: dict) -> float:
 
 
 def search_compute(study: optuna.Study) -> tuple[float, float, int]:
-    """Training core-seconds and tokens of every trial of a search, confirmations included, and how many runs.
+    """Training core-seconds and tokens of everything a search trained, and how many trainings: every trial
+    at every rung (stopped ones too), the status quo, the confirmations.
 
     Args:
         study: the study.
     """
-    runs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=states)]
     runs += [run for runs in confirmation_runs(study).values() for run in runs if "values" in run]
+    quo = status_quo_run(study)
+    runs += [quo.user_attrs] if quo is not None else []
     return sum(map(core_seconds, runs)), sum(float(r.get("train_tokens") or 0) for r in runs), len(runs)
 
 
-def _summary(runs: list[dict]) -> tuple[float, float, float, float, int]:
-    """mean, std of the metric; median core-seconds and tokens per run; seeds."""
-    metrics = [r["metric"] for r in runs]
-    std = statistics.stdev(metrics) if len(metrics) > 1 else 0.0
-    seconds = statistics.median(map(core_seconds, runs))
-    tokens = statistics.median(float(r.get("train_tokens") or 0) for r in runs)
-    return statistics.fmean(metrics), std, seconds, tokens, len(runs)
+@dataclass
+class Row:
+    """One configuration's retrained runs.
+
+    Attributes:
+        label: how the table names it.
+        fraction: its trainable fraction of the backbone.
+        runs: its runs at the bench's settings, one per seed.
+    """
+
+    label: str
+    fraction: float
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[float]:
+        return [r["metric"] for r in self.runs]
+
+    def summary(self) -> tuple[float, float, float, float]:
+        """mean, std of the metric; median core-seconds and tokens per run."""
+        std = statistics.stdev(self.metrics) if len(self.runs) > 1 else 0.0
+        seconds = statistics.median(map(core_seconds, self.runs))
+        tokens = statistics.median(float(r.get("train_tokens") or 0) for r in self.runs)
+        return statistics.fmean(self.metrics), std, seconds, tokens
+
+
+def read_predictions(run: dict, runs_dir: str | Path = ".") -> pd.DataFrame:
+    """A run's stored per-example predictions (a path relative to its runs folder), checked against the digest
+    the study keeps."""
+    stored = run.get("predictions")
+    if not stored:
+        raise SystemExit(f"run of seed {run['seed']} has no stored predictions (retrain it with this autopeft)")
+    path = Path(runs_dir) / stored["file"]
+    if hashlib.sha256(path.read_bytes()).hexdigest() != stored["sha256"]:
+        raise SystemExit(f"{path}: its digest differs from the one the study stored")
+    return pd.read_csv(path)
+
+
+def paired_interval(a: list[dict], b: list[dict], metric: str, runs_dir: str | Path = ".") -> tuple[float, float]:
+    """The paired bootstrap interval of ``mean over a's seeds - mean over b's seeds`` of the metric, in points.
+
+    Args:
+        a: one configuration's runs (one per seed).
+        b: the other's (LoRA's).
+        metric: the task's metric.
+        runs_dir: the runs folder the predictions' paths are relative to.
+    """
+    from scipy.stats import bootstrap
+
+    frames = [read_predictions(run, runs_dir) for run in [*a, *b]]
+    gold = frames[0]["label"].to_numpy()
+    if any(len(f) != len(gold) or not np.array_equal(f["label"].to_numpy(), gold) for f in frames):
+        raise SystemExit("the runs were scored on different examples: no paired interval")
+    predicted = [f["predicted"].to_numpy() for f in frames]
+
+    def difference(labels: np.ndarray, *outputs: np.ndarray) -> float:
+        scores = [compute_metrics([metric], out, labels)[metric] for out in outputs]
+        return 100 * (float(np.mean(scores[: len(a)])) - float(np.mean(scores[len(a) :])))
+
+    result = bootstrap(
+        (gold, *predicted), difference, paired=True, vectorized=False, n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE, method="percentile", random_state=np.random.default_rng(0),
+    )  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def is_lora(pick, base_runs: list) -> bool:
+    """Whether a pick is the status quo and that is the LoRA r=8 baseline's configuration itself."""
+    lora = [t.user_attrs["config"] for t in base_runs if t.user_attrs.get("baseline") == "lora"]
+    return pick.is_status_quo and bool(lora) and pick.trial.user_attrs["config"] == lora[0]
+
+
+def baseline_runs(study: optuna.Study, storage: str) -> list:
+    """The stored runs of the baselines beside a study (empty before any ran)."""
+    spec = spec_of(study)
+    name = baselines_study_name(get_task(spec["task"]).name, spec["model"], spec["budget"])
+    try:
+        return stored_runs(optuna.load_study(study_name=name, storage=connect_storage(storage)))
+    except KeyError:
+        return []
+
+
+def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
+    """Print one run's table and final line; return its figures (``None`` until knee, best and LoRA hold every seed).
+
+    Args:
+        name: the run's name (its study is ``quality-<name>``).
+        runs_dir: its runs folder.
+        seeds: seeds each configuration needs.
+        only: the baselines it trains (``lora,houlsby``).
+    """
+    storage = default_storage(Path(runs_dir).resolve())
+    study = optuna.load_study(study_name=f"quality-{name}", storage=connect_storage(storage))
+    task = get_task(spec_of(study)["task"])
+    base_runs = baseline_runs(study, storage)
+    rows: dict[str, Row] = {}
+    for baseline in only.split(","):
+        found = [t.user_attrs for t in base_runs if t.user_attrs.get("baseline") == baseline and t.values]
+        found = [r for r in found if r["settings"] == found[-1]["settings"]] if found else []
+        if found:
+            rows[baseline] = Row(found[-1]["label"], found[-1]["trainable_fraction"], found)
+    picks = {which: answer(study, which) for which in ("knee", "best")}
+    for which, pick in picks.items():
+        key = STATUS_QUO_KEY if pick.is_status_quo else pick.trial.number
+        label = f"autopeft {which} ({'the status quo' if pick.is_status_quo else f'trial {key}'})"
+        stored = [r for r in retrain_runs(study, key) if "metric" in r]
+        if "lora" in rows and is_lora(pick, base_runs):  # its runs are the baseline's: same config, seeds, schedule
+            rows[which] = Row(label, rows["lora"].fraction, rows["lora"].runs)
+        elif stored:
+            stored = [r for r in stored if r["settings"] == stored[-1]["settings"]]
+            rows[which] = Row(label, pick.trial.user_attrs["trainable_fraction"], stored)
+
+    search_seconds, search_tokens, search_runs = search_compute(study)
+    print(
+        f"\n{name}: {task.name}, validation {task.metric}, {seeds} seeds, {_FULL.epochs:g} epochs of the whole "
+        "train split"
+    )
+    print(f"| configuration | trainable % | {task.metric} (mean ± std) | training core-s per run | seeds |")
+    print("|---|---|---|---|---|")
+    order = ["knee", "best", *only.split(",")]
+    for row in (rows[k] for k in order if k in rows):
+        mean, std, seconds, _ = row.summary()
+        print(f"| {row.label} | {100 * row.fraction:.3f} | {mean:.4f} ± {std:.4f} | {seconds:.0f} | {len(row.runs)} |")
+    record = next((r for r in study.user_attrs.get(SEARCH_RUNS_ATTR, []) if r["trials_run"]), {})
+    if "seconds" in record:
+        print(
+            f"search: {search_runs} trainings (trials at every rung, the status quo, confirmations), "
+            f"{search_seconds:.0f} training core-s; wall {record['seconds'] / 60:.1f} min for {record['trials_run']} "
+            f"trials on {record['workers']} workers, start-up estimate {record['estimate_seconds'] / 60:.1f} min "
+            f"({100 * (record['estimate_seconds'] / record['seconds'] - 1):+.0f}%)"
+        )
+    first = study.user_attrs.get("autopeft.first_rung") or {}
+    for event in first.get("events", []):
+        print(f"search: {event}")
+    margin = learnt_margin(study)
+    if margin is not None:
+        verdict = "learnt" if not_learnt_warning(study) is None else "not learnt: its ranking says little"
+        print(f"search's best neg_loss above the label prior's: {100 * margin:.1f}% of its loss ({verdict})")
+    if picks["best"].is_status_quo:
+        print(f"search: {picks['best'].verdict}")
+    missing = [k for k in order if k not in rows]
+    if missing:
+        print(f"not trained yet: {', '.join(missing)} (the run without --report trains them)")
+    if any(k not in rows or len(rows[k].runs) < seeds for k in ("knee", "best", "lora")):
+        print(f"{name}: no final line until knee, best and lora hold {seeds} seeds each")
+        return None
+    lora_mean, _, lora_seconds, lora_tokens = rows["lora"].summary()
+    print(f"search compute in LoRA fine-tunes by training core-seconds: {search_seconds / lora_seconds:.2f}")
+    figures = {"task": task.name, "name": name, "status_quo": picks["best"].is_status_quo}
+    for which in ("knee", "best"):
+        figures[f"{which}_minus_lora"] = 100 * (rows[which].summary()[0] - lora_mean)
+        figures[f"{which}_ci90"] = paired_interval(rows[which].runs, rows["lora"].runs, task.metric, runs_dir)
+    figures["knee_params_vs_lora"] = rows["knee"].fraction / rows["lora"].fraction
+    figures["compute"] = search_tokens / lora_tokens
+    ci = {w: ",".join(f"{x:.2f}" for x in figures[f"{w}_ci90"]) for w in ("best", "knee")}
+    line = (
+        f"task={task.name} knee_minus_lora={figures['knee_minus_lora']:.2f} "
+        f"best_minus_lora={figures['best_minus_lora']:.2f} "
+        f"best_ci90={ci['best']} knee_ci90={ci['knee']} search_compute_in_lora_finetunes={figures['compute']:.2f} "
+        f"best_is_status_quo={'yes' if figures['status_quo'] else 'no'}"
+    )
+    print(line)
+    figures["line"] = line
+    return figures
+
+
+def task_of(name: str) -> str:
+    """The task a run's name starts with (``mrpc-seed1`` -> ``mrpc``)."""
+    return name.split("-")[0]
+
+
+def summary_line(figures: list[dict]) -> str:
+    """The last line over every task: one figure per task (the mean over its search seeds).
+
+    Args:
+        figures: each run's figures (:func:`report`).
+    """
+    by_task: dict[str, list[dict]] = {}
+    for f in figures:
+        by_task.setdefault(f["task"], []).append(f)
+
+    def per_task(key: str) -> list[float]:
+        return [statistics.fmean(f[key] for f in runs) for runs in by_task.values()]
+
+    best, knee = per_task("best_minus_lora"), per_task("knee_minus_lora")
+    return (
+        f"tasks={len(by_task)} mean_best_minus_lora={statistics.fmean(best):.2f} worst_best_minus_lora={min(best):.2f} "
+        f"mean_knee_minus_lora={statistics.fmean(knee):.2f} "
+        f"knee_params_vs_lora={max(f['knee_params_vs_lora'] for f in figures):.2f} "
+        f"max_search_compute_in_lora_finetunes={max(f['compute'] for f in figures):.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--name", help="the run's name (default: the task's): its study is quality-<name>")
     parser.add_argument("--budget", default="0.5%")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
-    parser.add_argument("--runs-dir", default="runs/quality")
+    parser.add_argument(
+        "--runs-root",
+        default="runs/quality",
+        help="folder of the runs folders, one per task (its runs share baselines)",
+    )
     parser.add_argument("--full", action="store_true", help="also full fine-tuning (slow on CPUs)")
-    parser.add_argument("--search-args", default="", help="further search options, e.g. '--trials 12' (smoke runs)")
+    parser.add_argument("--search-args", default="", help="further search options, e.g. '--seed 1'")
     parser.add_argument("--retrain-args", default="", help="further retrain/baselines options (smoke runs)")
     parser.add_argument("--report", action="store_true", help="train nothing: the table of what the stores hold")
+    parser.add_argument("--summary", help="train nothing: every named run's table and line, then the last line")
     args = parser.parse_args(argv)
+    only = "lora,houlsby" + (",full" if args.full else "")
+
+    if args.summary:
+        names = args.summary.split(",")
+        figures = [report(name, str(Path(args.runs_root) / task_of(name)), args.seeds, only) for name in names]
+        done = [f for f in figures if f is not None]
+        if len(done) < len(figures):
+            print(f"\n{len(figures) - len(done)} of {len(figures)} runs are not complete: no last line yet")
+            return ""
+        quo = sum(f["status_quo"] for f in done)
+        print(
+            f"\nbest was the status quo (nothing beat LoRA r=8 on the selection split) in {quo} of {len(done)} searches"
+        )
+        line = summary_line(done)
+        print(line)
+        return line
 
     task = get_task(args.task)
-    name = f"quality-{task.name}"
-    common = ["--runs-dir", args.runs_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    name = args.name or task.name
+    runs_dir = str(Path(args.runs_root) / task.name)
+    common = ["--runs-dir", runs_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
     schedule = FULL_FIDELITY + args.retrain_args.split() + ["--seeds", str(args.seeds)]
-    only = "lora,houlsby" + (",full" if args.full else "")
+    study = f"quality-{name}"
     if not args.report:
-        search = ["search", "--task", args.task, "--budget", args.budget, "--study", name]
-        _run([*search, *common, *args.search_args.split()])
-        _run(["retrain", "--study", name, "--pick", "knee", "best", *common, *schedule])
-        _run(["baselines", "--study", name, "--only", only, *common, *schedule])
-
-    storage = default_storage(Path(args.runs_dir).resolve())
-    study = optuna.load_study(study_name=name, storage=connect_storage(storage))
-    spec = spec_of(study)
-    picks = {"knee": pick_trial(study, "knee"), "best": pick_trial(study, "best")}
-    try:
-        base_runs = stored_runs(
-            optuna.load_study(
-                study_name=baselines_study_name(task.name, spec["model"], spec["budget"]),
-                storage=connect_storage(storage),
-            )
+        _run(
+            [
+                "search",
+                "--task",
+                args.task,
+                "--budget",
+                args.budget,
+                "--study",
+                study,
+                *common,
+                *args.search_args.split(),
+            ]
         )
-    except KeyError:  # no baseline has run yet
-        base_runs = []
-    rows: dict[str, tuple] = {}
-    for pick, trial in picks.items():
-        runs = [r for r in retrain_runs(study, trial.number) if "metric" in r]
-        if runs:
-            label = f"autopeft {pick} (trial {trial.number})"
-            done = [r for r in runs if r["settings"] == runs[-1]["settings"]]
-            rows[pick] = (label, trial.user_attrs["trainable_fraction"], _summary(done))
-    for baseline in only.split(","):
-        runs = [t.user_attrs for t in base_runs if t.user_attrs.get("baseline") == baseline and t.values]
-        if runs:
-            runs = [r for r in runs if r["settings"] == runs[-1]["settings"]]
-            rows[baseline] = (runs[-1]["label"], runs[-1]["trainable_fraction"], _summary(runs))
-    pending = [name for name in [*picks, *only.split(",")] if name not in rows]
-
-    search_seconds, search_tokens, search_runs = search_compute(study)
-    schedule_text = f"{_FULL.epochs:g} epochs of the whole train split"
-    print(f"\n{task.name}: validation {task.metric}, {args.seeds} seeds, {schedule_text}")
-    print(f"| configuration | trainable % | {task.metric} (mean ± std) | training core-s per run | seeds |")
-    print("|---|---|---|---|---|")
-    for label, fraction, (mean, std, seconds, _, seeds) in rows.values():
-        print(f"| {label} | {100 * fraction:.3f} | {mean:.4f} ± {std:.4f} | {seconds:.0f} | {seeds} |")
-    search_record = next((r for r in study.user_attrs.get(SEARCH_RUNS_ATTR, []) if r["trials_run"]), {})
-    if "seconds" in search_record:
-        print(
-            f"search: {search_runs} trainings (trials and confirmations), {search_seconds:.0f} training core-s; "
-            f"wall {search_record['seconds'] / 60:.1f} min for {search_record['trials_run']} trials on "
-            f"{search_record['workers']} workers, start-up estimate {search_record['estimate_seconds'] / 60:.1f} min "
-            f"({100 * (search_record['estimate_seconds'] / search_record['seconds'] - 1):+.0f}%)"
-        )
-    margin = learnt_margin(study)
-    if margin is not None:
-        verdict = "learnt" if not_learnt_warning(study) is None else "not learnt: its ranking says little"
-        print(f"search's best neg_loss above the label prior's: {100 * margin:.1f}% of its loss ({verdict})")
-    if pending:
-        print(f"not trained yet: {', '.join(pending)} (the run without --report trains them)")
-    if any(name not in rows or rows[name][2][4] < args.seeds for name in ("knee", "best", "lora")):
-        print(f"task={task.name}: no final line until knee, best and lora hold {args.seeds} seeds each")
-        return ""
-    lora_seconds, lora_tokens = rows["lora"][2][2], rows["lora"][2][3]
-    print(f"search compute in LoRA fine-tunes by training core-seconds: {search_seconds / lora_seconds:.2f}")
-    lora_mean = rows["lora"][2][0]
-    line = (
-        f"task={task.name} knee_minus_lora={100 * (rows['knee'][2][0] - lora_mean):.2f} "
-        f"best_minus_lora={100 * (rows['best'][2][0] - lora_mean):.2f} "
-        f"search_compute_in_lora_finetunes={search_tokens / lora_tokens:.2f}"
-    )
-    print(line)
-    return line
+        _run(["baselines", "--study", study, "--only", only, *common, *schedule])
+        storage = default_storage(Path(runs_dir).resolve())
+        stored = optuna.load_study(study_name=study, storage=connect_storage(storage))
+        picks = ["knee"] + ([] if is_lora(answer(stored, "best"), baseline_runs(stored, storage)) else ["best"])
+        _run(["retrain", "--study", study, "--pick", *picks, *common, *schedule])
+    figures = report(name, runs_dir, args.seeds, only)
+    return figures["line"] if figures else ""
 
 
 if __name__ == "__main__":

@@ -84,38 +84,77 @@ def _postgres_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+class PostgresServer:
+    """A private PostgreSQL server on loopback (Debian's ``postgresql`` package), started and stopped at will.
+
+    Attributes:
+        url: its ``autopeft`` database's URL (password ``hunter2``: trust authentication ignores it).
+    """
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        initdb, self.pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+        if not (initdb and self.pg_ctl):
+            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does)")
+        self.root = Path(tempfile.mkdtemp(prefix="autopeft-pg-"))  # not under pytest's root-only tmp: the server reads it
+        self.data, sockets = self.root / "data", self.root / "sock"
+        sockets.mkdir()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root: use the package's postgres user
+            if shutil.which("runuser") is None:
+                pytest.skip("running as root without runuser: cannot start PostgreSQL")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.root, "postgres")
+            shutil.chown(sockets, "postgres")
+            self.root.chmod(0o755)
+        self.port = _free_port()
+        self.options = f"-p {self.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(initdb, "-D", str(self.data), "-U", "postgres", "--auth", "trust")
+        self.start()
+        createdb = _postgres_bin("createdb") or "createdb"
+        self._run(createdb, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "autopeft")
+        self.url = f"postgresql://postgres:hunter2@127.0.0.1:{self.port}/autopeft"
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> None:
+        """Start the server (again, on the same port and data)."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-o", self.options, "-l", str(self.root / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server (fast: open connections are cut)."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def close(self) -> None:
+        """Stop the server and remove its files."""
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A private PostgreSQL server on loopback for this test session (Debian's ``postgresql`` package)."""
-    import shutil
-    import subprocess
-    import tempfile
-
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does)")
-    root = Path(tempfile.mkdtemp(prefix="autopeft-pg-"))  # not under pytest's root-only tmp: the server user reads it
-    data, sockets = root / "data", root / "sock"
-    sockets.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root: use the package's postgres user
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL")
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        root.chmod(0o755)
-    port = _free_port()
-    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
-    run(initdb, "-D", str(data), "-U", "postgres", "--auth", "trust")
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
+    server = PostgresServer()
     try:
-        run(_postgres_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "autopeft")
-        yield f"postgresql://postgres:hunter2@127.0.0.1:{port}/autopeft"
+        yield server.url
     finally:
-        run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
+
+
+@pytest.fixture()
+def postgres_server():
+    """A private PostgreSQL server of this test's own, which the test may stop and start."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def ray_command() -> str | None:
@@ -169,3 +208,11 @@ def ray_cluster():
     port = _free_port()
     with ray_head(f"--port={port}", "--include-dashboard=false", env={**os.environ, "RAY_AUTH_MODE": "disabled"}):
         yield f"127.0.0.1:{port}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault-injection suite's line (``tests/faults``): what its faults did to the stores, summed up."""
+    from faults.tally import TALLY
+
+    if TALLY["faults"]:
+        terminalreporter.write_line(" ".join(f"{key}={value}" for key, value in TALLY.items()))

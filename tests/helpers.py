@@ -9,6 +9,15 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def autopeft(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     """Run the ``autopeft`` command in a fresh interpreter."""
     return subprocess.run(
@@ -76,3 +85,56 @@ def write_similarity_task(data_dir: str, folder, train_rows: int = 96, dev_rows:
         "extra_metrics: [accuracy]\n"
     )
     return str(task)
+
+
+def write_polarity_task(folder, learning_rate: float, status_quo_rate: float, labels: str = "word") -> dict[str, str]:
+    """A task a tiny random model learns perfectly in a few epochs (the label is the adjective's polarity), a space
+    whose trials all train at ``learning_rate``, and a status quo (LoRA r=8 on query and value of the three
+    layers) training at ``status_quo_rate``: a learning rate of 1e-7 learns nothing, 1e-2 everything.
+
+    Args:
+        folder: where to write the files.
+        learning_rate: every trial's learning rate.
+        status_quo_rate: the status quo's.
+        labels: ``word`` (the polarity) or ``random`` (labels no model can learn).
+
+    Returns:
+        The search options naming them: ``--task``, ``--space``, ``--status-quo``.
+    """
+    import json
+    import random
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    words = {"yes": ["good", "great", "fine", "nice"], "no": ["bad", "awful", "poor", "dull"]}
+    nouns = ["movie", "film", "show", "play", "book", "song"]
+    for split, rows in (("train", 600), ("dev", 96)):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as out:
+            for _ in range(rows):
+                label = rng.choice(["yes", "no"])
+                text = f"{rng.choice(words[label])} {rng.choice(nouns)}"
+                label = rng.choice(["yes", "no"]) if labels == "random" else label
+                out.write(json.dumps({"text": text, "label": label}) + "\n")
+    (folder / "task.yaml").write_text(
+        "name: polarity\ntrain: train.jsonl\nvalidation: dev.jsonl\ntext_fields: [text]\nlabel_field: label\n"
+        "labels: [no, yes]\nmetric: accuracy\n"
+    )
+    (folder / "space.yaml").write_text(
+        "name: polarity\nmethods:\n  lora:\n    modules: {choices: [query, value]}\n    rank: {choices: [2, 4]}\n"
+        f"training:\n  learning_rate: {learning_rate:.1e}\n"
+    )
+    targets = ", ".join(f"[{layer}, {module}, 8]" for layer in range(3) for module in ("query", "value"))
+    (folder / "status-quo.yaml").write_text(
+        f"methods:\n  lora: {{targets: [{targets}], alpha: 16}}\ntraining: {{learning_rate: {status_quo_rate:.1e}}}\n"
+    )
+    return {"--task": str(folder / "task.yaml"), "--space": str(folder / "space.yaml"),
+            "--status-quo": str(folder / "status-quo.yaml")}  # fmt: skip
+
+
+def polarity_search_args(model: str, runs_dir, study: str, files: dict[str, str], trials: int = 4) -> list[str]:
+    """``search`` arguments for a quick study of :func:`write_polarity_task`'s files on the tiny model."""
+    named = [x for pair in files.items() for x in pair]
+    return ["search", *named, "--budget", "50%", "--model", model, "--max-length", "16", "--runs-dir", str(runs_dir),
+            "--study", study, "--workers", "2", "--trials", str(trials)]  # fmt: skip

@@ -64,10 +64,14 @@ def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
         ({"--objectives": "params,neg_loss"}, "the list must start with 'metric' or 'neg_loss'"),
         ({"--storage": "postgresql://user:secret@127.0.0.1:1/db"}, "cannot be opened"),
         ({"--trials": "x"}, "invalid int value: 'x'"),
-        ({"--early-stopping-reduction": "1"}, "early stopping reduction must be > 1"),
-        ({"--early-stopping-grace": "1"}, "early stopping grace must be at least 2"),
-        ({"--early-stopping-rungs": "1/4,half"}, "--early-stopping-rungs: 'half' is not a fraction"),
-        ({"--early-stopping-rungs": "1/2,1/4"}, "rungs must be increasing fractions in (0, 1)"),
+        ({"--reduction": "1"}, "--reduction must be > 1"),
+        ({"--grace": "1"}, "--grace must be at least 2 entries"),
+        ({"--first-rung": "half"}, "--first-rung: 'half' is not a fraction"),
+        ({"--first-rung": "1/9,1/3"}, "--first-rung: one fraction (like 1/9 or 0.11)"),
+        ({"--first-rung": "3/2"}, "--first-rung must be a fraction in (0, 1)"),
+        ({"--first-rung": "1/2", "--first-rung-cap": "1/3"}, "--first-rung-cap must lie in [--first-rung, 1)"),
+        ({"--status-quo": "nonsense"}, "--status-quo 'nonsense': not a baseline"),
+        ({"--heartbeat-grace": "1"}, "--heartbeat-grace must be at least 3 seconds"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, overrides, message):
@@ -137,9 +141,9 @@ def test_spec_file_booleans_turn_options_on_and_off(tmp_path):
     from autopeft.cli import build_parser, spec_file_arguments
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text("task: rte\nbudget: 0.5%\nearly-stopping: false\ntrust-remote-code: true\n")
-    known = {"task", "budget", "early_stopping", "trust_remote_code"}
+    spec.write_text("task: rte\nbudget: 0.5%\nattention-dropout: false\ntrust-remote-code: true\n")
+    known = {"task", "budget", "attention_dropout", "trust_remote_code"}
     options = spec_file_arguments(str(spec), known)
-    assert options == ["--task", "rte", "--budget", "0.5%", "--no-early-stopping", "--trust-remote-code"]
+    assert options == ["--task", "rte", "--budget", "0.5%", "--no-attention-dropout", "--trust-remote-code"]
     args = build_parser().parse_args(["search", *options])
-    assert args.early_stopping is False and args.trust_remote_code is True
+    assert args.attention_dropout is False and args.trust_remote_code is True

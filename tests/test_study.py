@@ -86,13 +86,14 @@ def test_stored_exact_values_are_the_known_objectives(spec):
 def test_a_worker_that_loads_a_study_being_created_waits_for_the_creators_settings(spec, postgres_url):
     # The moment of the race on a server store: the creator has made the study, not yet its settings.
     creator = dataclasses.replace(spec, storage=postgres_url, study_name="race", seed=1)
-    task, info, space, _, limit, objectives = bind(creator)
-    study = optuna.create_study(study_name="race", storage=postgres_url, directions=[o.direction for o in objectives])
+    binding = bind(creator)
+    directions = [o.direction for o in binding.objectives]
+    study = optuna.create_study(study_name="race", storage=postgres_url, directions=directions)
     with ThreadPoolExecutor(1) as pool:
         joining = pool.submit(open_study, dataclasses.replace(creator, seed=2))
         time.sleep(2.0)
         assert not joining.done(), "a worker must not adopt a study whose creator is still writing it"
-        write_settings(study, creator, study_settings(creator, task, space, limit, objectives), limit, info)
+        write_settings(study, creator, study_settings(creator, binding), binding.limit, binding.info)
         joined = joining.result(timeout=60)
     assert joined.selection_seed == 1  # the creator's: every worker holds out the same selection part
     assert open_study(dataclasses.replace(creator, seed=3)).selection_seed == 1  # a later worker loads at once

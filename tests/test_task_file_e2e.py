@@ -51,8 +51,8 @@ def test_the_search_scores_the_task_files_metric(searched):
     )
     trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
     assert set(trial.user_attrs["metrics"]) == {"macro_f1", "accuracy", "neg_loss"}
-    # the default score selects (minus the selection loss); the task file's metric is measured beside it
-    assert trial.values[0] == trial.user_attrs["metrics"]["neg_loss"]
+    # the default objective is the task file's metric, at full fidelity; the loss is measured beside it
+    assert trial.values[0] == trial.user_attrs["metrics"]["macro_f1"] == trial.user_attrs["metric"]
     assert trial.user_attrs["metric"] == trial.user_attrs["metrics"]["macro_f1"]
 
 

@@ -1,14 +1,14 @@
-"""Executors: run proxy trials in parallel (Ray Tune, locally or on an existing cluster), stop dominated ones early.
+"""Executors: run trials in parallel (Ray Tune, locally or on an existing cluster), successive halving at rungs.
 
 The Ray Tune part is imported on first use, so the rung decisions can be used without importing Ray
-(the policy itself, :class:`autopeft.study.EarlyStopping`, is part of a study's spec).
+(the policy itself, :class:`autopeft.study.SuccessiveHalving`, is part of a study's spec).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from autopeft.execution.early_stopping import RungBoard, should_stop
+from autopeft.execution.rungs import RungBoard, should_stop
 
 _RAY_TUNE = ("DONE_STATES", "StudySearcher", "init_ray", "proxy_trainable", "run_with_ray")
 

@@ -1,6 +1,6 @@
-"""Confirm the picks at the end of a search: train ``best`` and ``knee`` again with other seeds.
+"""Confirm the picks at the end of a search: train ``best`` and ``knee`` again with other seeds, at full fidelity.
 
-A proxy score is one noisy draw (on RTE's selection part, about three points of accuracy), and the
+A trial's score is one noisy draw (on RTE's selection part, about three points of accuracy), and the
 top of a Pareto set is where the lucky draws gather: the best of 24 is overstated. So before a
 search ends, the trials that ``best`` and ``knee`` would pick are trained again, same
 configuration, same selection split, another seed, and the Pareto set is recomputed on each
@@ -23,6 +23,8 @@ from autopeft.pareto import CONFIRM_ATTR, confirmation_runs, pick_trial
 from autopeft.study import BoundStudy, trial_config
 from autopeft.training import ProxyRequest
 
+CONFIRMING_ATTR = "autopeft.confirming"
+"""Study attribute: the trials whose confirmation runs are in flight (empty when none)."""
 CONFIRM_SEED_OFFSET = 1_000_003
 """Confirmation ``k`` of trial ``n`` trains with seed ``spec.seed + n + (k + 1) x offset`` (never a trial's own)."""
 
@@ -82,6 +84,7 @@ def confirm_picks(
         targets = unconfirmed_picks(bound)[: min(workers, max_runs - len(made))]
         if not targets:
             break
+        bound.study.set_user_attr(CONFIRMING_ATTR, [t.number for t in targets])  # in flight: status shows it
         pending = {}
         for trial in targets:
             done = len(confirmation_runs(bound.study).get(trial.number, []))
@@ -113,4 +116,5 @@ def confirm_picks(
             made.append({"trial": trial.number, **run})
             if on_run is not None:
                 on_run(trial.number, run)
+        bound.study.set_user_attr(CONFIRMING_ATTR, [])
     return made

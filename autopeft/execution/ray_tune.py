@@ -1,17 +1,24 @@
 """Run trials with Ray Tune, proposals coming from the Optuna study (its storage is the truth).
 
-:class:`StudySearcher` is a Tune ``Searcher`` that asks the Optuna study for each new trial and
-tells it the result, so every finished trial is in the RDB storage the moment it ends, and a
-re-run of the same command continues where the last one stopped. Heartbeats mark the trials in
-flight, so trials of a killed search are recognised as stale and failed later.
+:class:`StudySearcher` is a Tune ``Searcher`` that asks the Optuna study for each new trial and tells it
+the result, so every finished trial is in the RDB storage the moment it ends, and a re-run of the same
+command continues where the last one stopped. Each Tune trial trains one configuration on the full
+schedule; at each rung it asks the study's :class:`~autopeft.execution.rungs.RungBoard` (a Ray actor)
+whether to go on, reports the rung (stored on the running trial at once, so the sampler learns from it),
+and continues in place or stops. The status quo runs first, as an entry that never stops, in the
+companion study. Heartbeats mark the trials in flight, so trials of a killed search are recognised as
+stale and failed later (they did not fail on their own: their configurations may be trained again).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +27,19 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from autopeft.execution import trials
-from autopeft.execution.early_stopping import RungBoard
+from autopeft.execution.rungs import RungBoard
 from autopeft.methods.config import TrialConfig
-from autopeft.study import HEARTBEAT_SECONDS, BoundStudy, EarlyStopping, fail_stale_trials, mask_url
+from autopeft.study import HEARTBEATS_PER_GRACE, BoundStudy, fail_stale_trials, mask_url
 from autopeft.training import ProxyRequest
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-"""Trials that count towards a study's target: finished, or stopped early."""
+"""Trials that count towards a study's target: trained to the end, or stopped at a rung."""
+STATUS_QUO = "status_quo"
+"""The status quo's key on the rung board (trials are keyed by their numbers)."""
+FIRST_RUNG_ATTR = "autopeft.first_rung"
+"""Study attribute: ``{"fraction", "settled", "events"}`` of the first rung (raised while nothing learns there)."""
+RUNG_KEY, EVENT_KEY = "autopeft_rung", "autopeft_event"
+"""Keys of an intermediate result: the rung's record (JSON) and a line to show."""
 
 
 def _assigned_cpus(default: int) -> int:
@@ -41,14 +54,13 @@ def _assigned_cpus(default: int) -> int:
 
 
 def proxy_trainable(config: dict[str, Any]) -> None:
-    """The Tune function trainable: one proxy training; any exception becomes a failed result.
+    """The Tune function trainable: one configuration on the full schedule, asking the rung board at each
+    rung; any exception becomes a failed result.
 
     Args:
-        config: ``{"trial_number": int, "trainable_params": int, "request": ProxyRequest.to_dict(),
-            "rung_board": name of the early-stopping actor or None}``.
+        config: ``{"entry": trial number or "status_quo", "trainable_params": int, "keep": bool (never stop),
+            "request": ProxyRequest.to_dict(), "rung_board": the board actor's name or None}``.
     """
-    import dataclasses
-
     import ray
     from ray import tune
 
@@ -59,28 +71,54 @@ def proxy_trainable(config: dict[str, Any]) -> None:
     at_rung = None
     if config.get("rung_board"):
         board = ray.get_actor(config["rung_board"])
-        number, params = config["trial_number"], config["trainable_params"]
+        request = dataclasses.replace(request, rungs=(ray.get(board.first_rung.remote()),))
 
-        def at_rung(rung: int, fraction: float, score: float) -> bool:
-            return ray.get(board.decide.remote(number, rung, score, params))
+        def at_rung(record: dict[str, Any]) -> float | None:
+            neg_loss = record["metrics"]["neg_loss"]
+            decision = ray.get(
+                board.decide.remote(
+                    config["entry"], record["fraction"], record["score"], neg_loss, config["trainable_params"],
+                    config["keep"],
+                )
+            )  # fmt: skip
+            record["level"] = decision.level
+            state = {"first_rung": decision.first_rung, "settled": decision.settled}
+            # Tune requires the searcher's metric in every result; the record travels as JSON (no flattening).
+            tune.report({"metric": float(record["score"]), RUNG_KEY: json.dumps({**record, **state}),
+                         EVENT_KEY: decision.event or ""})  # fmt: skip
+            return decision.next_fraction
 
     try:
         result = run_proxy_trial(request, at_rung)
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
-        # Tune requires the searcher's metric in every result: NaN marks "none".
         result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
     tune.report(result)
 
 
+@dataclass
+class StatusQuoRun:
+    """The status quo's run in flight (a trial of the companion study).
+
+    Attributes:
+        trial: its trial in the companion study.
+        rungs: its rung records so far.
+    """
+
+    trial: optuna.Trial
+    rungs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 class StudySearcher(Searcher):
-    """A Tune searcher that asks and tells an Optuna study.
+    """A Tune searcher that asks and tells an Optuna study, the status quo first.
 
     Args:
         bound: the study, its space and budget.
         make_request: builds the worker's request from a trial number and configuration.
-        target: finished trials the study should hold when the search ends.
+        target: trials the study should hold (trained to the end or stopped at a rung) when the search ends.
         max_failures: failures (in this run) after which no new trial is started.
         on_trial_end: called with each trial as it is told to the study.
+        on_event: called with each line worth showing (the first rung raised or settled, the status quo's end).
+        on_status_quo_end: called when the status quo's run is stored (finished or failed).
     """
 
     def __init__(
@@ -90,6 +128,8 @@ class StudySearcher(Searcher):
         target: int,
         max_failures: int,
         on_trial_end: Callable[[optuna.trial.FrozenTrial], None],
+        on_event: Callable[[str], None] | None = None,
+        on_status_quo_end: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(metric="metric", mode="max")
         self.bound = bound
@@ -97,10 +137,13 @@ class StudySearcher(Searcher):
         self.target = target
         self.max_failures = max_failures
         self.on_trial_end = on_trial_end
+        self.on_event = on_event or (lambda line: None)
+        self.on_status_quo_end = on_status_quo_end or (lambda: None)
         self.failures = 0
         self.completed = 0
         self.fallbacks = 0
-        self._running: dict[str, trials.StartedTrial] = {}
+        self._running: dict[str, trials.StartedTrial | StatusQuoRun] = {}
+        self._rungs: dict[str, list[dict[str, Any]]] = {}
         self.rung_board: str | None = None
         self._board = None  # the actor's handle: the actor lives as long as it is held
         self._lock = threading.Lock()
@@ -111,9 +154,9 @@ class StudySearcher(Searcher):
     # -- heartbeats ------------------------------------------------------------------------------
     def _beat(self) -> None:
         storage = self.bound.storage
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(self.bound.spec.heartbeat_grace / HEARTBEATS_PER_GRACE):
             with self._lock:
-                ids = [t.trial._trial_id for t in self._running.values()]
+                ids = [job.trial._trial_id for job in self._running.values()]
             for trial_id in ids:
                 try:
                     storage.record_heartbeat(trial_id)
@@ -124,25 +167,34 @@ class StudySearcher(Searcher):
         """Stop the heartbeat thread."""
         self._stop.set()
 
-    # -- Tune interface --------------------------------------------------------------------------
-    def start_early_stopping(self, policy: EarlyStopping) -> None:
-        """Start the Ray actor that takes the stop decisions, fed with the rung scores already stored.
+    # -- the rung board --------------------------------------------------------------------------
+    def start_rung_board(self, prior: float | None) -> None:
+        """Start the Ray actor that takes the rung decisions, fed with what the study already stores.
 
         Args:
-            policy: the early-stopping policy.
+            prior: the label prior's ``neg_loss`` on the selection split (the first rung's learnt check).
         """
         import ray
 
-        history: dict[int, dict[int, tuple[float, int]]] = {}
-        for trial in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES):
-            for rung, score in enumerate(trial.user_attrs.get("rung_scores", [])):
-                history.setdefault(rung, {})[trial.number] = (score, trial.user_attrs["trainable_params"])
+        history: dict[int, dict[object, tuple[float, int]]] = {}
+        entries = [(t.number, t) for t in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES)]
+        entries += [(STATUS_QUO, t) for t in self.bound.status_quo_study.get_trials(deepcopy=False, states=DONE_STATES)]
+        for key, trial in entries:
+            for record in trial.user_attrs.get("rungs", []):
+                if record.get("level") is not None:
+                    history.setdefault(record["level"], {})[key] = (
+                        record["score"],
+                        trial.user_attrs["trainable_params"],
+                    )
+        stored = self.bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}
+        settled = stored.get("fraction") if stored.get("settled") else None
         self.rung_board = f"autopeft-rungs-{self.bound.study.study_name}-{os.getpid()}-{time.time_ns()}"
         actor = ray.remote(num_cpus=0)(RungBoard).options(name=self.rung_board)
-        self._board = actor.remote(policy, history)
+        self._board = actor.remote(self.bound.spec.rungs, prior, settled, history)
 
+    # -- Tune interface --------------------------------------------------------------------------
     def _counts(self) -> tuple[int, int]:
-        """Done (finished or stopped early) and running trials in the storage, every worker's."""
+        """Done (trained to the end or stopped at a rung) and running trials in the storage, every worker's."""
         states = [
             t.state for t in self.bound.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
         ]
@@ -154,13 +206,33 @@ class StudySearcher(Searcher):
         ahead = sum(t.state != TrialState.RUNNING or t.number < number for t in asked if t.number != number)
         return ahead >= self.target
 
+    def status_quo_owed(self) -> bool:
+        """Whether the status quo still has to run: no run of it finished, none is in flight (another worker's),
+        and none failed on its own (an interrupted one did not: it runs again)."""
+        if self.bound.status_quo.config is None or any(isinstance(j, StatusQuoRun) for j in self._running.values()):
+            return False
+        runs = self.bound.status_quo_study.get_trials(deepcopy=False)
+        return not any(
+            t.state in (*DONE_STATES, TrialState.RUNNING)
+            or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+            for t in runs
+        )
+
     def suggest(self, trial_id: str) -> dict | None:
+        if self.status_quo_owed():
+            job = self._start_status_quo()
+            if job is not None:
+                with self._lock:
+                    self._running[trial_id] = job
+                return self._job_config(
+                    STATUS_QUO, self.bound.status_quo.trainable_params, job, self.bound.status_quo.config, True
+                )
         done, running = self._counts()
         if done >= self.target or self.failures >= self.max_failures:
             return Searcher.FINISHED if not self._running else None
         # Enough trials in flight. When none of them is ours, they belong to another worker or to
         # a killed run: wait here (Tune need not poll again) until their heartbeats prove them dead.
-        deadline = time.monotonic() + 4 * HEARTBEAT_SECONDS
+        deadline = time.monotonic() + 1.5 * self.bound.spec.heartbeat_grace
         while done + running >= self.target and done < self.target and not self._running:
             if time.monotonic() > deadline:
                 return None
@@ -183,19 +255,62 @@ class StudySearcher(Searcher):
             return None
         with self._lock:
             self._running[trial_id] = started
-        return {
-            "trial_number": started.number,
-            "trainable_params": started.count,
-            "request": self.make_request(started.number, started.config).to_dict(),
-            "rung_board": self.rung_board,
-        }
+        return self._job_config(started.number, started.count, started, started.config, False)
+
+    def _job_config(self, entry: object, count: int, job, config: TrialConfig, keep: bool) -> dict[str, Any]:
+        number = job.number if isinstance(job, trials.StartedTrial) else -1
+        request = self.make_request(number, config)
+        if entry == STATUS_QUO:
+            request = dataclasses.replace(request, seed=self.bound.spec.seed, masks_path=None)
+        return {"entry": entry, "trainable_params": count, "keep": keep, "request": request.to_dict(),
+                "rung_board": self.rung_board}  # fmt: skip
+
+    def _start_status_quo(self) -> StatusQuoRun | None:
+        """Ask the companion study for the status quo's run (``None`` when another worker asked first)."""
+        study, status_quo = self.bound.status_quo_study, self.bound.status_quo
+        trial = study.ask()
+        self.bound.storage.record_heartbeat(trial._trial_id)
+        others = study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
+        if any(t.number < trial.number for t in others):
+            trial.set_user_attr("withdrawn", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        for key, value in {**status_quo.to_dict(), "seed": self.bound.spec.seed}.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("trainable_fraction", self.bound.info.fraction(status_quo.trainable_params))
+        trial.set_user_attr("evaluated_on", self.bound.spec.select_on)
+        return StatusQuoRun(trial)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        record = result.get(RUNG_KEY)
+        if not record:
+            return
+        record = json.loads(record)
+        state = {"fraction": record.pop("first_rung"), "settled": record.pop("settled")}
+        with self._lock:
+            job = self._running.get(trial_id)
+        if job is None:
+            return
+        rungs = self._rungs.setdefault(trial_id, [])
+        rungs.append(record)
+        trials.record_rungs(job.trial, rungs)
+        event = result.get(EVENT_KEY)
+        if event:
+            stored = self.bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {"events": []}
+            self.bound.study.set_user_attr(FIRST_RUNG_ATTR, {**state, "events": [*stored["events"], event]})
+            self.on_event(event)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         with self._lock:
-            started = self._running.pop(trial_id, None)
-        if started is None:
+            job = self._running.pop(trial_id, None)
+        self._rungs.pop(trial_id, None)
+        if job is None:
             return
-        stored = trials.finish(self.bound, started, None if error else result)
+        if isinstance(job, StatusQuoRun):
+            self.on_event(finish_status_quo(self.bound, job, None if error else result))
+            self.on_status_quo_end()
+            return
+        stored = trials.finish(self.bound, job, None if error else result)
         if stored.state == TrialState.FAIL:
             self.failures += 1
         else:
@@ -218,18 +333,84 @@ class StudySearcher(Searcher):
         """Nothing to restore: the Optuna storage holds the state."""
 
 
-def init_ray(address: str | None, num_cpus: int, num_gpus: float | None) -> None:
+def finish_status_quo(bound: BoundStudy, job: StatusQuoRun, result: dict | None) -> str:
+    """Store the status quo's run as its companion trial's outcome; return the line that says how it went.
+
+    Args:
+        bound: the study.
+        job: the run.
+        result: its training's result (``None`` or failed when the training failed).
+    """
+    study, trial = bound.status_quo_study, job.trial
+    label = bound.status_quo.label
+    if result is None or result.get("failed"):
+        reason = (result or {}).get("fail_reason") or "the worker process running it died"
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return f"status quo ({label}) failed: {reason}"
+    metrics = result.get("metrics") or {
+        key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
+    }
+    values = bound.objective_values(bound.status_quo.config, {**result, "metrics": metrics})
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("metric", result["metric"])
+    for key in trials.RESULT_ATTRS:
+        if key in result:
+            trial.set_user_attr(key, result[key])
+    study.tell(trial, values)
+    return f"status quo ({label}) trained to the end: {bound.task.metric} {result['metric']:.4f}"
+
+
+def route_ray_logs(path: Path) -> None:
+    """Send Ray's own log lines (Tune's reports of a dead worker with their tracebacks, Ray's warnings) to a file,
+    not to the console, where the search shows one line per event. Called again once Tune is imported, as
+    Ray's loggers gain handlers as their modules load.
+
+    Args:
+        path: the log file (its folder is created).
+    """
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("ray")
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logger = logging.getLogger(name)
+        to_console = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+        for handler in [h for h in to_console if not isinstance(h, logging.FileHandler)]:  # Ray's own handlers too
+            logger.removeHandler(handler)
+        if name != "ray":
+            logger.propagate = True  # up to the file
+
+
+def init_ray(address: str | None, num_cpus: int, num_gpus: float | None, log_file: Path | None = None) -> None:
     """Connect to a Ray cluster, or start a private local one (token auth off, no dashboard).
 
     Args:
         address: ``auto``, ``ray://host:port``, ``host:port`` or ``None`` for a local cluster.
         num_cpus: CPUs of a local cluster.
         num_gpus: GPUs of a local cluster (``None``: detect).
+        log_file: where Ray's own log lines go (``None``: where Ray sends them).
     """
     import ray
 
     if ray.is_initialized():
         return
+    try:
+        _init_ray(address, num_cpus, num_gpus)
+    finally:
+        if log_file is not None:
+            route_ray_logs(log_file)
+
+
+def _init_ray(address: str | None, num_cpus: int, num_gpus: float | None) -> None:
+    import ray
+
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables on the console
@@ -275,9 +456,9 @@ def run_with_ray(
     workers: int,
     cpus_per_trial: float,
     gpus_per_trial: float,
-    early_stopping: EarlyStopping | None = None,
+    prior: float | None = None,
 ) -> None:
-    """Run the searcher's trials on Ray Tune until it reports the study finished.
+    """Run the searcher's trials (and the status quo) on Ray Tune until it reports the study finished.
 
     Args:
         searcher: the study searcher.
@@ -286,12 +467,16 @@ def run_with_ray(
         workers: trials at the same time.
         cpus_per_trial: CPUs reserved per trial.
         gpus_per_trial: GPUs per trial (fractions pack several trials on one GPU).
-        early_stopping: stop dominated trials at rungs (``None``: every trial trains to the end).
+        prior: the label prior's ``neg_loss`` (the first rung's learnt check; ``None``: not checked).
     """
+    import logging
+
     from ray import tune
 
-    if early_stopping is not None:
-        searcher.start_early_stopping(early_stopping)
+    logs = [h.baseFilename for h in logging.getLogger("ray").handlers if isinstance(h, logging.FileHandler)]
+    if logs:
+        route_ray_logs(Path(logs[0]))  # Tune's loggers, imported just now
+    searcher.start_rung_board(prior)
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(proxy_trainable, resources),

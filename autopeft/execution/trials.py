@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft import failpoints
 from autopeft.methods.config import TrialConfig
 from autopeft.samplers import ProposalLog
 from autopeft.study import BoundStudy
@@ -27,8 +28,10 @@ RESULT_ATTRS = (
     "threads",
     "train_tokens",
     "final_loss",
+    "rungs",
     "rung_metrics",
     "rung_scores",
+    "total_steps",
     "train_losses",
     "sparsity",
     "masks_path",
@@ -62,7 +65,13 @@ def ask(bound: BoundStudy) -> optuna.Trial:
     Args:
         bound: the study.
     """
-    trial = bound.study.ask(dict(bound.space.dimensions))
+    trial = bound.study.ask()  # the sampler proposes every value here; each is then written in its own commit
+    for name, dist in bound.space.dimensions.items():
+        failpoints.pause("proposal.value")
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        else:
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
     sampler = bound.study.sampler
     proposal = sampler.take_proposal(trial.number) if isinstance(sampler, ProposalLog) else None
     if proposal is not None:
@@ -148,10 +157,21 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
             trial.set_user_attr(key, result[key])
     if result.get("pruned"):
         # Optuna keeps no values for a pruned multi-objective trial: the objective values at the
-        # stop are user attributes (the metric of a rung subset, part of the training).
+        # stop are user attributes (measured at a rung, part of the schedule).
         trial.set_user_attr("values_at_stop", values)
         return study.tell(trial, state=TrialState.PRUNED)
-    return study.tell(trial, values)
+    return study.tell(trial, values)  # COMPLETE: trained to the end of the schedule, full fidelity
+
+
+def record_rungs(trial: optuna.Trial, rungs: list[dict[str, Any]]) -> None:
+    """Store a running trial's rungs so far (each rung's record, its ``level`` on the study's ladder), so the
+    sampler learns its first-rung score while it trains on.
+
+    Args:
+        trial: the running trial.
+        rungs: its rung records, in order.
+    """
+    trial.set_user_attr("rungs", rungs)
 
 
 def fallback_reason(trial: FrozenTrial | optuna.Trial) -> str | None:
@@ -162,3 +182,14 @@ def fallback_reason(trial: FrozenTrial | optuna.Trial) -> str | None:
     """
     proposal = trial.user_attrs.get("proposal") or {}
     return proposal.get("reason") if proposal.get("kind") == "fallback" else None
+
+
+def incomplete_trials(bound: BoundStudy) -> list[FrozenTrial]:
+    """Failed trials whose values do not cover the space: their search died while their values were written
+    (each is its own commit). Every sampler skips them; a search names them once when it starts.
+
+    Args:
+        bound: the study.
+    """
+    failed = bound.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return [t for t in failed if not bound.space.covers(t.params)]

@@ -24,7 +24,9 @@ __all__ = [
 ]
 
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
-"""``factory(space, limit, seed, known) -> sampler``; ``known`` maps objective indices to :class:`KnownObjective`."""
+"""``factory(space, limit, seed, known, observe) -> sampler``; ``known`` maps objective indices to
+:class:`KnownObjective`, ``observe`` gives what a model may learn of a trial (its measured objectives' values,
+or ``None``)."""
 SAMPLERS: dict[str, SamplerFactory] = {}
 
 
@@ -39,28 +41,30 @@ def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
 
 
 @register_sampler("botorch")
-def _botorch(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
-    return BoTorchMOSampler(space, limit, known=known, seed=seed)
+def _botorch(
+    space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None
+) -> optuna.samplers.BaseSampler:
+    return BoTorchMOSampler(space, limit, known=known, observe=observe, seed=seed)
 
 
 @register_sampler("random")
-def _random(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+def _random(space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None) -> optuna.samplers.BaseSampler:
     return FeasibleSampler(optuna.samplers.RandomSampler(seed=seed), space, limit, "random")
 
 
 @register_sampler("tpe")
-def _tpe(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+def _tpe(space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None) -> optuna.samplers.BaseSampler:
     base = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
     return FeasibleSampler(base, space, limit, "tpe")
 
 
 @register_sampler("gp")
-def _gp(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+def _gp(space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None) -> optuna.samplers.BaseSampler:
     return FeasibleSampler(optuna.samplers.GPSampler(seed=seed, n_startup_trials=8), space, limit, "gp")
 
 
 @register_sampler("nsga2")
-def _nsga2(space: SearchSpace, limit: int, seed: int | None, known: dict) -> optuna.samplers.BaseSampler:
+def _nsga2(space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None) -> optuna.samplers.BaseSampler:
     return FeasibleSampler(optuna.samplers.NSGAIISampler(seed=seed, population_size=16), space, limit, "nsga2")
 
 
@@ -70,6 +74,7 @@ def create_sampler(
     limit: int,
     seed: int | None,
     known: dict[int, KnownObjective],
+    observe: Callable[[optuna.trial.FrozenTrial], list[float] | None] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build a registered sampler.
 
@@ -80,7 +85,10 @@ def create_sampler(
         seed: random seed.
         known: objective index -> the objective's exact value from sampled values, in the units
             the study stores (``BoundStudy.known_objectives`` gives them for a study).
+        observe: what a model may learn of a trial: its measured objectives' values
+            (``BoundStudy.observed_values``: at the first rung); Optuna's own samplers read the stored values
+            of finished trials instead.
     """
     if name not in SAMPLERS:
         raise AutopeftError(f"--sampler {name!r} is unknown; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](space, limit, seed, known)
+    return SAMPLERS[name](space, limit, seed, known, observe)

@@ -70,7 +70,12 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     Args:
         space: the bound search space.
         limit: the largest allowed trainable-parameter count.
-        known: objective index -> its exact value from sampled values; the other objectives are modelled.
+        known: objective index -> its exact value from sampled values; the other objective (the first, the
+            score) is modelled.
+        observe: what the model learns of a trial: its measured objectives' values, in order (``None`` while
+            there is nothing to learn: the trial is pending while it runs); default: the stored values of a
+            finished trial. A search passes what its trials scored at the first rung (every trial reaches
+            it; few reach the last).
         n_startup_trials: quasi-random (Sobol, repaired to the budget) trials before the GP is used.
         pool_size: random feasible candidates scored per suggestion.
         seed: random seed.
@@ -81,6 +86,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         space: SearchSpace,
         limit: int,
         known: dict[int, KnownObjective] | None = None,
+        observe: Callable[[FrozenTrial], list[float] | None] | None = None,
         n_startup_trials: int = 8,
         pool_size: int = 256,
         seed: int | None = None,
@@ -88,6 +94,8 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         self._space = space
         self._limit = limit
         self._known = dict(known or {})
+        self._observe = observe
+        self._n_obj = 0
         self._n_startup = n_startup_trials
         self._pool_size = pool_size
         self._seed = seed
@@ -125,9 +133,15 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and self._known_params(t)]
-        observed = [t for t in trials if t.state == TrialState.COMPLETE]
-        pending = [t for t in trials if t.state == TrialState.RUNNING]
+        self._n_obj = len(study.directions)
+        if self._observe is None:
+            modelled = [i for i in range(self._n_obj) if i not in self._known]
+            self._observe = lambda t: [t.values[i] for i in modelled] if t.state == TrialState.COMPLETE else None
+        trials = [
+            t for t in study.get_trials(deepcopy=False) if t.number != trial.number and self._space.covers(t.params)
+        ]
+        observed = [t for t in trials if t.state != TrialState.FAIL and self._observe(t) is not None]
+        pending = [t for t in trials if t.state == TrialState.RUNNING and self._observe(t) is None]
         seen = {self._key_of(t) for t in trials if not t.user_attrs.get("withdrawn")}
         if len(observed) < self._n_startup:
             values, proposal = self._sobol(trial.number, seen), Proposal("sobol")
@@ -141,8 +155,10 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         return self._space.canonical(values)
 
     # -- proposals -----------------------------------------------------------------------------
-    def _known_params(self, trial: FrozenTrial) -> bool:
-        return len(trial.params) >= len(self._space.dimensions) and set(self._space.dimensions) <= set(trial.params)
+    def _values(self, trial: FrozenTrial) -> list[float]:
+        """What the model learns from an observed trial: its measured objectives as observed, the known ones exact."""
+        observed = iter(self._observe(trial) or ())
+        return [self._known[i].value(trial.params) if i in self._known else next(observed) for i in range(self._n_obj)]
 
     def _key_of(self, trial: FrozenTrial) -> tuple:
         """The configuration key of a trial (its values never change once asked: cached by number)."""
@@ -223,9 +239,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         x_train = torch.tensor(np.stack([self._features(t.params) for t in observed]), dtype=torch.double)
         x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
         width = x_train.shape[-1] - len(known)
-        y_all = torch.tensor(
-            [[s * v for s, v in zip(signs, t.values, strict=True)] for t in observed], dtype=torch.double
-        )
+        y_all = torch.tensor([[s * v for s, v in zip(signs, self._values(t), strict=True)] for t in observed]).double()
 
         # Encoded columns lie in [0, 1]; the known objectives' columns are scaled over the points in play.
         both = torch.cat([x_train, x_pool])
@@ -303,7 +317,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         drawn.extend(self._random_feasible() for _ in range(max(0, min(32, fresh - len(drawn)))))
         self._pool = (self._pool + drawn)[-self._pool_size :]
         pool = list(self._pool)
-        best = sorted(observed, key=lambda t: -signs[0] * t.values[0])[: self.NEIGHBOURHOODS]
+        best = sorted(observed, key=lambda t: -signs[0] * self._values(t)[0])[: self.NEIGHBOURHOODS]
         for trial in best:
             neighbours = self._space.neighbours(self._space.canonical(trial.params), range_step=self.RANGE_STEP)
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))

@@ -50,7 +50,7 @@ class FeasibleSampler(ProposalLog, BaseSampler):
         failed = {
             self._space.key(t.params)
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get("withdrawn")
+            if not t.user_attrs.get("withdrawn") and self._space.covers(t.params)
         }
         for _ in range(RETRIES):
             base_space = self._base.infer_relative_search_space(study, trial)

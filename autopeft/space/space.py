@@ -226,6 +226,15 @@ class SearchSpace:
             return total
         return total + min(cost[name] for name in adds)
 
+    def covers(self, params: dict[str, Any]) -> bool:
+        """Whether the values name every searched dimension (a trial whose process died while its values
+        were being written holds only some of them: it cannot be decoded, and samplers skip it).
+
+        Args:
+            params: a trial's values.
+        """
+        return all(name in params for name in self.dimensions)
+
     def is_feasible(self, params: dict[str, Any], limit: int) -> bool:
         """Whether the values place something and stay within ``limit`` trainable parameters."""
         count = self.count_params(params)

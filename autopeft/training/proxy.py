@@ -35,9 +35,8 @@ class ProxySettings:
         eval_batch_size: evaluation batch size (no gradients, so larger).
         max_length: truncation length in tokens.
         warmup_ratio: fraction of steps with linear learning-rate warm-up.
-        rung_eval_samples: validation examples scored at early-stopping rungs (one fixed subset for
-            every trial, so their rung metrics compare; ``None``: all): a rung costs a fraction of
-            the final evaluation.
+        rung_eval_samples: evaluation examples scored at rungs (one fixed subset for every trial, so their
+            rung scores compare; ``None``, the default: every example the trial is scored on).
         attention_dropout: keep the backbone's dropout on attention probabilities (the default).
             Without it PyTorch's fused attention kernel runs on CPUs too, 10-25% faster here; whether
             proxies then rank differently is within the noise of ``bench/proxy_fidelity.py``.
@@ -50,7 +49,7 @@ class ProxySettings:
     eval_batch_size: int = 128
     max_length: int = defaults.MAX_LENGTH
     warmup_ratio: float = 0.06
-    rung_eval_samples: int | None = 256
+    rung_eval_samples: int | None = None
     attention_dropout: bool = True
 
 
@@ -84,17 +83,17 @@ class ProxyRequest:
         seed: random seed of this trial.
         threads: torch CPU threads this trial may use.
         cache_dir: tokenisation cache folder.
-        rungs: fractions of training after which the evaluation metric is measured and ``at_rung`` asked
-            whether to go on (early stopping); empty: evaluate only at the end.
+        rungs: the fraction of the training at which ``at_rung`` is first called (only the first is read
+            when a callback decides; :func:`static_rungs` walks them all); empty: evaluate only at the end.
         masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
-        rung_score: what ``at_rung`` is given: ``neg_loss`` (minus the loss on the rung's
-            evaluation subset), ``metric`` (the task's main metric there) or ``train_loss`` (minus
-            the mean task loss of the last :data:`TRAIN_LOSS_WINDOW` of the steps: no evaluation,
-            and the rung subset is evaluated only when the trial stops).
+        rung_score: what a rung's ``score`` is: ``neg_loss`` (minus the loss on the rung's evaluation
+            examples) or ``metric`` (the task's main metric there). Both are in every rung's ``metrics``.
         evaluate_on: ``validation`` (train on the whole train split, score on validation: retrain,
             evaluate, baselines) or ``selection`` (a search: score on the selection split, train on
             the rest; the validation split is not read).
         selection_seed: the seed of the held-out selection part (the study's seed).
+        predictions: return each evaluated example's prediction (``predictions``: label ids or scores,
+            and for classification each class's probability) with the final evaluation.
     """
 
     model: str
@@ -107,9 +106,10 @@ class ProxyRequest:
     cache_dir: str | None = None
     rungs: tuple[float, ...] = ()
     masks_path: str | None = None
-    rung_score: str = "metric"
+    rung_score: str = "neg_loss"
     evaluate_on: str = "validation"
     selection_seed: int = 0
+    predictions: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -156,27 +156,38 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-TRAIN_LOSS_WINDOW = 1 / 8
-"""The ``train_loss`` rung score averages the task loss of the last ``TRAIN_LOSS_WINDOW`` of the
-training's steps (one epoch: batches the model had not seen when they were scored)."""
+RungCallback = Callable[[dict[str, Any]], float | None]
+"""Called at each rung with its record (``rung``, ``fraction``, ``step``, ``metrics``, ``score``); returns the
+fraction of the training to report at next (1.0: train to the end), or ``None`` to stop here."""
 
 
-def train_loss_score(losses: list[float], total_steps: int) -> float:
-    """The ``train_loss`` rung score after ``len(losses)`` of ``total_steps`` steps.
+def static_rungs(fractions: tuple[float, ...]) -> RungCallback:
+    """A rung callback that never stops: it reports at each of ``fractions`` in turn (snapshots of one run).
 
     Args:
-        losses: the task loss of each step so far.
-        total_steps: the training's planned steps (they set the window's length).
+        fractions: increasing fractions of the training, below 1.
     """
-    window = max(1, round(TRAIN_LOSS_WINDOW * total_steps))
-    return -float(np.mean(losses[-window:]))
+
+    def next_fraction(record: dict[str, Any]) -> float:
+        later = [f for f in fractions if f > record["fraction"]]
+        return later[0] if later else 1.0
+
+    return next_fraction
 
 
-RungCallback = Callable[[int, float, float], bool]
-"""Called at each rung with (rung index, fraction of training done, rung score); true stops the trial."""
+def rung_step(fraction: float, total_steps: int) -> int:
+    """The optimiser step at which a rung at ``fraction`` of a ``total_steps`` training is scored."""
+    return min(total_steps, max(1, math.ceil(fraction * total_steps - 1e-9)))
 
 
-def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression: bool, batch_size: int) -> dict:
+def evaluate(
+    model: torch.nn.Module,
+    split: dict,
+    metrics: list[str],
+    regression: bool,
+    batch_size: int,
+    predictions: bool = False,
+) -> dict:
     """Metrics of ``model`` on a tokenised split, without gradients, and ``neg_loss``.
 
     ``neg_loss`` is minus the mean dev loss (cross-entropy, or squared error for regression): a
@@ -189,6 +200,8 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
         metrics: metric names.
         regression: whether the task is a regression.
         batch_size: examples per forward pass.
+        predictions: also return ``predictions``: each example's predicted label id (or score) and, for
+            classification, ``probabilities`` (one row per example), in the split's order.
     """
     device = next(model.parameters()).device
     model.eval()
@@ -196,6 +209,7 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
     lengths = np.asarray([len(x) for x in split["input_ids"]])
     outputs = np.empty(len(lengths), dtype=np.float32 if regression else np.int64)
     losses = np.empty(len(lengths), dtype=np.float64)
+    probabilities = None
     with torch.inference_mode(), _autocast(device):
         for indices in length_grouped_batches(lengths, batch_size, None):
             batch = {k: v.to(device) for k, v in collate(split, indices, regression).items()}
@@ -208,25 +222,40 @@ def evaluate(model: torch.nn.Module, split: dict, metrics: list[str], regression
             else:
                 outputs[indices] = logits.argmax(-1).cpu().numpy()
                 losses[indices] = torch.nn.functional.cross_entropy(logits, gold, reduction="none").cpu().numpy()
-    return {**compute_metrics(metrics, outputs, labels), "neg_loss": -float(losses.mean())}
+                if predictions:
+                    if probabilities is None:
+                        probabilities = np.empty((len(lengths), logits.shape[-1]), dtype=np.float32)
+                    probabilities[indices] = torch.softmax(logits, -1).cpu().numpy()
+    result = {**compute_metrics(metrics, outputs, labels), "neg_loss": -float(losses.mean())}
+    if predictions:
+        result["predictions"] = {"labels": labels.tolist(), "predicted": outputs.tolist()}
+        if probabilities is not None:
+            result["predictions"]["probabilities"] = probabilities.round(6).tolist()
+    return result
 
 
 def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) -> dict[str, Any]:
-    """Train one configuration cheaply and evaluate it (``request.evaluate_on``: selection or validation).
+    """Train one configuration and evaluate it (``request.evaluate_on``: selection or validation).
+
+    The learning-rate schedule (and every method's schedule) runs over the whole training's steps; a rung
+    is a snapshot of that one run: training pauses, the evaluation examples are scored, ``at_rung`` says
+    where to report next or to stop, and training continues where it was (same weights, optimiser
+    state, schedule and data order: scoring draws no random numbers).
 
     Args:
         request: what to train and how.
-        at_rung: asked after each of ``request.rungs`` whether to stop (early stopping).
+        at_rung: called at each rung, from ``request.rungs[0]`` on (successive halving); ``None``: no rung.
 
     Returns:
-        ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics),
+        ``metric`` (the task's main metric), ``metrics`` (all of the task's metrics and ``neg_loss``),
         ``trainable_params`` (counted on the built model, head excluded), timings and step counts,
-        ``rung_metrics`` (the main metric at each rung evaluated), ``rung_scores`` (what the stop
-        decisions compared: ``request.rung_score`` at each rung), ``train_losses`` (the task loss of
-        each training step, before regularisers), ``pruned`` (true when
+        ``total_steps`` (the whole training's), ``rungs`` (each rung's record: ``rung``, ``fraction`` (as
+        asked), ``step`` (where it was scored), ``metric``, ``metrics``, ``score``), ``rung_scores`` and
+        ``rung_metrics`` (the same, by rung),
+        ``train_losses`` (the task loss of each training step, before regularisers), ``pruned`` (true when
         ``at_rung`` stopped it: ``metric`` is then the last rung's), ``sparsity`` (measured from the
-        backbone's encoder-layer Linear weights), ``target_sparsity`` (what the configuration asks)
-        and ``masks_path`` (where the pruning masks were written, if any).
+        backbone's encoder-layer Linear weights), ``target_sparsity`` (what the configuration asks),
+        ``masks_path`` (where the pruning masks were written, if any) and, when asked, ``predictions``.
 
     Raises:
         TrialFailed: the loss became NaN/inf, or the built model's count differs from the prediction.
@@ -278,27 +307,21 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     )
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    rung_steps = {max(1, math.ceil(f * total_steps)): (i, f) for i, f in enumerate(request.rungs)}
-    rung_metrics: list[float] = []
-    rung_scores: list[float] = []
 
     rung_dev = dev
     if settings.rung_eval_samples and settings.rung_eval_samples < len(dev["labels"]):
         chosen = np.random.default_rng(0).choice(len(dev["labels"]), settings.rung_eval_samples, replace=False)
         rung_dev = subset(dev, np.sort(chosen))
 
-    def evaluate_dev(split: dict = dev) -> dict[str, float]:
-        return evaluate(model, split, list(task.metrics), task.is_regression, settings.eval_batch_size)
+    def evaluate_on(split: dict, predictions: bool = False) -> dict[str, float]:
+        return evaluate(
+            model, split, list(task.metrics), task.is_regression, settings.eval_batch_size, predictions=predictions
+        )
 
-    def evaluate_rung() -> float:
-        """Evaluate on the rung subset into ``metrics`` and ``rung_metrics``; return the seconds taken."""
-        nonlocal metrics
-        rung_started = time.perf_counter()
-        metrics = evaluate_dev(rung_dev)
-        rung_metrics.append(metrics[task.metric])
-        return time.perf_counter() - rung_started
-
-    metrics: dict[str, float] = {}
+    rungs: list[dict[str, Any]] = []
+    next_fraction = request.rungs[0] if request.rungs and at_rung is not None else 1.0
+    next_step = rung_step(next_fraction, total_steps)
+    metrics: dict[str, Any] = {}
     train_losses: list[float] = []
 
     for hook in adapted.hooks:
@@ -327,15 +350,19 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
                 hook.after_step(step)  # AdaLoRA's allocation and pruning read the gradients
             optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
-            if step in rung_steps and step < total_steps and at_rung is not None:
-                if request.rung_score == "train_loss":  # free; in a first epoch, scored on batches not yet seen
-                    rung_scores.append(train_loss_score(train_losses, total_steps))
+            if step == next_step and step < total_steps:
+                rung_started = time.perf_counter()
+                metrics = evaluate_on(rung_dev)
+                score = metrics[task.metric if request.rung_score == "metric" else request.rung_score]
+                record = {"rung": len(rungs), "fraction": next_fraction, "step": step, "metric": metrics[task.metric]}
+                record["metrics"] = metrics
+                rungs.append({**record, "score": score})
+                rung_seconds += time.perf_counter() - rung_started
+                decided = at_rung(rungs[-1])
+                if decided is None:
+                    pruned = True
                 else:
-                    rung_seconds += evaluate_rung()
-                    rung_scores.append(metrics[task.metric if request.rung_score == "metric" else request.rung_score])
-                pruned = bool(at_rung(*rung_steps[step], rung_scores[-1]))
-                if pruned and request.rung_score == "train_loss":
-                    rung_seconds += evaluate_rung()  # the metric it stopped at
+                    next_fraction, next_step = decided, max(step + 1, rung_step(decided, total_steps))
                 model.train()
             if step >= total_steps or pruned:
                 break
@@ -343,17 +370,19 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
 
     eval_started = time.perf_counter()
     if not pruned:
-        metrics = evaluate_dev()
+        metrics = evaluate_on(dev, request.predictions)
     finished = time.perf_counter()
     eval_seconds = finished - eval_started + rung_seconds
+    predictions = metrics.pop("predictions", None)
     masks = adapted.masks()
     if masks and request.masks_path:
         save_masks(request.masks_path, masks)
-    return {
+    result = {
         "metric": metrics[task.metric],
         "metrics": metrics,
         "trainable_params": actual,
         "steps": step,
+        "total_steps": total_steps,
         "train_examples": step * settings.batch_size,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
@@ -361,8 +390,9 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "threads": torch.get_num_threads(),
         "train_tokens": tokens,
         "final_loss": float(loss.detach()),
-        "rung_metrics": rung_metrics,
-        "rung_scores": rung_scores,
+        "rungs": rungs,
+        "rung_metrics": [r["metrics"][task.metric] for r in rungs],
+        "rung_scores": [r["score"] for r in rungs],
         "rung_eval_seconds": rung_seconds,
         "train_losses": [round(x, 5) for x in train_losses],
         "pruned": pruned,
@@ -371,6 +401,9 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "masks_path": request.masks_path if masks else None,
         "method_report": {k: v for hook in adapted.hooks for k, v in hook.report().items()},
     }
+    if predictions is not None:
+        result["predictions"] = predictions
+    return result
 
 
 def save_masks(path: str, masks: dict[str, np.ndarray]) -> None:

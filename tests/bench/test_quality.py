@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 def load_bench():
     spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -36,31 +37,71 @@ def run_bench(argv: list[str]) -> tuple[str, str]:
 
 def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_path, tiny_model, data_dir):
     bench = load_bench()
-    runs = tmp_path / "runs"
-    search = f"--model {tiny_model} --trials 4 --epochs 0.5 --max-train-samples 64 --max-eval-samples 64"
-    argv = ["--task", "rte", "--budget", "2%", "--seeds", "2", "--data-dir", data_dir, "--runs-dir", str(runs)]
+    root = tmp_path / "runs"
+    search = f"--model {tiny_model} --trials 4 --epochs 1 --max-train-samples 128 --max-eval-samples 64"
+    argv = ["--task", "rte", "--budget", "2%", "--seeds", "2", "--data-dir", data_dir, "--runs-root", str(root)]
     argv += ["--search-args", search, "--retrain-args", "--epochs 0.25 --max-train-samples 64"]
     line, out = run_bench(argv)
+    number = r"-?\d+\.\d\d"
     assert re.fullmatch(
-        r"task=rte knee_minus_lora=-?\d+\.\d\d best_minus_lora=-?\d+\.\d\d search_compute_in_lora_finetunes=\d+\.\d\d",
+        rf"task=rte knee_minus_lora={number} best_minus_lora={number} best_ci90={number},{number} "
+        rf"knee_ci90={number},{number} search_compute_in_lora_finetunes=\d+\.\d\d best_is_status_quo=(yes|no)",
         line,
     ), line
     rows = [r for r in out.splitlines() if r.startswith("| ")]
     assert len(rows) == 1 + 4 and rows[-1].endswith("| 2 |"), out  # header; knee, best, lora, houlsby
     assert "start-up estimate" in out
 
-    # the compute ratio counts every trial and confirmation of the study, as stored
-    storage = f"sqlite:///{runs.resolve()}/optuna.db"
+    # the compute ratio counts every trial at every rung, the status quo and the confirmations, as stored
+    storage = f"sqlite:///{(root / 'rte').resolve()}/optuna.db"
     study = optuna.load_study(study_name="quality-rte", storage=storage)
     seconds, tokens, count = bench.search_compute(study)
     confirmations = sum(len(v) for k, v in study.user_attrs.items() if k.startswith("autopeft.confirm."))
-    assert count == 4 + confirmations and confirmations >= 1 and seconds > 0 and tokens > 0
+    assert count == 4 + 1 + confirmations and confirmations >= 1 and seconds > 0 and tokens > 0
     spec = spec_of(study)
     base = optuna.load_study(study_name=baselines_study_name("rte", spec["model"], spec["budget"]), storage=storage)
-    lora = [t.user_attrs["train_tokens"] for t in stored_runs(base) if t.user_attrs.get("baseline") == "lora"]
-    assert line.endswith(f"search_compute_in_lora_finetunes={tokens / statistics.median(lora):.2f}")  # in tokens
+    lora = [t.user_attrs for t in stored_runs(base) if t.user_attrs.get("baseline") == "lora"]
+    assert (
+        line.split()[-2]
+        == f"search_compute_in_lora_finetunes={tokens / statistics.median(r['train_tokens'] for r in lora):.2f}"
+    )
+    assert all(run["predictions"]["rows"] == 277 for run in lora)  # RTE's validation split, one row per example
 
-    again, _ = run_bench(argv)  # everything is stored: nothing trains again, the figures repeat
-    assert again == line
+    again, _ = run_bench(argv)  # it may confirm a pick the first run's confirmations left on one seed
+    settled, _ = run_bench(argv)  # everything is stored now: nothing trains again, the figures repeat
+    assert settled == again
     reported, _ = run_bench([*argv, "--report"])  # the stores alone give the same table and line
-    assert reported == line
+    assert reported == again
+    summary, _ = run_bench(["--summary", "rte", "--seeds", "2", "--runs-root", str(root)])
+    assert re.fullmatch(
+        rf"tasks=1 mean_best_minus_lora={number} worst_best_minus_lora={number} mean_knee_minus_lora={number} "
+        rf"knee_params_vs_lora=\d+\.\d\d max_search_compute_in_lora_finetunes=\d+\.\d\d",
+        summary,
+    ), summary
+
+
+def test_the_paired_interval_resamples_examples_and_compares_the_means_over_seeds(tmp_path):
+    """Two configurations scored on the same examples: A right on 60 of 100 where B is right on 50 (A's seeds agree),
+    so the difference is 10 points and its interval lies around it, inside [-100, 100]."""
+    import hashlib
+
+    import pandas as pd
+
+    bench = load_bench()
+    labels = [i % 2 for i in range(100)]
+
+    def run(right: int, seed: int) -> dict:
+        predicted = [label if i < right else 1 - label for i, label in enumerate(labels)]
+        path = tmp_path / f"{right}-{seed}.csv"
+        pd.DataFrame({"example": range(100), "label": labels, "predicted": predicted}).to_csv(path, index=False)
+        return {
+            "seed": seed,
+            "predictions": {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+        }
+
+    low, high = bench.paired_interval([run(60, 0), run(60, 1)], [run(50, 0), run(50, 1)], "accuracy")
+    assert low < 10 < high and -100 <= low and high <= 100 and high - low < 25
+    tampered = run(60, 2)
+    tampered["predictions"]["sha256"] = "0" * 64
+    with pytest.raises(SystemExit, match="digest differs"):
+        bench.paired_interval([tampered], [run(50, 0)], "accuracy")

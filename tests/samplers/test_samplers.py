@@ -31,7 +31,7 @@ def space(tiny_info):
 def open_bound(tiny_model, tmp_path):
     """Open a fresh study of the default space on the tiny model, with its sampler built as a search builds it."""
 
-    def make(sampler="botorch", budget=None, seed=0, name="s", space="default"):
+    def make(sampler="botorch", budget=None, seed=0, name="s", space="default", objectives=None):
         spec = StudySpec(
             task="rte",
             budget=budget or "2%",
@@ -42,6 +42,7 @@ def open_bound(tiny_model, tmp_path):
             data_dir=None,
             runs_dir=str(tmp_path),
             study_name=name,
+            **({"objectives": objectives} if objectives else {}),
         )
         bound = open_study(spec)
         bound.study.sampler = bound.create_sampler()
@@ -191,12 +192,41 @@ def test_a_numerical_failure_is_a_recorded_fallback_and_any_other_error_is_raise
 
 
 def test_a_trial_stores_the_score_it_selects_on_with_the_task_metric_beside_it(open_bound):
-    """The default first objective is neg_loss; the trial's record keeps the task metric, as the training reported it."""
+    """The default first objective is the task metric (the picks are made at full fidelity); a study may select on
+    neg_loss instead, and the trial's record keeps the task metric beside it, as the training reported it."""
     from autopeft.study import trial_record
 
-    bound = open_bound(sampler="random")
-    assert [o.name for o in bound.objectives] == ["neg_loss", "params"]
+    assert [o.name for o in open_bound(sampler="random", name="default").objectives] == ["metric", "params"]
+    bound = open_bound(sampler="random", objectives="neg_loss,params")
     for trial in run_trials(bound, 3):
         record = trial_record(trial)
         assert trial.values[0] == record["score"] == trial.user_attrs["metrics"]["neg_loss"]
         assert record["metric"] == trial.user_attrs["metrics"]["accuracy"] != record["score"]
+
+
+def store_partial_failed_trial(bound, written: int):
+    """A trial left as a killed search leaves one killed while its values were written (each value is its own
+    commit): ``written`` of its values stored, then failed by its stopped heartbeat."""
+    trial = bound.study.ask()
+    for name, dist in list(bound.space.dimensions.items())[:written]:
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        else:
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    bound.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return trial.number
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("written", [0, 7])
+def test_a_failed_trial_with_part_of_its_values_is_skipped_by_every_sampler(name, written, open_bound):
+    bound = open_bound(name, name=f"partial-{name}-{written}")
+    run_trials(bound, 5)
+    number = store_partial_failed_trial(bound, written)
+    stored = bound.study.get_trials(deepcopy=False)[number]
+    assert len(stored.params) == written and not bound.space.covers(stored.params)
+    assert study_trials.incomplete_trials(bound) == [stored]
+    bound.study.sampler = bound.create_sampler()  # as the resumed search builds it
+    for trial in run_trials(bound, 6 if name == "gp" else 7):  # past the samplers' start-up trials
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert bound.space.covers(trial.params)

@@ -61,44 +61,51 @@ def test_rungs_are_evaluated_and_a_stop_ends_training_there(stop_at, tmp_path, t
     space = SearchSpace.load("default", tiny_info)
     config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
     settings = ProxySettings(epochs=1, max_train_samples=96, max_eval_samples=64, batch_size=16)  # 6 steps
-    request = ProxyRequest(
-        tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path), rungs=(1 / 3, 2 / 3)
-    )
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path), rungs=(1 / 3,))
     calls = []
 
-    def at_rung(rung: int, fraction: float, metric: float) -> bool:
-        calls.append((rung, fraction, metric))
-        return rung == stop_at
+    def at_rung(record: dict) -> float | None:
+        calls.append(record)
+        return None if record["rung"] == stop_at else (2 / 3, 1.0)[record["rung"]]
 
     result = run_proxy_trial(request, at_rung)
     reached = 2 if stop_at is None else stop_at + 1
-    assert [(rung, round(fraction, 3)) for rung, fraction, _ in calls] == [(0, 0.333), (1, 0.667)][:reached]
-    assert result["rung_metrics"] == [metric for *_, metric in calls]
+    assert [(r["rung"], r["step"], r["fraction"]) for r in calls] == [(0, 2, 1 / 3), (1, 4, 2 / 3)][:reached]
+    assert result["rungs"] == calls and result["rung_scores"] == [r["metrics"]["neg_loss"] for r in calls]
+    assert all(set(r["metrics"]) == {"accuracy", "neg_loss"} for r in calls)
     assert result["pruned"] == (stop_at is not None)
-    assert result["steps"] == {None: 6, 0: 2, 1: 4}[stop_at]
+    assert result["steps"] == {None: 6, 0: 2, 1: 4}[stop_at] and result["total_steps"] == 6
     if stop_at is not None:
-        assert result["metric"] == calls[-1][2]  # the metric it was stopped at
+        assert result["metric"] == calls[-1]["metrics"]["accuracy"]  # the metric it was stopped at
 
 
-@pytest.mark.parametrize("stop", [False, True])
-def test_training_loss_rungs_score_recent_steps_and_evaluate_only_a_stopped_trial(stop, tmp_path, tiny_model,
-                                                                                  tiny_info, data_dir):  # fmt: skip
+def test_a_run_scored_at_rungs_continues_exactly_as_one_that_is_not(tmp_path, tiny_model, tiny_info, data_dir):
+    """A rung is a snapshot of one run: scoring draws nothing from the run's random streams and changes no
+    state, so the promoted run ends with the same losses and scores as the same run never paused."""
+    from autopeft.training.proxy import static_rungs
+
+    space = SearchSpace.load("default", tiny_info)
+    config = space.decode(space.repair(space.sample(np.random.default_rng(3)), 10**6)).to_dict()
+    settings = ProxySettings(epochs=2, max_train_samples=96, max_eval_samples=64, batch_size=16)  # 12 steps
+    plain = run_proxy_trial(ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=4, cache_dir=str(tmp_path)))
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=4, cache_dir=str(tmp_path),
+                           rungs=(1 / 6, 1 / 2))  # fmt: skip
+    paused = run_proxy_trial(request, static_rungs(request.rungs))
+    assert [r["step"] for r in paused["rungs"]] == [2, 6]
+    assert paused["train_losses"] == plain["train_losses"] and paused["metrics"] == plain["metrics"]
+    assert paused["steps"] == plain["steps"] == 12  # the whole run's steps, not a rung's plus the rest
+
+
+def test_predictions_are_each_examples_in_the_splits_order(tmp_path, tiny_model, tiny_info, data_dir):
     space = SearchSpace.load("default", tiny_info)
     config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
-    settings = ProxySettings(epochs=1, max_train_samples=256, max_eval_samples=64, batch_size=16)  # 16 steps
-    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path),
-                           rungs=(1 / 4, 1 / 2), rung_score="train_loss")  # fmt: skip
-    scores = []
-    result = run_proxy_trial(request, lambda rung, fraction, score: scores.append(score) or stop)
-    losses = result["train_losses"]
-    assert len(losses) == result["steps"] == (4 if stop else 16)
-    assert scores[0] == pytest.approx(-np.mean(losses[2:4]), abs=1e-4)  # the last eighth: steps 3 and 4
-    assert result["rung_scores"] == scores
-    assert len(result["rung_metrics"]) == int(stop)  # evaluated once, at the stop
-    if stop:
-        assert result["pruned"] and result["metric"] == result["rung_metrics"][0]
-    else:
-        assert scores[1] == pytest.approx(-np.mean(losses[6:8]), abs=1e-4) and result["rung_eval_seconds"] == 0
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path), predictions=True)
+    result = run_proxy_trial(request)
+    found = result["predictions"]
+    assert len(found["labels"]) == len(found["predicted"]) == len(found["probabilities"]) == 64
+    assert np.mean(np.asarray(found["labels"]) == np.asarray(found["predicted"])) == pytest.approx(result["metric"])
+    assert np.allclose(np.asarray(found["probabilities"]).sum(axis=1), 1.0, atol=1e-4)
+    assert np.array_equal(np.argmax(found["probabilities"], axis=1), found["predicted"])
 
 
 def test_without_a_callback_no_rung_is_evaluated(tmp_path, tiny_model, tiny_info, data_dir):
@@ -106,7 +113,7 @@ def test_without_a_callback_no_rung_is_evaluated(tmp_path, tiny_model, tiny_info
     config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
     request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path), rungs=(0.5,))
     result = run_proxy_trial(request)
-    assert result["rung_metrics"] == [] and not result["pruned"] and result["steps"] == 4
+    assert result["rungs"] == [] and not result["pruned"] and result["steps"] == 4
 
 
 def test_without_attention_dropout_only_the_attention_probabilities_lose_it(tiny_model):

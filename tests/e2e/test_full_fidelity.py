@@ -1,0 +1,150 @@
+"""Successive halving up to full fidelity with the user's default in the race, through real searches on the tiny
+model: a task it learns perfectly (so who wins is known), and one with random labels (nothing can learn it)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from helpers import autopeft, mlflow_runs, polarity_search_args, write_polarity_task
+
+from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
+from autopeft.pareto import STATUS_QUO_SUFFIX, answer
+from autopeft.study import first_rung, spec_of
+
+pytestmark = pytest.mark.slow
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+
+
+def run_search(tmp_path_factory, tiny_model, name: str, learning_rate: float, status_quo_rate: float, labels="word"):
+    runs = tmp_path_factory.mktemp(name)
+    files = write_polarity_task(runs / "task", learning_rate, status_quo_rate, labels)
+    done = autopeft(*polarity_search_args(tiny_model, runs, name, files))
+    assert done.returncode == 0, done.stderr[-3000:]
+    storage = f"sqlite:///{runs}/optuna.db"
+    return runs, done, optuna.load_study(study_name=name, storage=storage), storage
+
+
+@pytest.fixture(scope="module")
+def quo_wins(tmp_path_factory, tiny_model):
+    """The trials cannot learn (learning rate 1e-7); the status quo learns everything."""
+    return run_search(tmp_path_factory, tiny_model, "quo-wins", 1e-7, 1e-2)
+
+
+@pytest.fixture(scope="module")
+def trial_wins(tmp_path_factory, tiny_model):
+    """The trials learn (1e-2); the status quo cannot."""
+    return run_search(tmp_path_factory, tiny_model, "trial-wins", 1e-2, 1e-7)
+
+
+def status_quo_runs(study: optuna.Study, storage: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study.study_name + STATUS_QUO_SUFFIX, storage=storage).get_trials()
+
+
+@pytest.mark.parametrize("scenario", ["quo_wins", "trial_wins"])
+def test_the_status_quo_runs_beside_the_trials_to_the_last_rung_and_outside_the_search(scenario, request):
+    runs, done, study, storage = request.getfixturevalue(scenario)
+    (quo,) = status_quo_runs(study, storage)
+    assert quo.state == COMPLETE and quo.user_attrs["steps"] == quo.user_attrs["total_steps"]  # the end
+    ladder = spec_of(study)["rungs"]
+    levels = [r["level"] for r in quo.user_attrs["rungs"] if r["level"] is not None]
+    assert levels == list(range(len(levels))) and len(levels) >= 1  # an entry at every rung on its way
+    assert quo.user_attrs["config"]["training"]["learning_rate"] == (1e-2 if scenario == "quo_wins" else 1e-7)
+    assert ladder["first"] > 0
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in (COMPLETE, PRUNED)]) == 4  # --trials 4: the status quo is not one
+    assert all(t.params for t in trials)  # the sampler's study holds only configurations of the space
+    listed = json.loads(autopeft("pareto", "--study", study.study_name, "--runs-dir", str(runs), "--json").stdout)
+    (shown,) = [r for r in listed if r["trial"] == "status_quo"]
+    assert shown["status_quo"] and shown["metric"] == quo.user_attrs["metric"] and shown["label"]
+    trial_runs, _ = mlflow_runs(f"sqlite:///{runs}/mlflow.db", study.study_name)
+    status = optuna.load_study(study_name=study.study_name, storage=storage)
+    assert len(trial_runs) == len(status.get_trials())
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    experiment = client.get_experiment_by_name(study.study_name)
+    quo_runs = client.search_runs([experiment.experiment_id], "tags.`autopeft.role` = 'status_quo'")
+    assert len(quo_runs) == 1 and quo_runs[0].data.metrics["metric"] == quo.user_attrs["metric"]
+
+
+def test_when_nothing_beats_the_status_quo_best_is_the_status_quo_with_the_verdict(quo_wins, tmp_path):
+    runs, done, study, storage = quo_wins
+    best = answer(study, "best")
+    assert best.is_status_quo and "nothing beat the status quo" in best.verdict
+    assert best.verdict in done.stderr.replace("\n", " ") or "nothing beat the status quo" in done.stderr
+    knee = answer(study, "knee")
+    assert not knee.is_status_quo  # the status quo cannot be the knee
+    exported = autopeft(
+        "export", "--study", "quo-wins", "--runs-dir", str(runs), "--pick", "best", "--out", str(tmp_path)
+    )
+    assert exported.returncode == 0 and "nothing beat the status quo" in exported.stdout
+    document = json.loads((tmp_path / "autopeft.json").read_text())
+    assert document["status_quo"] is True and document["verdict"] == best.verdict
+    assert document["config"]["training"]["learning_rate"] == 1e-2
+    record = study.user_attrs["autopeft.search_runs"][-1]
+    assert record["verdict"] == best.verdict
+
+
+def test_when_a_trial_beats_the_status_quo_best_is_that_trial(trial_wins):
+    runs, done, study, storage = trial_wins
+    best = answer(study, "best")
+    (quo,) = status_quo_runs(study, storage)
+    assert not best.is_status_quo and best.trial.state == COMPLETE
+    assert best.trial.user_attrs["metric"] > quo.user_attrs["metric"]
+    assert "nothing beat the status quo" not in done.stderr
+
+
+def test_a_promoted_trial_continued_its_own_training_to_the_end(trial_wins, tiny_model):
+    """Its rungs are snapshots of one run: the training it stored is, step for step, the one an uninterrupted
+    run of its configuration and seed does (a restart would repeat steps; a new optimiser would change them)."""
+    from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
+
+    runs, done, study, storage = trial_wins
+    spec = spec_of(study)
+    promoted = [t for t in study.get_trials(states=(COMPLETE,)) if len(t.user_attrs["rungs"]) >= 1]
+    assert promoted, "a trial trained to the end passed at least one rung"
+    trial = promoted[0]
+    assert first_rung(trial) is not None and trial.user_attrs["steps"] == trial.user_attrs["total_steps"]
+    assert [r["step"] for r in trial.user_attrs["rungs"]] == sorted(r["step"] for r in trial.user_attrs["rungs"])
+    request = ProxyRequest(
+        tiny_model, spec["task"], None, trial.user_attrs["config"], ProxySettings(**spec["proxy"]),
+        seed=spec["seed"] + trial.number, threads=1, cache_dir=str(runs / "cache" / "tokenized"),
+        evaluate_on="selection", selection_seed=spec["seed"],
+    )  # fmt: skip
+    uninterrupted = run_proxy_trial(request)
+    assert trial.user_attrs["steps"] == uninterrupted["steps"]  # the last rung's step count, not a sum
+    assert trial.user_attrs["train_losses"] == uninterrupted["train_losses"]
+    assert trial.user_attrs["metrics"] == pytest.approx(uninterrupted["metrics"])
+
+
+def test_the_sampler_learns_each_trials_first_rung_score_as_stored(trial_wins):
+    from autopeft.study import StudySpec, open_study
+    from autopeft.training import ProxySettings
+
+    runs, done, study, storage = trial_wins
+    stored = spec_of(study)
+    same = {k: stored[k] for k in ("task", "budget", "model", "space", "objectives", "status_quo")}
+    bound = open_study(StudySpec(**same, runs_dir=str(runs), study_name=study.study_name,
+                                 proxy=ProxySettings(**stored["proxy"])))  # fmt: skip
+    for trial in study.get_trials(states=(COMPLETE, PRUNED)):
+        record = first_rung(trial)
+        assert record is not None
+        assert bound.observed_values(trial) == [record["score"]]  # neg_loss at the first rung, as stored
+
+
+def test_a_task_nothing_can_learn_raises_the_first_rung_to_its_cap_and_says_so(tmp_path_factory, tiny_model):
+    runs, done, study, storage = run_search(tmp_path_factory, tiny_model, "random-labels", 1e-2, 1e-2, "random")
+    stored = study.user_attrs[FIRST_RUNG_ATTR]
+    cap = spec_of(study)["rungs"]["cap"]
+    assert stored["fraction"] == pytest.approx(cap) and stored["settled"]
+    assert [e.split(":")[0] for e in stored["events"]] == [
+        "first rung raised from 1/9 to 2/9 of the schedule",
+        "first rung raised from 2/9 to 1/3 of the schedule",
+        "first rung left at its cap 1/3 of the schedule without learning the task",
+    ]
+    printed = done.stderr.replace("\n", " ")
+    assert "first rung left at its cap 1/3 of the schedule without learning the task" in " ".join(printed.split())
+    for trial in study.get_trials(states=(COMPLETE, PRUNED)):
+        assert first_rung(trial)["fraction"] == pytest.approx(cap)  # every trial ranked at the raised rung
