@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -133,24 +134,40 @@ def search_progress(bound: BoundStudy) -> dict[str, float | None]:
     }
 
 
-def log_progress(bound: BoundStudy, tracker: Tracker) -> None:
-    """Log :func:`search_progress` and the current Pareto plot on the study's MLflow parent run.
+class ProgressLog:
+    """What the study's MLflow parent run shows of a search as its trials end: :func:`search_progress`'s metrics
+    after every trial; the Pareto plot, ``pareto.csv`` and the Pareto tags only when the Pareto set changed
+    (redrawing and re-tagging after every trial made the bookkeeping grow with the trials: O(trials^2)).
 
     Args:
         bound: the study.
         tracker: its tracker.
     """
-    import tempfile
 
-    from autopeft.report import collect, plot_pareto
+    def __init__(self, bound: BoundStudy, tracker: Tracker) -> None:
+        self.bound = bound
+        self.tracker = tracker
+        self.shown: tuple | None = None
 
-    if not tracker.enabled:
-        return
-    progress = search_progress(bound)
-    with tempfile.TemporaryDirectory() as scratch:  # each worker draws its own file, logged as pareto.png
-        plot = plot_pareto(collect(bound.study, str(bound.spec.storage)), Path(scratch) / "pareto.png")
-        tracker.log_progress(progress, int(progress["finished_trials"] or 0), [plot])
-    tracker.sync_pareto(bound.study)
+    def __call__(self) -> None:
+        """Log the progress now."""
+        import tempfile
+
+        from autopeft.report import collect, plot_pareto
+
+        if not self.tracker.enabled:
+            return
+        progress = search_progress(self.bound)
+        front = tuple((t.number, tuple(values)) for t, values, _ in pareto_points(self.bound.study))
+        files = []
+        with tempfile.TemporaryDirectory() as scratch:  # each worker draws its own file, logged as pareto.png
+            if front != self.shown:
+                report = collect(self.bound.study, str(self.bound.spec.storage))
+                files = [plot_pareto(report, Path(scratch) / "pareto.png")]
+            self.tracker.log_progress(progress, int(progress["finished_trials"] or 0), files)
+        if front != self.shown:
+            self.tracker.sync_pareto(self.bound.study)
+            self.shown = front
 
 
 def run_search(
@@ -223,18 +240,29 @@ def run_search(
             masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
         )
 
+    log_progress = ProgressLog(bound, tracker)
+
     def trial_ended(trial: FrozenTrial) -> None:
         tracker.log_trial(trial_record(trial), trial.params, trial.user_attrs.get("train_losses"))
-        log_progress(bound, tracker)
+        log_progress()
         if on_trial_end is not None:
             on_trial_end(bound, trial)
+
+    timings = Path(runs_dir, "logs", spec.name, f"timings-{stamp}-{os.getpid()}.jsonl")
+
+    def timed(timing: dict[str, Any]) -> None:  # what the search's own work cost, trial by trial
+        timings.parent.mkdir(parents=True, exist_ok=True)
+        with timings.open("a") as out:
+            out.write(json.dumps(timing) + "\n")
 
     failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
 
     def status_quo_ended() -> None:
         tracker.sync(bound.study)  # logs the status quo's run beside the trials
 
-    searcher = StudySearcher(bound, make_request, spec.trials, failures_allowed, trial_ended, say, status_quo_ended)
+    searcher = StudySearcher(
+        bound, make_request, spec.trials, failures_allowed, trial_ended, say, status_quo_ended, timed
+    )
 
     def to_confirm() -> bool:
         done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)

@@ -80,6 +80,7 @@ class Tracker:
         self.enabled = True
         self.parent_id: str | None = None
         self._logged: dict[int, str] = {}
+        self._tagged: dict[str, str] = {}
         self._guard(self._open, artifact_dir, spec or {})
 
     # -- failure handling ------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Tracker:
             self.client.delete_run(orphan.info.run_id)
             runs.remove(orphan)
         self._logged = {int(r.data.tags["autopeft.trial"]): r.info.run_id for r in runs}
+        self._tagged = {r.info.run_id: r.data.tags.get(PARETO_TAG) for r in runs}
         return self._logged
 
     # -- logging -----------------------------------------------------------------------------------
@@ -303,8 +305,11 @@ class Tracker:
         self._guard(self._mark_pareto, records, pareto, list(beside))
 
     def _mark_pareto(self, records: list[dict[str, Any]], pareto: set[int], beside: list[dict]) -> None:
-        for trial, run_id in self._child_ids().items():
-            self.client.set_tag(run_id, PARETO_TAG, "true" if trial in pareto else "false")
+        for trial, run_id in self._logged.items():  # the runs known here (sync() reads every worker's)
+            tag = "true" if trial in pareto else "false"
+            if self._tagged.get(run_id) != tag:  # only what changed: a call per trial per search, not per trial^2
+                self.client.set_tag(run_id, PARETO_TAG, tag)
+                self._tagged[run_id] = tag
         nested = ("metrics", "confirmations", "rungs")
         chosen = [r for r in records if r["trial"] in pareto] + beside
         rows = [{k: v for k, v in r.items() if k not in nested} for r in chosen]

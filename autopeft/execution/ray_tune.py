@@ -92,7 +92,15 @@ def proxy_trainable(config: dict[str, Any]) -> None:
         result = run_proxy_trial(request, at_rung)
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
         result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
+    result["worker_rss_mb"] = resident_mb()  # a reused worker's memory, trial after trial
     tune.report(result)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MiB (not its peak: a reused worker's peak only grows)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 @dataclass
@@ -119,6 +127,9 @@ class StudySearcher(Searcher):
         on_trial_end: called with each trial as it is told to the study.
         on_event: called with each line worth showing (the first rung raised or settled, the status quo's end).
         on_status_quo_end: called when the status quo's run is stored (finished or failed).
+        on_timing: called after each trial with what the search's own work cost around it: ``ask_s`` (its
+            proposal), ``bookkeeping_s`` (storing it, its MLflow run, the Pareto tags and plot, the display),
+            ``driver_rss_mb`` and ``worker_rss_mb`` (resident memory of this process and of the worker).
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class StudySearcher(Searcher):
         on_trial_end: Callable[[optuna.trial.FrozenTrial], None],
         on_event: Callable[[str], None] | None = None,
         on_status_quo_end: Callable[[], None] | None = None,
+        on_timing: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__(metric="metric", mode="max")
         self.bound = bound
@@ -139,6 +151,7 @@ class StudySearcher(Searcher):
         self.on_trial_end = on_trial_end
         self.on_event = on_event or (lambda line: None)
         self.on_status_quo_end = on_status_quo_end or (lambda: None)
+        self.on_timing = on_timing or (lambda timing: None)
         self.failures = 0
         self.completed = 0
         self.fallbacks = 0
@@ -310,12 +323,16 @@ class StudySearcher(Searcher):
             self.on_event(finish_status_quo(self.bound, job, None if error else result))
             self.on_status_quo_end()
             return
+        started = time.perf_counter()
         stored = trials.finish(self.bound, job, None if error else result)
         if stored.state == TrialState.FAIL:
             self.failures += 1
         else:
             self.completed += 1
         self.on_trial_end(stored)
+        timing = {"trial": stored.number, "ask_s": stored.user_attrs.get("ask_seconds"), "done": self.completed}
+        timing |= {"bookkeeping_s": round(time.perf_counter() - started, 4), "driver_rss_mb": resident_mb()}
+        self.on_timing({**timing, "worker_rss_mb": (result or {}).get("worker_rss_mb")})
 
     def __getstate__(self) -> dict:
         # Tune pickles its configuration for restoring an experiment; this searcher's state lives

@@ -8,6 +8,7 @@ the exact objectives by :meth:`BoundStudy.exact_values`, the measured ones from 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ def ask(bound: BoundStudy) -> optuna.Trial:
     Args:
         bound: the study.
     """
+    started = time.perf_counter()
     trial = bound.study.ask()  # the sampler proposes every value here; each is then written in its own commit
     for name, dist in bound.space.dimensions.items():
         failpoints.pause("proposal.value")
@@ -76,6 +78,7 @@ def ask(bound: BoundStudy) -> optuna.Trial:
     proposal = sampler.take_proposal(trial.number) if isinstance(sampler, ProposalLog) else None
     if proposal is not None:
         trial.set_user_attr("proposal", proposal.to_dict())
+    trial.set_user_attr("ask_seconds", round(time.perf_counter() - started, 4))  # the model and the writes
     return trial
 
 
