@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from autopeft import keys
 from autopeft.errors import AutopeftError
 from autopeft.evaluation import RunPlan, predictions_file, run_record, settings_key, train_seeds
 from autopeft.methods.build import count_trainable
@@ -96,7 +97,7 @@ def run_baselines(
         limit: the budget's parameter limit.
         plan: model, task, data and settings.
         seeds: the seeds.
-        tracker: an MLflow :class:`autopeft.tracking.Tracker` of the baselines study, or ``None``.
+        tracker: the baselines study's :class:`autopeft.tracking.StudyTracker`, or ``None``.
         learning_rate: one learning rate for every baseline instead of their usual ones.
         on_run: called with ``(baseline, seed, result)`` after each run.
     """
@@ -123,7 +124,7 @@ def run_baselines(
                 values = [record["metric"], record["trainable_fraction"]]
                 study.add_trial(_frozen(optuna.trial.TrialState.COMPLETE, values, attrs))
                 if tracker is not None:
-                    tags = {"autopeft.baseline": baseline.name}
+                    tags = {keys.TAG_BASELINE: baseline.name}
                     files = predictions_file(record, plan)
                     tracker.log_run("baseline", f"{baseline.name}-seed{seed}", record, config.to_dict(), tags, files)
             if on_run is not None:
@@ -227,9 +228,9 @@ def run_baselines_beside(
     """
     from autopeft.budget import parse_budget
     from autopeft.models import backbone_info, resolve_backbone
-    from autopeft.study import default_tracking_uri
+    from autopeft.runs_dir import RunsDir
     from autopeft.tasks import get_task, task_reference
-    from autopeft.tracking import Tracker
+    from autopeft.tracking import StudyTracker
 
     task = get_task(task_ref)
     budget = parse_budget(budget_text)
@@ -239,9 +240,9 @@ def run_baselines_beside(
     name = baselines_study_name(task.name, model, budget_text)
     study = open_baselines_study(storage, name)
     described = {"task": task_reference(task_ref), "model": model, "budget": budget_text, "limit": limit}
-    study.set_user_attr("autopeft.baselines", described)
-    uri = tracking_uri or default_tracking_uri(runs_dir)
-    tracker = Tracker(uri, name, Path(runs_dir).resolve() / "mlartifacts", described)
+    study.set_user_attr(keys.BASELINES, described)
+    runs = RunsDir.at(runs_dir)
+    tracker = StudyTracker(tracking_uri or runs.tracking_uri, name, runs.artifacts, described)
     plan = RunPlan.in_runs_dir(backbone, task_reference(task_ref), data_dir, settings, runs_dir, name)
     results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run)
     tracker.finish()

@@ -6,7 +6,6 @@ import datetime
 import time
 from fractions import Fraction
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,33 +13,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from autopeft import keys
 from autopeft.execution.trials import fallback_reason, incomplete_trials
 from autopeft.methods.build import describe
-from autopeft.pareto import confirmation_runs, mean_metric, mean_values, pareto_points, score_name, status_quo_run
-from autopeft.study import SPLIT_LABELS, BoundStudy, mask_url, scored_on, status_quo_record, trial_record
+from autopeft.pareto import mean_metric, mean_values
+from autopeft.study import SPLIT_LABELS, BoundStudy, StudyView, mask_url, trial_record
 from autopeft.timing import seconds_left
 
 
-def pareto_table(study: optuna.Study, title: str) -> Table:
-    """A table of the study's Pareto set, best score first (the first objective, what selects).
+def pareto_table(view: StudyView, title: str) -> Table:
+    """A table of the study's Pareto set, best first (the first objective, what selects), the status quo beside it.
 
     Args:
-        study: the study.
+        view: the study.
         title: the table's title.
     """
-    from autopeft.results import validation_results
-
-    split = scored_on(study)
+    split = view.scored_on
     caption = f"metric: on the {SPLIT_LABELS[split]}; trials trained to the end; the status quo beside them"
     table = Table(title=title, caption=caption, title_justify="left")
-    sparse = "sparsity" in study.user_attrs.get("autopeft.objectives", [])
-    validation = validation_results(study)
-    points = pareto_points(study)
+    sparse = "sparsity" in view.attrs.get(keys.OBJECTIVES, [])
+    validation = view.validation
+    points = view.pareto
     front = [trial for trial, _, _ in points]
     retrained = any(t.number in validation for t in front)
     confirmed = any(seeds > 1 for _, _, seeds in points)
-    confirmations = confirmation_runs(study)
-    score = score_name(study)
+    confirmations = view.confirmations
+    score = view.score_name
     own_score = score != "metric"  # the study selects on another score than the metric: show both
     columns = (
         "trial",
@@ -56,12 +54,12 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     for column in columns:
         table.add_column(column, justify="right" if column != "configuration" else "left")
     rows = [(trial, values, seeds) for trial, values, seeds in points]
-    quo = status_quo_run(study)
+    quo = view.status_quo
     if quo is not None:
         rows.append((quo, list(quo.values or []), 1))
     for trial, values, seeds in rows:
         if trial is quo:
-            record = status_quo_record(quo)
+            record = view.status_quo_record()
             table.add_row(
                 "status quo",
                 *((f"{values[0]:.4f}",) if own_score else ()),
@@ -97,17 +95,17 @@ def pareto_table(study: optuna.Study, title: str) -> Table:
     return table
 
 
-def print_pareto(console: Console, study: optuna.Study, title: str) -> None:
+def print_pareto(console: Console, view: StudyView, title: str) -> None:
     """Print the Pareto table."""
-    console.print(pareto_table(study, title))
+    console.print(pareto_table(view, title))
 
 
-def print_trials(console: Console, study: optuna.Study) -> None:
+def print_trials(console: Console, view: StudyView) -> None:
     """Print every trial of a study."""
-    table = Table(title=f"Trials of {study.study_name}", title_justify="left")
+    table = Table(title=f"Trials of {view.name}", title_justify="left")
     for column in ("trial", "state", "metric", "trainable", "% of backbone", "configuration / failure"):
         table.add_column(column, justify="left" if column in ("state", "configuration / failure") else "right")
-    for trial in study.get_trials(deepcopy=False):
+    for trial in view.trials:
         record = trial_record(trial)
         metric = f"{record['metric']:.4f}" if record["metric"] is not None else ""
         count = f"{record['trainable_params']:,}" if record["trainable_params"] is not None else ""
@@ -159,13 +157,10 @@ class TrialsEta(ProgressColumn):
 
 def bound_seconds_left(bound: BoundStudy) -> float | None:
     """:func:`autopeft.timing.seconds_left` of a running search."""
-    from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
-    from autopeft.pareto import status_quo_run
-
-    spec = bound.spec
-    first = (bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}).get("fraction")
-    owed = status_quo_run(bound.study) is None
-    return seconds_left(bound.study, spec.rungs, spec.trials, spec.workers, spec.confirm, owed, first)
+    view, how = StudyView(bound.study), bound.spec.how
+    first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
+    owed = view.status_quo is None
+    return seconds_left(bound.study, bound.spec.what.rungs, how.trials, how.workers, how.confirm, owed, first)
 
 
 class SearchDisplay:
@@ -194,17 +189,17 @@ class SearchDisplay:
 
     def start(self, bound: BoundStudy, estimate_seconds: float) -> None:
         """Print the study's header and start the live display."""
-        spec, info = bound.spec, bound.info
+        what, how, where, info = bound.spec.what, bound.spec.how, bound.spec.where, bound.info
         done = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         self.console.print(
             f"[bold]study[/] {bound.study.study_name}  [bold]task[/] {bound.task.name} ({bound.task.metric})  "
-            f"[bold]model[/] {spec.model} ({info.backbone_params:,} params, {info.num_layers} layers)\n"
+            f"[bold]model[/] {what.model} ({info.backbone_params:,} params, {info.num_layers} layers)\n"
             f"[bold]budget[/] {bound.budget} = {bound.limit:,} trainable params (head excluded: {info.head_params:,})  "
-            f"[bold]space[/] {bound.space.name} ({len(bound.space.dimensions)} dims)  [bold]sampler[/] {spec.sampler}\n"
-            f"[bold]storage[/] {mask_url(str(spec.storage))}  [bold]tracking[/] {mask_url(str(spec.tracking_uri))}\n"
-            f"{max(0, spec.trials - done)} trials to run ({done} already finished), {spec.workers} at a time; "
+            f"[bold]space[/] {bound.space.name} ({len(bound.space.dimensions)} dims)  [bold]sampler[/] {how.sampler}\n"
+            f"[bold]storage[/] {mask_url(str(where.storage))}  [bold]tracking[/] {mask_url(str(where.tracking_uri))}\n"
+            f"{max(0, how.trials - done)} trials to run ({done} already finished), {how.workers} at a time; "
             f"estimated {estimate_seconds / 60:.1f} min (CPU estimate; successive halving from rung "
-            f"{Fraction(spec.rungs.first).limit_denominator(64)} of the full schedule, and the status quo "
+            f"{Fraction(what.rungs.first).limit_denominator(64)} of the full schedule, and the status quo "
             f"{bound.status_quo.label}{' (' + bound.status_quo.note + ')' if bound.status_quo.note else ''})"
         )
         incomplete = incomplete_trials(bound)
@@ -215,7 +210,7 @@ class SearchDisplay:
                 f"values[/] (a search died while writing them): trial {listed}; every sampler skips them"
             )
         self.eta.start(estimate_seconds)
-        self.task_id = self.progress.add_task("trials", total=spec.trials, completed=done)
+        self.task_id = self.progress.add_task("trials", total=how.trials, completed=done)
         self.live = Live(self.progress, console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
@@ -238,7 +233,7 @@ class SearchDisplay:
                 score = bound.objectives[0].name
                 scored = f"{score} {record['score']:.4f}, " if score != "metric" else ""
                 self.console.print(
-                    f"trial {trial.number} finished ({done}/{bound.spec.trials}): {scored}{bound.task.metric} "
+                    f"trial {trial.number} finished ({done}/{bound.spec.how.trials}): {scored}{bound.task.metric} "
                     f"{record['metric']:.4f}, {record['trainable_params']:,} trainable "
                     f"({100 * record['trainable_fraction']:.3f}%), {trial.user_attrs.get('seconds', 0):.0f} s; "
                     f"{self.eta.render(None).plain} left"
@@ -257,7 +252,7 @@ class SearchDisplay:
             reason = trial.user_attrs.get("fail_reason", "")
             self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
         if self.live is not None:
-            self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
+            self.live.update(Group(self.progress, pareto_table(StudyView(bound.study), "current Pareto set")))
 
     def event(self, line: str) -> None:
         """Show a line of the search's (the first rung raised or settled, the status quo's end)."""
@@ -269,7 +264,7 @@ class SearchDisplay:
             self.console.print(f"[red]confirmation of trial {number} failed[/]: {run['fail_reason']}")
             return
         trial = bound.study.get_trials(deepcopy=False)[number]
-        values, seeds = mean_values(trial, confirmation_runs(bound.study).get(number))
+        values, seeds = mean_values(trial, StudyView(bound.study).confirmations.get(number))
         score = bound.objectives[0].name
         metric = "" if score == "metric" else f" ({bound.task.metric} {run['metric']:.4f})"
         self.console.print(
@@ -277,7 +272,7 @@ class SearchDisplay:
             f"search, {run['values'][0]:.4f} now{metric}; mean {values[0]:.4f} over {seeds} seeds"
         )
         if self.live is not None:
-            self.live.update(Group(self.progress, pareto_table(bound.study, "current Pareto set")))
+            self.live.update(Group(self.progress, pareto_table(StudyView(bound.study), "current Pareto set")))
 
     def stop(self) -> None:
         """Stop the live display."""

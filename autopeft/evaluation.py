@@ -50,8 +50,7 @@ class RunPlan:
     def in_runs_dir(
         cls, model: str, task: str, data_dir: str | None, settings: ProxySettings, runs_dir: str | Path, name: str
     ) -> RunPlan:
-        """A plan using a runs folder's tokenisation cache, keeping masks under ``masks/<name>/`` and each run's
-        predictions under ``predictions/<name>/``.
+        """A plan using a runs folder's tokenisation cache, keeping masks and each run's predictions there.
 
         Args:
             model: HF id or folder of the backbone.
@@ -61,13 +60,11 @@ class RunPlan:
             runs_dir: the runs folder.
             name: the study the runs belong to.
         """
-        runs_dir = Path(runs_dir).resolve()
-        cache, masks, predictions = (
-            runs_dir / "cache" / "tokenized",
-            runs_dir / "masks" / name,
-            runs_dir / "predictions" / name,
-        )
-        return cls(model, task, data_dir, settings, str(cache), str(masks), str(predictions), str(runs_dir))
+        from autopeft.runs_dir import RunsDir
+
+        runs = RunsDir.at(runs_dir)
+        cache, masks, predictions = runs.tokenized, runs.masks(name), runs.predictions(name)
+        return cls(model, task, data_dir, settings, str(cache), str(masks), str(predictions), str(runs.root))
 
 
 def settings_key(settings: ProxySettings) -> str:

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopeft import keys
 from autopeft.errors import ConfigError
 from autopeft.methods.base import METHODS
 from autopeft.methods.build import (
@@ -36,7 +37,7 @@ from autopeft.methods.config import EXPORT_FILE, TrialConfig, read_config
 from autopeft.models import BackboneInfo, backbone_info, public_model_id, resolve_backbone
 
 if TYPE_CHECKING:
-    import optuna
+    from autopeft.study import StudyView
 
 MASKS_FILE = "masks.npz"
 
@@ -102,46 +103,38 @@ def write_export(
     return summary
 
 
-def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, Any]:
+def export_trial(view: StudyView, pick: str, out: str | Path) -> dict[str, Any]:
     """Export what a pick answers (see the module docstring for what is written): a trial, or, when ``best``
     found nothing that beat it, the status quo with that verdict.
 
     Args:
-        study: the study.
-        pick: ``knee``, ``best`` or a trial number (see :func:`autopeft.pareto.answer`).
+        view: the study.
+        pick: ``knee``, ``best`` or a trial number (see :meth:`autopeft.study.StudyView.pick`).
         out: the output folder (created).
 
     Returns:
         The content of ``autopeft.json``.
     """
-    from autopeft.pareto import answer, confirmation_runs, score_name
-    from autopeft.results import validation_results
-    from autopeft.study import spec_of, status_quo_record, study_backbone, trial_config, trial_record
     from autopeft.tasks import get_task
 
-    chosen = answer(study, pick)
-    trial = chosen.trial
-    spec = spec_of(study)
-    task = get_task(spec["task"])
-    info = backbone_info(study_backbone(spec), task.num_labels, spec.get("trust_remote_code", False))
-    number = "status_quo" if chosen.is_status_quo else trial.number
-    if chosen.is_status_quo:
-        record = status_quo_record(trial)
-    else:
-        record = trial_record(trial, validation_results(study).get(number), confirmation_runs(study).get(number))
+    chosen = view.pick(pick)
+    trial, spec = chosen.trial, view.spec
+    task = get_task(spec.what.task)
+    info = backbone_info(view.backbone, task.num_labels, spec.what.trust_remote_code)
+    record = view.status_quo_record() if chosen.is_status_quo else view.record(trial.number)
     summary = {
-        "task": spec["task"],  # a built-in name, or a task file's path
+        "task": spec.what.task,  # a built-in name, or a task file's path
         "task_name": task.name,
-        "study": study.study_name,
-        "trial": number,
+        "study": view.name,
+        "trial": chosen.key,
         "pick": pick,
         "status_quo": chosen.is_status_quo,
         "verdict": chosen.verdict,  # why the status quo, when nothing beat it
-        "metric": record["metric"],  # the task metric as the search measured it, on metric_split
-        "metric_split": record["metric_split"],
+        "metric": record["metric"],  # the task metric as the search measured it, on the split scored_on names
+        "scored_on": record["scored_on"],
         "metric_mean": record.get("metric_mean"),  # over metric_seeds seeds when confirmed
         "metric_seeds": record.get("metric_seeds", 1),
-        "score_name": score_name(study),  # the first objective: what selected the trial
+        "score_name": view.score_name,  # the first objective: what selected the trial
         "score": record["score"],
         "score_mean": record.get("score_mean"),  # over metric_seeds seeds when confirmed: what picked it
         "validation": record.get("validation"),  # retrained on the validation split: the figure to report
@@ -152,19 +145,18 @@ def export_trial(study: optuna.Study, pick: str, out: str | Path) -> dict[str, A
         "sparsity": record.get("sparsity"),
         "objectives": dict(
             zip(
-                study.user_attrs.get("autopeft.objectives", []),
-                trial.values or trial.user_attrs.get("values_at_stop", []),
+                view.attrs.get(keys.OBJECTIVES, []),
+                trial.values or trial.user_attrs.get(keys.VALUES_AT_STOP, []),
                 strict=True,
             )
         ),
         "state": trial.state.name,  # PRUNED: stopped at a rung; its metric is the one at the stop
         "optuna_params": trial.params,
-        "budget": spec["budget"],
-        "space": spec["space"],
+        "budget": spec.what.budget,
+        "space": spec.what.space,
     }
     steps = int(trial.user_attrs.get("steps") or 1000)
-    config = TrialConfig.from_dict(record["params"]) if chosen.is_status_quo else trial_config(trial)
-    return write_export(out, config, info, summary, steps, trial.user_attrs.get("masks_path"))
+    return write_export(out, chosen.config, info, summary, steps, trial.user_attrs.get("masks_path"))
 
 
 def load(path: str | Path, model=None, trust_remote_code: bool = False) -> AdaptedModel:

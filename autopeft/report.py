@@ -17,18 +17,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from autopeft import keys
 from autopeft.methods.build import describe
-from autopeft.pareto import (
-    answer,
-    confirmation_runs,
-    mean_metric,
-    not_learnt_warning,
-    pareto_trials,
-    pick_trial,
-    status_quo_run,
-)
-from autopeft.results import retrain_summaries
-from autopeft.study import SPLIT_LABELS, scored_on, spec_of, status_quo_record, trial_record
+from autopeft.pareto import mean_metric
+from autopeft.study import SPLIT_LABELS, StudyView, trial_record
 
 PLOT_FILE = "pareto.png"
 TABLE_FILE = "trials.csv"
@@ -40,7 +32,7 @@ class StudyReport:
     """What a report is drawn from.
 
     Attributes:
-        study: the study.
+        view: the study.
         trials: one row per trial (see :func:`trials_frame`).
         baselines: one row per baseline (mean metric over seeds), possibly empty.
         knee: the knee's trial number (``None`` without a Pareto set).
@@ -49,7 +41,7 @@ class StudyReport:
         verdict: why ``best`` is the status quo (``None``: a trial beat it).
     """
 
-    study: optuna.Study
+    view: StudyView
     trials: pd.DataFrame
     baselines: pd.DataFrame
     knee: int | None
@@ -62,23 +54,21 @@ class StudyReport:
         """The task's main metric."""
         from autopeft.tasks import get_task
 
-        return get_task(spec_of(self.study)["task"]).metric
+        return get_task(self.view.spec.what.task).metric
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def trials_frame(view: StudyView) -> pd.DataFrame:
     """Every trial as a row: state, metric, trainable parameters, sparsity, Pareto/knee flags, retrain.
 
     Args:
-        study: the study.
+        view: the study.
     """
-    confirmations = confirmation_runs(study)
-    pareto = {t.number for t in pareto_trials(study)}
-    knee = pick_trial(study, "knee").number if pareto else None
-    retrained = retrain_summaries(study)
+    pareto = {t.number for t in view.pareto_trials}
+    knee = view.pick_trial("knee").number if pareto else None
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in view.trials:
         record = trial_record(trial)
-        summary, settings = retrained.get(trial.number, (None, None))
+        summary, settings = view.retrain_summary(trial.number) or (None, None)
         fraction = record["trainable_fraction"]
         rows.append(
             {
@@ -86,7 +76,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "state": trial.state.name,
                 "metric": record["metric"],
                 "score": record["score"],  # the first objective: what the search selected on
-                **_confirmed_columns(trial, confirmations.get(trial.number)),
+                **_confirmed_columns(trial, view.confirmations.get(trial.number)),
                 **{f"metric_{k}": v for k, v in (record.get("metrics") or {}).items()},
                 "trainable_params": record["trainable_params"],
                 "trainable_percent": None if fraction is None else 100 * fraction,
@@ -112,33 +102,32 @@ def _confirmed_columns(trial: optuna.trial.FrozenTrial, confirmations: list[dict
     return {"metric_mean": metric, "metric_seeds": seeds}
 
 
-def collect(study: optuna.Study, storage: str) -> StudyReport:
-    """Gather a study's trials, its retrain results and its baselines (same task, backbone, budget).
+def collect(view: StudyView, storage: str) -> StudyReport:
+    """Gather a study's trials, its retrain results, its status quo and its baselines (same task, backbone, budget).
 
     Args:
-        study: the study.
+        view: the study.
         storage: the Optuna storage URL holding it (and the baselines study, if any).
     """
     from autopeft.baselines import baseline_points, baselines_study_name
     from autopeft.study import connect_storage
     from autopeft.tasks import get_task
 
-    spec = spec_of(study)
-    name = baselines_study_name(get_task(spec["task"]).name, spec["model"], spec["budget"])
+    what = view.spec.what
+    name = baselines_study_name(get_task(what.task).name, what.model, what.budget)
     names = {s.study_name for s in optuna.get_all_study_summaries(connect_storage(storage))}
     points = baseline_points(optuna.load_study(study_name=name, storage=storage)) if name in names else []
-    limit, backbone = study.user_attrs.get("autopeft.limit"), study.user_attrs.get("autopeft.backbone_params")
-    frame = trials_frame(study)
+    limit, backbone = view.attrs.get(keys.LIMIT), view.attrs.get(keys.BACKBONE_PARAMS)
+    frame = trials_frame(view)
     knee = frame.loc[frame["knee"], "trial"] if len(frame) else []
-    quo = status_quo_run(study)
-    best = answer(study, "best") if frame["pareto"].any() or quo is not None else None
+    best = view.pick("best") if view.pareto or view.status_quo is not None else None
     return StudyReport(
-        study=study,
+        view=view,
         trials=frame,
         baselines=pd.DataFrame(points),
         knee=int(knee.iloc[0]) if len(knee) else None,
         limit_fraction=limit / backbone if limit and backbone else None,
-        status_quo=status_quo_record(quo) if quo is not None else None,
+        status_quo=view.status_quo_record(),
         verdict=best.verdict if best is not None else None,
     )
 
@@ -159,7 +148,7 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
     frame = report.trials
     done = frame[frame["state"].isin(["COMPLETE", "PRUNED"]) & frame["trainable_percent"].notna()]
     front = done[done["pareto"]].sort_values("trainable_percent")
-    sparse = "sparsity" in report.study.user_attrs.get("autopeft.objectives", [])
+    sparse = "sparsity" in report.view.attrs.get(keys.OBJECTIVES, [])
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     finished = done[done["state"] == "COMPLETE"]
     ax.scatter(finished["trainable_percent"], finished["metric"], s=18, c="0.7", label="trials", zorder=2)
@@ -208,9 +197,9 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
     ax.set_xlabel("trainable parameters (% of the backbone, log scale)")
-    split = scored_on(report.study)
+    split = report.view.scored_on
     ax.set_ylabel(f"{report.metric_name}: trials on the {split} split, retrained and baselines on validation")
-    ax.set_title(f"{report.study.study_name}: {report.metric_name} vs trainable parameters")
+    ax.set_title(f"{report.view.name}: {report.metric_name} vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
@@ -239,13 +228,13 @@ def summary_markdown(report: StudyReport) -> str:
     Args:
         report: what to summarise.
     """
-    spec = spec_of(report.study)
+    what = report.view.spec.what
     frame = report.trials
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     columns = ["trial", "metric", "retrain_mean", "retrain_std", "trainable_params", "trainable_percent", "knee"]
     columns += ["sparsity"] if frame["sparsity"].notna().any() else []
     front = frame[frame["pareto"]][[*columns, "configuration"]] if len(frame) else frame
-    split = scored_on(report.study)
+    split = report.view.scored_on
     front = front.rename(
         columns={"metric": f"metric ({split})", "retrain_mean": "validation mean", "retrain_std": "validation std"}
     )
@@ -257,16 +246,16 @@ def summary_markdown(report: StudyReport) -> str:
             "split they are reported on (`--select-on validation`); the best of many noisy trials, scored on "
             "the data that picked it, is overstated.",
         ]
-    unlearnt = not_learnt_warning(report.study)
+    unlearnt = report.view.not_learnt_warning()
     if unlearnt:
         warning += ["", f"**Warning**: {unlearnt}."]
     lines = [
-        f"# Study {report.study.study_name}",
+        f"# Study {report.view.name}",
         "",
-        f"- task: {spec['task']} (metric: {report.metric_name}; the search scored its trials on the "
+        f"- task: {what.task} (metric: {report.metric_name}; the search scored its trials on the "
         f"{SPLIT_LABELS[split]}; retrained runs and baselines are scored on the validation split)",
-        f"- model: {spec['model']}",
-        f"- budget: {spec['budget']}; space: {spec['space']}; sampler: {spec['sampler']}",
+        f"- model: {what.model}",
+        f"- budget: {what.budget}; space: {what.space}; sampler: {report.view.spec.how.sampler}",
         f"- trials: {', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items())) or 'none'}",
         *warning,
         "",
@@ -300,18 +289,18 @@ def summary_markdown(report: StudyReport) -> str:
     return "\n".join(lines)
 
 
-def write_report(study: optuna.Study, storage: str, out: str | Path, tracker=None) -> dict[str, Path]:
+def write_report(view: StudyView, storage: str, out: str | Path, tracker=None) -> dict[str, Path]:
     """Write ``pareto.png``, ``trials.csv`` and ``summary.md`` to ``out``; log them to MLflow when a tracker is given.
 
     Args:
-        study: the study.
+        view: the study.
         storage: its Optuna storage URL.
         out: the output folder (created).
         tracker: the study's :class:`autopeft.tracking.Tracker` (the files go to its parent run).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = collect(study, storage)
+    report = collect(view, storage)
     paths = {
         "plot": plot_pareto(report, out / PLOT_FILE),
         "table": out / TABLE_FILE,
@@ -325,6 +314,6 @@ def write_report(study: optuna.Study, storage: str, out: str | Path, tracker=Non
     return paths
 
 
-def finished_count(study: optuna.Study) -> int:
-    """Trials that finished or were stopped early (those the plot shows)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+def finished_count(view: StudyView) -> int:
+    """Trials trained to the end or stopped at a rung (those the plot shows)."""
+    return len(view.states(TrialState.COMPLETE, TrialState.PRUNED))

@@ -1,8 +1,7 @@
-"""Reading seeded results back from a study: summaries over seeds, and each trial's retrained runs.
+"""Seeded results: a configuration's metric summarised over its seeds.
 
-``retrain`` stores a trial's full-fidelity runs in the study (attribute ``autopeft.retrain.<trial>``);
-everything that shows or exports them (``pareto``, ``export``, ``report``) reads them here, so the
-readers sit below every command that writes them.
+``retrain`` stores a trial's full-fidelity runs in the study (attribute ``autopeft.retrain.<trial>``); readers see
+them through :class:`autopeft.study.StudyView` (``retrains``, ``validation``), which summarises them here.
 """
 
 from __future__ import annotations
@@ -11,11 +10,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
-
-RETRAIN_ATTR = "autopeft.retrain."
-"""Prefix of the study attribute holding a trial's retrain runs (``autopeft.retrain.7``; the status quo's:
-``autopeft.retrain.status_quo``)."""
 STATUS_QUO_KEY = "status_quo"
 """How the status quo is keyed where trials are keyed by number (retrain runs, records)."""
 
@@ -54,48 +48,3 @@ def summarize(runs: list[dict[str, Any]]) -> SeedSummary:
     means = {k: statistics.fmean(float(r["metrics"][k]) for r in runs if k in r.get("metrics", {})) for k in names}
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return SeedSummary(statistics.fmean(values), std, len(values), means)
-
-
-def retrain_runs(study: optuna.Study, trial: int | str) -> list[dict[str, Any]]:
-    """The stored retrain runs of one trial (empty when never retrained).
-
-    Args:
-        study: the study.
-        trial: the trial number (or ``status_quo``).
-    """
-    return list(study.user_attrs.get(f"{RETRAIN_ATTR}{trial}", []))
-
-
-def retrain_summaries(study: optuna.Study) -> dict[int | str, tuple[SeedSummary, str]]:
-    """Trial number (or ``status_quo``) -> (summary over seeds, settings label) of everything retrained.
-
-    When a trial was retrained at several settings, the settings of its latest run count.
-
-    Args:
-        study: the study.
-    """
-    found = {}
-    for key in study.user_attrs:
-        if not key.startswith(RETRAIN_ATTR):
-            continue
-        runs = [r for r in study.user_attrs[key] if "metric" in r]
-        if runs:
-            settings = runs[-1]["settings"]
-            latest = [r for r in runs if r["settings"] == settings]
-            name = key.removeprefix(RETRAIN_ATTR)
-            found[int(name) if name.isdigit() else name] = (summarize(latest), settings)
-    return found
-
-
-def validation_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its retrained metric on the validation split (``mean``, ``std``, ``seeds``, ``settings``).
-
-    These are the figures to report: a search's own metric is the one that selected the trial.
-
-    Args:
-        study: the study.
-    """
-    return {
-        trial: {"mean": summary.mean, "std": summary.std, "seeds": summary.seeds, "settings": settings}
-        for trial, (summary, settings) in retrain_summaries(study).items()
-    }

@@ -15,28 +15,18 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft import keys
 from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
 from autopeft.objectives import prior_neg_loss
-from autopeft.pareto import (
-    PRIOR_SCORE_ATTR,
-    confirmation_runs,
-    hypervolume,
-    mean_metric,
-    pareto_points,
-    pareto_trials,
-)
-from autopeft.study import BoundStudy, StudySpec, fail_stale_trials, open_study, trial_record
+from autopeft.pareto import hypervolume, mean_metric
+from autopeft.study import DONE, BoundStudy, StudySpec, StudyView, fail_stale_trials, open_study, trial_record
 from autopeft.timing import DataStatistics, search_units, unit_seconds
-from autopeft.tracking import Tracker
+from autopeft.tracking import StudyTracker
 from autopeft.training import ProxyRequest
 from autopeft.training.data import scored_part, training_and_evaluation
 
 logger = logging.getLogger(__name__)
-
-SEARCH_RUNS_ATTR = "autopeft.search_runs"
-"""Study attribute: one record per finished ``run_search`` call (trials run, workers, the start-up
-estimate and the wall seconds it took), so an estimate can be checked against what happened."""
 
 
 @dataclass
@@ -87,14 +77,15 @@ def prepare_data(bound: BoundStudy, cache_dir: str) -> DataStatistics:
         bound: the study.
         cache_dir: the tokenisation cache folder.
     """
-    spec = bound.spec
+    what = bound.spec.what
+    training = what.training
     train, dev = training_and_evaluation(
-        bound.task, spec.select_on, spec.model, spec.proxy.max_length, spec.data_dir, cache_dir, bound.selection_seed
+        bound.task, what.scored_on, what.model, training.max_length, what.data_dir, cache_dir, bound.selection_seed
     )
     train_mean = float(np.mean([len(x) for x in train["input_ids"]]))
-    scored = scored_part(dev, spec.proxy.max_eval_samples)  # what each trial scores, as the proxy cuts it
+    scored = scored_part(dev, training.max_eval_samples)  # what each trial scores, as the trainer cuts it
     n_train = len(train["input_ids"])
-    if spec.proxy.max_train_samples and n_train < spec.proxy.max_train_samples:
+    if training.max_train_samples and n_train < training.max_train_samples:
         logger.info("the train split has %d examples, fewer than --max-train-samples", n_train)
     labels = scored["labels"]
     prior = prior_neg_loss(train["labels"], labels, bound.task.is_regression) if len(labels) else None
@@ -113,24 +104,21 @@ def search_progress(bound: BoundStudy) -> dict[str, float | None]:
     Args:
         bound: the study.
     """
-    from optuna.study import StudyDirection
-
-    points = pareto_points(bound.study)
+    view = StudyView(bound.study)
+    points = view.pareto
     known = bound.known_objectives()
-    complete = bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = view.states(TrialState.COMPLETE)
     classes = None if bound.task.is_regression else bound.task.num_labels
     reference = [
         known[i].worst if i in known else o.reference(classes, [t.values[i] for t in complete])
         for i, o in enumerate(bound.objectives)
     ]
-    maximize = [d == StudyDirection.MAXIMIZE for d in bound.study.directions]
-    confirmations = confirmation_runs(bound.study)
     return {
         "finished_trials": len(complete),
         "pareto_size": len(points),
-        "hypervolume": hypervolume([values for _, values, _ in points], maximize, reference) if points else 0.0,
+        "hypervolume": hypervolume([values for _, values, _ in points], view.maximize, reference) if points else 0.0,
         "best_score": points[0][1][0] if points else None,
-        "best_metric": mean_metric(points[0][0], confirmations.get(points[0][0].number))[0] if points else None,
+        "best_metric": mean_metric(points[0][0], view.confirmations.get(points[0][0].number))[0] if points else None,
     }
 
 
@@ -144,7 +132,7 @@ class ProgressLog:
         tracker: its tracker.
     """
 
-    def __init__(self, bound: BoundStudy, tracker: Tracker) -> None:
+    def __init__(self, bound: BoundStudy, tracker: StudyTracker) -> None:
         self.bound = bound
         self.tracker = tracker
         self.shown: tuple | None = None
@@ -158,11 +146,11 @@ class ProgressLog:
         if not self.tracker.enabled:
             return
         progress = search_progress(self.bound)
-        front = tuple((t.number, tuple(values)) for t, values, _ in pareto_points(self.bound.study))
+        front = tuple((t.number, tuple(values)) for t, values, _ in StudyView(self.bound.study).pareto)
         files = []
         with tempfile.TemporaryDirectory() as scratch:  # each worker draws its own file, logged as pareto.png
             if front != self.shown:
-                report = collect(self.bound.study, str(self.bound.spec.storage))
+                report = collect(StudyView(self.bound.study), str(self.bound.spec.where.storage))
                 files = [plot_pareto(report, Path(scratch) / "pareto.png")]
             self.tracker.log_progress(progress, int(progress["finished_trials"] or 0), files)
         if front != self.shown:
@@ -172,18 +160,15 @@ class ProgressLog:
 
 def run_search(
     spec: StudySpec,
-    max_failures: int | None = None,
     on_start: Callable[[BoundStudy, float], None] | None = None,
     on_trial_end: Callable[[BoundStudy, FrozenTrial], None] | None = None,
     on_confirmation: Callable[[BoundStudy, int, dict[str, Any]], None] | None = None,
     on_event: Callable[[str], None] | None = None,
 ) -> SearchSummary:
-    """Run (or continue) a study until it holds ``spec.trials`` trials, its status quo and its confirmations.
+    """Run (or continue) a study until it holds ``spec.how.trials`` trials, its status quo and its confirmations.
 
     Args:
         spec: the study to run.
-        max_failures: failed trials in this run after which no new trial starts (default:
-            ``max(5, trials // 4)``).
         on_start: called once with the bound study and the estimated seconds.
         on_trial_end: called after each trial is stored and tracked.
         on_confirmation: called with ``(bound, trial number, run)`` after each confirmation run.
@@ -191,53 +176,50 @@ def run_search(
     """
     import torch
 
-    from autopeft.execution import DONE_STATES, StudySearcher, init_ray, run_with_ray
+    from autopeft.execution import StudySearcher, init_ray, run_with_ray
     from autopeft.execution.confirmations import confirm_picks, unconfirmed_picks
-    from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
     from autopeft.execution.trials import fallback_reason, incomplete_trials
-    from autopeft.pareto import answer
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    what, how, runs = spec.what, spec.how, spec.runs
     bound = open_study(spec)
-    runs_dir = os.path.abspath(spec.runs_dir)
-    cache_dir = os.path.join(runs_dir, "cache", "tokenized")
     fail_stale_trials(bound.study)  # trials of a killed run whose heartbeat stopped
     fail_stale_trials(bound.status_quo_study)
     bound.study.sampler = bound.create_sampler()
     say = on_event or (lambda line: None)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    ray_log = Path(runs_dir, "logs", spec.name, f"ray-{stamp}-{os.getpid()}.log")  # one per study and run
+    ray_log, timings = runs.run_logs(spec.name)  # one of each per study and run
 
-    artifacts = os.path.join(runs_dir, "mlartifacts")
-    tracker = Tracker(
-        str(spec.tracking_uri), bound.study.study_name, artifacts, spec.to_dict(), stale_s=spec.heartbeat_grace
+    name = bound.study.study_name
+    tracker = StudyTracker(
+        str(spec.where.tracking_uri), name, runs.artifacts, spec.to_dict(), stale_s=how.heartbeat_grace
     )
     tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
-    data = prepare_data(bound, cache_dir)
-    if data.prior_neg_loss is not None and bound.study.user_attrs.get(PRIOR_SCORE_ATTR) != data.prior_neg_loss:
-        bound.study.set_user_attr(PRIOR_SCORE_ATTR, data.prior_neg_loss)
-    threads = cpus_per_trial(spec.workers) if not spec.ray_address else 1
-    finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE_STATES))
-    remaining = max(0, spec.trials - finished_before)
+    data = prepare_data(bound, str(runs.tokenized))
+    if data.prior_neg_loss is not None and bound.study.user_attrs.get(keys.PRIOR_NEG_LOSS) != data.prior_neg_loss:
+        bound.study.set_user_attr(keys.PRIOR_NEG_LOSS, data.prior_neg_loss)
+    threads = cpus_per_trial(how.workers) if not how.ray_address else 1
+    finished_before = len(bound.study.get_trials(deepcopy=False, states=DONE))
+    remaining = max(0, how.trials - finished_before)
+    settings = what.training.settings()
 
     def make_request(number: int, config: TrialConfig) -> ProxyRequest:
         return ProxyRequest(
-            model=spec.model,
-            task=spec.task,
-            data_dir=spec.data_dir,
+            model=what.model,
+            task=what.task,
+            data_dir=what.data_dir,
             config=config.to_dict(),
-            settings=spec.proxy,
-            seed=spec.seed + number,
+            settings=settings,
+            seed=how.seed + number,
             threads=threads,
-            cache_dir=cache_dir,
-            rungs=(spec.rungs.first,),
-            rung_score=spec.rungs.score,
-            evaluate_on=spec.select_on,
+            cache_dir=str(runs.tokenized),
+            rungs=(what.rungs.first,),
+            rung_score=what.rungs.score,
+            scored_on=what.scored_on,
             selection_seed=bound.selection_seed,
-            masks_path=os.path.join(runs_dir, "masks", spec.name, f"trial-{number}.npz"),
+            masks_path=str(runs.masks(spec.name) / f"trial-{number}.npz"),
         )
 
     log_progress = ProgressLog(bound, tracker)
@@ -248,97 +230,83 @@ def run_search(
         if on_trial_end is not None:
             on_trial_end(bound, trial)
 
-    timings = Path(runs_dir, "logs", spec.name, f"timings-{stamp}-{os.getpid()}.jsonl")
-
     def timed(timing: dict[str, Any]) -> None:  # what the search's own work cost, trial by trial
         timings.parent.mkdir(parents=True, exist_ok=True)
         with timings.open("a") as out:
             out.write(json.dumps(timing) + "\n")
 
-    failures_allowed = max_failures if max_failures is not None else max(5, spec.trials // 4)
-
     def status_quo_ended() -> None:
         tracker.sync(bound.study)  # logs the status quo's run beside the trials
 
+    failures_allowed = how.max_failures if how.max_failures is not None else max(5, how.trials // 4)
     searcher = StudySearcher(
-        bound, make_request, spec.trials, failures_allowed, trial_ended, say, status_quo_ended, timed
+        bound, make_request, how.trials, failures_allowed, trial_ended, say, status_quo_ended, timed
     )
 
     def to_confirm() -> bool:
-        done = bound.study.get_trials(deepcopy=False, states=DONE_STATES)
+        done = bound.study.get_trials(deepcopy=False, states=DONE)
         complete = any(t.state == TrialState.COMPLETE for t in done)
-        return bool(spec.confirm) and len(done) >= spec.trials and complete and bool(unconfirmed_picks(bound))
+        return bool(how.confirm) and len(done) >= how.trials and complete and bool(unconfirmed_picks(bound))
 
     owed = searcher.status_quo_owed()
-    first = (bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}).get("fraction")
-    units = search_units(spec.rungs, remaining, spec.confirm if remaining or to_confirm() else 0, owed, first)
-    one = unit_seconds(spec.proxy, data, bound.info.backbone_params, threads, rungs=len(spec.rungs.ladder()) - 1)
-    estimate = units * one / spec.workers + (20 if remaining or owed else 0)
+    first = (bound.study.user_attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
+    units = search_units(what.rungs, remaining, how.confirm if remaining or to_confirm() else 0, owed, first)
+    one = unit_seconds(settings, data, bound.info.backbone_params, threads, rungs=len(what.rungs.ladder()) - 1)
+    estimate = units * one / how.workers + (20 if remaining or owed else 0)
     if on_start is not None:
         on_start(bound, estimate)
     confirmations: list[dict[str, Any]] = []
 
     if remaining or owed or to_confirm():
-        cpus = max(os.cpu_count() or 1, spec.workers * threads)
-        init_ray(spec.ray_address, num_cpus=cpus, num_gpus=None, log_file=ray_log)
+        cpus = max(os.cpu_count() or 1, how.workers * threads)
+        init_ray(how.ray_address, num_cpus=cpus, num_gpus=None, log_file=ray_log)
         say(f"Ray's own log: {ray_log}")
     if remaining or owed:
         try:
-            run_with_ray(
-                searcher,
-                Path(runs_dir, "ray"),
-                bound.study.study_name,
-                spec.workers,
-                threads,
-                spec.gpus_per_trial,
-                data.prior_neg_loss,
-            )
+            run_with_ray(searcher, runs.ray, name, how.workers, threads, how.gpus_per_trial, data.prior_neg_loss)
         finally:
             searcher.close()
     fail_stale_trials(bound.study)  # left by a killed run less than a grace period ago
-    if searcher.failures >= failures_allowed and finished_before + searcher.completed < spec.trials:
+    if searcher.failures >= failures_allowed and finished_before + searcher.completed < how.trials:
         tracker.sync(bound.study)
         tracker.finish()
-        last = bound.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1].user_attrs.get("fail_reason", "?")
+        failed = bound.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         raise SearchAborted(
             f"stopped after {searcher.failures} failed trials (--max-failures {failures_allowed}); "
-            f"{finished_before + searcher.completed} of {spec.trials} trials finished and are kept; "
-            f"last failure: {last}"
+            f"{finished_before + searcher.completed} of {how.trials} trials finished and are kept; "
+            f"last failure: {failed[-1].user_attrs.get(keys.FAIL_REASON, '?')}"
         )
     if to_confirm():
 
         def confirmed(number: int, run: dict[str, Any]) -> None:
             if "values" in run:
                 record = {**run, "settings": "full"}
-                config = bound.study.get_trials(deepcopy=False)[number].user_attrs["config"]
-                tags = {"autopeft.trial": str(number)}
+                config = bound.study.get_trials(deepcopy=False)[number].user_attrs[keys.CONFIG]
+                tags = {keys.TAG_TRIAL: str(number)}
                 tracker.log_run("confirm", f"confirm-trial-{number}-seed{run['seed']}", record, config, tags)
             if on_confirmation is not None:
                 on_confirmation(bound, number, run)
 
-        resources = {"num_cpus": threads, "num_gpus": spec.gpus_per_trial}
-        confirmations = confirm_picks(bound, make_request, spec.confirm, spec.workers, resources, confirmed)
+        resources = {"num_cpus": threads, "num_gpus": how.gpus_per_trial}
+        confirmations = confirm_picks(bound, make_request, how.confirm, how.workers, resources, confirmed)
     tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
     tracker.finish()
     seconds = time.perf_counter() - started
     unconfirmed = [t.number for t in unconfirmed_picks(bound)] if confirmations else []
-    best = answer(bound.study, "best") if bound.study.get_trials(deepcopy=False, states=DONE_STATES) else None
-    runs = bound.study.user_attrs.get(SEARCH_RUNS_ATTR, [])
-    record = {"trials_run": remaining, "workers": spec.workers, "estimate_seconds": estimate, "seconds": seconds}
+    view = StudyView(bound.study)
+    best = view.pick("best") if view.states(*DONE) else None
+    record = {"trials_run": remaining, "workers": how.workers, "estimate_seconds": estimate, "seconds": seconds}
     record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed, "units_estimated": units}
     record |= {"incomplete_trials": [t.number for t in incomplete_trials(bound)], "status_quo_ran": owed}
     record["verdict"] = best.verdict if best is not None else None
-    bound.study.set_user_attr(SEARCH_RUNS_ATTR, [*runs, record])
-    front = pareto_trials(bound.study)
-    finished = len(bound.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    pruned = len(bound.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    reasons = [r for r in map(fallback_reason, bound.study.get_trials(deepcopy=False)) if r is not None]
+    bound.study.set_user_attr(keys.SEARCH_RUNS, [*view.attrs.get(keys.SEARCH_RUNS, []), record])
+    reasons = [r for r in map(fallback_reason, view.trials) if r is not None]
     return SearchSummary(
         bound=bound,
-        finished=finished,
-        pruned=pruned,
+        finished=len(view.states(TrialState.COMPLETE)),
+        pruned=len(view.states(TrialState.PRUNED)),
         failed_now=searcher.failures,
-        pareto=[trial_record(t) for t in front],
+        pareto=[trial_record(t) for t in view.pareto_trials],
         seconds=seconds,
         estimate_seconds=estimate,
         fallbacks=len(reasons),

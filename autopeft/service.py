@@ -19,6 +19,7 @@ and again by the job itself (``AUTOPEFT_CONFINED``).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import time
@@ -26,16 +27,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autopeft import keys
 from autopeft.errors import AutopeftError, ConfigError
-from autopeft.study import StudySpec, mask_url
+from autopeft.study import StudySpec, StudyView, mask_url
 
-STUDY_KEY = "autopeft.study"
+STUDY_KEY = keys.JOB_STUDY
 """Job metadata key naming the study a job runs (jobs without it are not autopeft's)."""
 CONFINED_ENV = "AUTOPEFT_CONFINED"
 """Set in a submitted job: the search reads spec files only inside its working folder (and the data folder)."""
 STORAGE_ENV, TRACKING_ENV = "AUTOPEFT_STORAGE", "MLFLOW_TRACKING_URI"
 """Where a job (and the CLI, when no option is given) finds its storage and tracking URLs."""
-SHIPPED_TASK, SHIPPED_SPACE, SHIPPED_OBJECTIVES = "task", "space.yaml", "objectives.yaml"
+SHIPPED_TASK, SHIPPED_SPACE, SHIPPED_OBJECTIVES, SHIPPED_SPEC = "task", "space.yaml", "objectives.yaml", "spec.json"
 """Names of the shipped files (the task file keeps its name inside the ``task`` folder)."""
 
 
@@ -85,20 +87,21 @@ def spec_files(spec: StudySpec) -> dict[str, Path]:
     def own(path: Path) -> bool:  # autopeft's own files are installed on every node: they need no shipping
         return path.resolve().parent in (TASKS_DIR.resolve(), SPACES_DIR.resolve(), OBJECTIVES_DIR.resolve())
 
+    what = spec.what
     files: dict[str, Path] = {}
-    task = Path(spec.task)
+    task = Path(what.task)
     if task.is_file() and not own(task):
         files["task"] = task.resolve()
-        loaded = get_task(spec.task)
+        loaded = get_task(what.task)
         if loaded.paths_relative_to == "file":
             for split in ("train", "validation", "test", "selection"):
-                path = loaded.split_path(split, spec.data_dir)
+                path = loaded.split_path(split, what.data_dir)
                 if path is not None:
                     files[f"task.{split}"] = path
-    space = resolve_space_path(spec.space)
+    space = resolve_space_path(what.space)
     if not own(space):
         files["space"] = space.resolve()
-    objectives = objectives_file(spec.objectives)
+    objectives = objectives_file(what.objectives)
     if objectives is not None and not own(objectives):
         files["objectives"] = objectives.resolve()
     return files
@@ -123,24 +126,29 @@ def check_confined(spec: StudySpec) -> None:
     """In a submitted job (``AUTOPEFT_CONFINED`` set): refuse spec files outside its folder and the data folder."""
     if not os.environ.get(CONFINED_ENV):
         return
-    roots = [Path.cwd()] + ([Path(spec.data_dir)] if spec.data_dir else [])
+    roots = [Path.cwd()] + ([Path(spec.what.data_dir)] if spec.what.data_dir else [])
     problem = confinement_problem(spec, roots)
     if problem:
         raise ConfigError(f"submitted search: {problem}")
 
 
-def ship(spec: StudySpec, folder: Path) -> dict[str, str]:
-    """Copy the files a spec names into ``folder``; return the search options that point at the copies.
+def ship(spec: StudySpec, folder: Path) -> Path:
+    """Copy the files a spec names into ``folder`` and write the resolved spec there (``spec.json``), pointing at
+    the copies: the job's ``autopeft search --spec spec.json`` runs exactly what was validated here.
 
-    A task file goes with the data files it names, which must lie in the task file's folder (a
-    ``../`` path out of it gets a one-line error): the shipped task keeps that layout.
+    A task file goes with the data files it names, which must lie in the task file's folder (a ``../`` path out
+    of it gets a one-line error): the shipped task keeps that layout. The spec file holds no store URL (they
+    reach the job in its environment) and no runs folder (the job writes in its own).
 
     Args:
         spec: a validated spec.
         folder: an empty folder (the job's working folder).
+
+    Returns:
+        The spec file.
     """
     files = spec_files(spec)
-    options: dict[str, str] = {}
+    shipped: dict[str, Any] = {}
     if "task" in files:
         home = files["task"].parent
         for what, path in files.items():
@@ -155,12 +163,19 @@ def ship(spec: StudySpec, folder: Path) -> dict[str, str]:
             target = folder / SHIPPED_TASK / path.relative_to(home)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-        options["task"] = f"{SHIPPED_TASK}/{files['task'].name}"
+        shipped["task"] = f"{SHIPPED_TASK}/{files['task'].name}"
     for what, name in (("space", SHIPPED_SPACE), ("objectives", SHIPPED_OBJECTIVES)):
         if what in files:
             shutil.copyfile(files[what], folder / name)
-            options[what] = name
-    return options
+            shipped[what] = name
+    if Path(spec.what.model).exists():
+        shipped["model"] = str(Path(spec.what.model).resolve())  # a folder on every node (else a hub id)
+    flat = {**spec.flat(), **shipped, "study": spec.name, "ray-address": "auto"}
+    for dropped in ("storage", "tracking-uri", "runs-dir"):
+        flat.pop(dropped, None)
+    path = folder / SHIPPED_SPEC
+    path.write_text(json.dumps(flat, indent=1))
+    return path
 
 
 def _client(address: str):
@@ -174,33 +189,28 @@ def _client(address: str):
         raise AutopeftError(f"--address {mask_url(address)}: cannot reach the Ray job server: {first}") from None
 
 
-def submit(
-    address: str,
-    spec: StudySpec,
-    options: list[str],
-    folder: Path,
-) -> str:
-    """Submit a validated search as a Ray job; return its id.
+def submit(address: str, spec: StudySpec, folder: Path) -> str:
+    """Submit a validated search as a Ray job running the spec shipped in ``folder``; return the job's id.
 
     Args:
         address: the job server (``http://head:8265``).
         spec: the validated spec (its storage and tracking must be servers).
-        options: the search options of the entrypoint (paths already pointing into ``folder``).
-        folder: the shipped working folder.
+        folder: the shipped working folder (:func:`ship`).
     """
     import shlex
 
-    require_cluster_stores(spec.storage, spec.tracking_uri)
+    where = spec.where
+    require_cluster_stores(where.storage, where.tracking_uri)
     client = _client(address)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    env = {STORAGE_ENV: str(spec.storage), TRACKING_ENV: str(spec.tracking_uri), CONFINED_ENV: "1"}
+    env = {STORAGE_ENV: str(where.storage), TRACKING_ENV: str(where.tracking_uri), CONFINED_ENV: "1"}
     metadata = {
         STUDY_KEY: spec.name,
-        "autopeft.trials": str(spec.trials),
-        "autopeft.workers": str(spec.workers),
-        "autopeft.storage": mask_url(str(spec.storage)),
+        keys.JOB_TRIALS: str(spec.how.trials),
+        keys.JOB_WORKERS: str(spec.how.workers),
+        keys.JOB_STORAGE: mask_url(str(where.storage)),
     }
-    entrypoint = shlex.join(["autopeft", "search", *options, "--ray-address", "auto"])
+    entrypoint = shlex.join(["autopeft", "search", "--spec", SHIPPED_SPEC])
     try:
         return client.submit_job(
             entrypoint=entrypoint,
@@ -213,11 +223,11 @@ def submit(
         raise AutopeftError(f"the job server refused the submission: {first}") from None
 
 
-def study_counts(study) -> dict[str, int]:
+def study_counts(view: StudyView) -> dict[str, int]:
     """Trials of a study by state: ``finished``, ``pruned``, ``running`` (waiting ones too), ``failed``."""
     from optuna.trial import TrialState
 
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in view.trials]
     return {
         "finished": states.count(TrialState.COMPLETE),
         "pruned": states.count(TrialState.PRUNED),
@@ -226,39 +236,28 @@ def study_counts(study) -> dict[str, int]:
     }
 
 
-def study_status(study, target: int | None = None, workers: int | None = None) -> dict[str, Any]:
+def study_status(view: StudyView, target: int | None = None, workers: int | None = None) -> dict[str, Any]:
     """Where a study stands, from its storage alone: counts by state, time left, the Pareto set and the status quo.
 
     Args:
-        study: the study.
+        view: the study.
         target: done trials it should hold (default: its spec's ``trials``).
         workers: trials at the same time (default: its spec's ``workers``).
     """
-    from autopeft.pareto import confirmation_runs, pareto_trials, status_quo_run
-    from autopeft.study import SuccessiveHalving, spec_of, trial_record
     from autopeft.timing import seconds_left
 
-    spec = spec_of(study)
-    target = target or int(spec.get("trials", 0))
-    workers = workers or int(spec.get("workers", 1))
-    counts = study_counts(study)
+    how = view.spec.how
+    target, workers = target or how.trials, workers or how.workers
+    counts = study_counts(view)
     done = counts["finished"] + counts["pruned"]
-    policy = SuccessiveHalving(**spec["rungs"]) if spec.get("rungs") else SuccessiveHalving()
-    first = (study.user_attrs.get("autopeft.first_rung") or {}).get("fraction")
-    status_quo = status_quo_run(study)
-    confirm = int(spec.get("confirm", 0))
-    left = seconds_left(study, policy, target, workers, confirm, status_quo is None, first)
-    if done >= target and status_quo is not None and study.user_attrs.get("autopeft.search_runs"):
+    first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
+    left = seconds_left(view.study, view.spec.what.rungs, target, workers, how.confirm, view.status_quo is None, first)
+    if done >= target and view.status_quo is not None and view.attrs.get(keys.SEARCH_RUNS):
         left = 0.0
-    confirmations = confirmation_runs(study)
-    pareto = [trial_record(t, None, confirmations.get(t.number)) for t in pareto_trials(study)]
-    quo = (
-        None
-        if status_quo is None
-        else {"label": status_quo.user_attrs.get("label"), "metric": status_quo.user_attrs["metric"]}
-    )
-    return {"study": study.study_name, "target": target, **counts, "seconds_left": left, "pareto": pareto,
-            "status_quo": quo}  # fmt: skip
+    pareto = [view.record(t.number) for t in view.pareto_trials]
+    quo = view.status_quo_record()
+    return {"study": view.name, "target": target, **counts, "seconds_left": left, "pareto": pareto,
+            "status_quo": quo, "confirming": view.attrs.get(keys.CONFIRMING) or []}  # fmt: skip
 
 
 def list_jobs(address: str, storage: str | None = None) -> list[dict[str, Any]]:
@@ -272,8 +271,7 @@ def list_jobs(address: str, storage: str | None = None) -> list[dict[str, Any]]:
     """
     import optuna
 
-    from autopeft.pareto import pareto_trials
-    from autopeft.study import connect_storage
+    from autopeft.study import StudyView, connect_storage
 
     client = _client(address)
     jobs = [j for j in client.list_jobs() if (j.metadata or {}).get(STUDY_KEY)]
@@ -287,7 +285,7 @@ def list_jobs(address: str, storage: str | None = None) -> list[dict[str, Any]]:
             "study": study_name,
             "state": str(job.status.value if hasattr(job.status, "value") else job.status),
             "finished": None,
-            "target": int(job.metadata.get("autopeft.trials", 0)),
+            "target": int(job.metadata.get(keys.JOB_TRIALS, 0)),
             "pareto_size": None,
             "started": (
                 datetime.datetime.fromtimestamp(job.start_time / 1000).isoformat(timespec="seconds")
@@ -295,11 +293,11 @@ def list_jobs(address: str, storage: str | None = None) -> list[dict[str, Any]]:
                 else None
             ),
         }
-        same_store = storage and mask_url(storage) == job.metadata.get("autopeft.storage")
+        same_store = storage and mask_url(storage) == job.metadata.get(keys.JOB_STORAGE)
         if same_store and study_name in names:
-            study = optuna.load_study(study_name=study_name, storage=backend)
-            counts = study_counts(study)
-            row |= {"finished": counts["finished"] + counts["pruned"], "pareto_size": len(pareto_trials(study))}
+            view = StudyView(optuna.load_study(study_name=study_name, storage=backend))
+            counts = study_counts(view)
+            row |= {"finished": counts["finished"] + counts["pruned"], "pareto_size": len(view.pareto)}
         rows.append(row)
     return rows
 

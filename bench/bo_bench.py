@@ -116,18 +116,20 @@ class Problem:
 
 def open_problem_study(problem: str, sampler: str, seed: int, trials: int, folder: str) -> BoundStudy:
     """A fresh study of one run, opened from a spec as ``autopeft search`` opens it, with its sampler."""
-    spec = StudySpec(
-        task="rte",
-        budget=BUDGET,
-        model=default_model(),
-        space="lora",
-        objectives=Problem.objectives(problem),
-        sampler=sampler,
-        trials=trials,
-        seed=seed,
-        data_dir=None,
-        runs_dir=folder,
-        study_name=f"{problem}-{sampler}-{seed}",
+    spec = StudySpec.from_dict(
+        dict(
+            task="rte",
+            budget=BUDGET,
+            model=default_model(),
+            space="lora",
+            objectives=Problem.objectives(problem),
+            sampler=sampler,
+            trials=trials,
+            seed=seed,
+            data_dir=None,
+            runs_dir=folder,
+            study=f"{problem}-{sampler}-{seed}",
+        )
     )
     bound = open_study(spec)
     bound.study.sampler = bound.create_sampler()

@@ -168,12 +168,12 @@ def main() -> None:
         for key, seed in zip(full_keys, args.full_seeds, strict=True):
             if f"{key}/{index}" not in results:
                 request = ProxyRequest(model, task.name, args.data_dir, config, schedule, seed, 1, cache,
-                                       evaluate_on="validation")  # fmt: skip
+                                       scored_on="validation")  # fmt: skip
                 jobs.append((key, index, request.to_dict()))
     for index, config in enumerate(configs):
         if f"{rung_key}/{index}" not in results:
             request = ProxyRequest(model, task.name, args.data_dir, config, schedule, RUNG_SEED, 1, cache,
-                                   rungs=SNAPSHOTS, evaluate_on="selection", selection_seed=SELECTION_SEED)  # fmt: skip
+                                   rungs=SNAPSHOTS, scored_on="selection", selection_seed=SELECTION_SEED)  # fmt: skip
             jobs.append((rung_key, index, request.to_dict()))
     started = time.perf_counter()
     if jobs and not args.report:

@@ -55,12 +55,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from autopeft import cli
+from autopeft import cli, keys
 from autopeft.baselines import baselines_study_name, stored_runs
-from autopeft.pareto import answer, confirmation_runs, learnt_margin, not_learnt_warning, status_quo_run
-from autopeft.results import STATUS_QUO_KEY, retrain_runs
-from autopeft.search import SEARCH_RUNS_ATTR
-from autopeft.study import connect_storage, default_storage, spec_of
+from autopeft.runs_dir import RunsDir
+from autopeft.study import StudyView, connect_storage
 from autopeft.tasks import get_task
 from autopeft.tasks.metrics import compute_metrics
 from autopeft.training import full_fidelity
@@ -87,17 +85,16 @@ def core_seconds(run: dict) -> float:
     return float(run["train_seconds"]) * int(run.get("threads") or 1)
 
 
-def search_compute(study: optuna.Study) -> tuple[float, float, int]:
+def search_compute(view: StudyView) -> tuple[float, float, int]:
     """Training core-seconds and tokens of everything a search trained, and how many trainings: every trial
     at every rung (stopped ones too), the status quo, the confirmations.
 
     Args:
-        study: the study.
+        view: the study.
     """
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    runs = [t.user_attrs for t in study.get_trials(deepcopy=False, states=states)]
-    runs += [run for runs in confirmation_runs(study).values() for run in runs if "values" in run]
-    quo = status_quo_run(study)
+    runs = [t.user_attrs for t in view.states(TrialState.COMPLETE, TrialState.PRUNED)]
+    runs += [run for runs in view.confirmations.values() for run in runs if "values" in run]
+    quo = view.status_quo
     runs += [quo.user_attrs] if quo is not None else []
     return sum(map(core_seconds, runs)), sum(float(r.get("train_tokens") or 0) for r in runs), len(runs)
 
@@ -174,10 +171,10 @@ def is_lora(pick, base_runs: list) -> bool:
     return pick.is_status_quo and bool(lora) and pick.trial.user_attrs["config"] == lora[0]
 
 
-def baseline_runs(study: optuna.Study, storage: str) -> list:
+def baseline_runs(view: StudyView, storage: str) -> list:
     """The stored runs of the baselines beside a study (empty before any ran)."""
-    spec = spec_of(study)
-    name = baselines_study_name(get_task(spec["task"]).name, spec["model"], spec["budget"])
+    what = view.spec.what
+    name = baselines_study_name(get_task(what.task).name, what.model, what.budget)
     try:
         return stored_runs(optuna.load_study(study_name=name, storage=connect_storage(storage)))
     except KeyError:
@@ -193,28 +190,27 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
         seeds: seeds each configuration needs.
         only: the baselines it trains (``lora,houlsby``).
     """
-    storage = default_storage(Path(runs_dir).resolve())
-    study = optuna.load_study(study_name=f"quality-{name}", storage=connect_storage(storage))
-    task = get_task(spec_of(study)["task"])
-    base_runs = baseline_runs(study, storage)
+    storage = RunsDir.at(Path(runs_dir).resolve()).storage
+    view = StudyView.load(f"quality-{name}", storage)
+    task = get_task(view.spec.what.task)
+    base_runs = baseline_runs(view, storage)
     rows: dict[str, Row] = {}
     for baseline in only.split(","):
         found = [t.user_attrs for t in base_runs if t.user_attrs.get("baseline") == baseline and t.values]
         found = [r for r in found if r["settings"] == found[-1]["settings"]] if found else []
         if found:
             rows[baseline] = Row(found[-1]["label"], found[-1]["trainable_fraction"], found)
-    picks = {which: answer(study, which) for which in ("knee", "best")}
+    picks = {which: view.pick(which) for which in ("knee", "best")}
     for which, pick in picks.items():
-        key = STATUS_QUO_KEY if pick.is_status_quo else pick.trial.number
-        label = f"autopeft {which} ({'the status quo' if pick.is_status_quo else f'trial {key}'})"
-        stored = [r for r in retrain_runs(study, key) if "metric" in r]
+        label = f"autopeft {which} ({'the status quo' if pick.is_status_quo else f'trial {pick.key}'})"
+        stored = [r for r in view.retrains.get(pick.key, []) if "metric" in r]
         if "lora" in rows and is_lora(pick, base_runs):  # its runs are the baseline's: same config, seeds, schedule
             rows[which] = Row(label, rows["lora"].fraction, rows["lora"].runs)
         elif stored:
             stored = [r for r in stored if r["settings"] == stored[-1]["settings"]]
             rows[which] = Row(label, pick.trial.user_attrs["trainable_fraction"], stored)
 
-    search_seconds, search_tokens, search_runs = search_compute(study)
+    search_seconds, search_tokens, search_runs = search_compute(view)
     print(
         f"\n{name}: {task.name}, validation {task.metric}, {seeds} seeds, {_FULL.epochs:g} epochs of the whole "
         "train split"
@@ -225,7 +221,7 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
     for row in (rows[k] for k in order if k in rows):
         mean, std, seconds, _ = row.summary()
         print(f"| {row.label} | {100 * row.fraction:.3f} | {mean:.4f} ± {std:.4f} | {seconds:.0f} | {len(row.runs)} |")
-    record = next((r for r in study.user_attrs.get(SEARCH_RUNS_ATTR, []) if r["trials_run"]), {})
+    record = next((r for r in view.attrs.get(keys.SEARCH_RUNS, []) if r["trials_run"]), {})
     if "seconds" in record:
         print(
             f"search: {search_runs} trainings (trials at every rung, the status quo, confirmations), "
@@ -233,12 +229,12 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
             f"trials on {record['workers']} workers, start-up estimate {record['estimate_seconds'] / 60:.1f} min "
             f"({100 * (record['estimate_seconds'] / record['seconds'] - 1):+.0f}%)"
         )
-    first = study.user_attrs.get("autopeft.first_rung") or {}
+    first = view.attrs.get(keys.FIRST_RUNG) or {}
     for event in first.get("events", []):
         print(f"search: {event}")
-    margin = learnt_margin(study)
+    margin = view.learnt_margin()
     if margin is not None:
-        verdict = "learnt" if not_learnt_warning(study) is None else "not learnt: its ranking says little"
+        verdict = "learnt" if view.not_learnt_warning() is None else "not learnt: its ranking says little"
         print(f"search's best neg_loss above the label prior's: {100 * margin:.1f}% of its loss ({verdict})")
     if picks["best"].is_status_quo:
         print(f"search: {picks['best'].verdict}")
@@ -351,9 +347,9 @@ def main(argv: list[str] | None = None) -> str:
             ]
         )
         _run(["baselines", "--study", study, "--only", only, *common, *schedule])
-        storage = default_storage(Path(runs_dir).resolve())
-        stored = optuna.load_study(study_name=study, storage=connect_storage(storage))
-        picks = ["knee"] + ([] if is_lora(answer(stored, "best"), baseline_runs(stored, storage)) else ["best"])
+        storage = RunsDir.at(Path(runs_dir).resolve()).storage
+        stored = StudyView.load(study, storage)
+        picks = ["knee"] + ([] if is_lora(stored.pick("best"), baseline_runs(stored, storage)) else ["best"])
         _run(["retrain", "--study", study, "--pick", *picks, *common, *schedule])
     figures = report(name, runs_dir, args.seeds, only)
     return figures["line"] if figures else ""

@@ -98,7 +98,9 @@ class PostgresServer:
         initdb, self.pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
         if not (initdb and self.pg_ctl):
             pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does)")
-        self.root = Path(tempfile.mkdtemp(prefix="autopeft-pg-"))  # not under pytest's root-only tmp: the server reads it
+        self.root = Path(
+            tempfile.mkdtemp(prefix="autopeft-pg-")
+        )  # not under pytest's root-only tmp: the server reads it
         self.data, sockets = self.root / "data", self.root / "sock"
         sockets.mkdir()
         self.prefix: list[str] = []
@@ -122,7 +124,9 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server (again, on the same port and data)."""
-        self._run(self.pg_ctl, "-D", str(self.data), "-o", self.options, "-l", str(self.root / "server.log"), "-w", "start")
+        self._run(
+            self.pg_ctl, "-D", str(self.data), "-o", self.options, "-l", str(self.root / "server.log"), "-w", "start"
+        )
 
     def stop(self) -> None:
         """Stop the server (fast: open connections are cut)."""

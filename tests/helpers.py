@@ -138,3 +138,18 @@ def polarity_search_args(model: str, runs_dir, study: str, files: dict[str, str]
     named = [x for pair in files.items() for x in pair]
     return ["search", *named, "--budget", "50%", "--model", model, "--max-length", "16", "--runs-dir", str(runs_dir),
             "--study", study, "--workers", "2", "--trials", str(trials)]  # fmt: skip
+
+
+def make_spec(**options):
+    """A study spec from option names as a spec file writes them (``runs_dir``, ``study``, ``max_train_samples``...),
+    validated as ``autopeft search`` validates them."""
+    from autopeft.study import StudySpec
+
+    return StudySpec.from_dict(options)
+
+
+def respec(spec, **options):
+    """``spec`` with some options changed, validated again."""
+    from autopeft.study import StudySpec
+
+    return StudySpec.from_dict(spec.flat() | options)

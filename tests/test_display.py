@@ -19,17 +19,17 @@ def test_the_pareto_table_of_a_study_selecting_on_neg_loss_shows_the_score_and_t
     from rich.console import Console
 
     from autopeft.display import pareto_table
-    from autopeft.pareto import CONFIRM_ATTR
-    from autopeft.study import SPEC_ATTR
+    from autopeft import keys
+    from autopeft.study import StudySpec, StudyView
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("autopeft.objectives", ["neg_loss", "params"])
-    study.set_user_attr(SPEC_ATTR, {"select_on": "selection"})
+    study.set_user_attr(keys.SPEC, StudySpec.from_dict({"task": "rte", "budget": "1%"}).to_dict())
     attrs = {"metric": 0.8123, "trainable_params": 768, "trainable_fraction": 3.4e-5, "config": {}}
     study.add_trial(optuna.trial.create_trial(values=[-0.5721, 3.4e-5], params={}, distributions={}, user_attrs=attrs))
-    study.set_user_attr(f"{CONFIRM_ATTR}0", [{"seed": 1, "values": [-0.5821, 3.4e-5], "metric": 0.8323}])
+    study.set_user_attr(f"{keys.CONFIRM_PREFIX}0", [{"seed": 1, "values": [-0.5821, 3.4e-5], "metric": 0.8323}])
     console = Console(width=200, record=True)
-    console.print(pareto_table(study, "Pareto"))
+    console.print(pareto_table(StudyView(study), "Pareto"))
     text = console.export_text()
     assert "neg_loss (selection, selects)" in text and "metric (selection)" in text
     assert "-0.5771 (mean, n=2)" in text and "0.8123" in text and "0.8223 (n=2)" in text

@@ -99,10 +99,36 @@ def test_no_import_cycle_between_units():
     assert not found, "\n".join(detail)
 
 
-@pytest.mark.parametrize("lower, upper", [("methods", "training"), ("methods", "space"), ("study", "execution")])
+NEVER = [
+    ("methods", "training"),
+    ("methods", "space"),
+    ("study", "execution"),
+    ("study", "tracking"),
+    ("keys", "study"),
+    ("runs_dir", "study"),
+    ("pareto", "study"),
+]
+"""(lower, upper): the lower unit never imports the upper one."""
+
+
+@pytest.mark.parametrize("lower, upper", NEVER)
 def test_lower_layers_do_not_import_upper_ones(lower, upper):
     files = unit_graph()[lower].get(upper, [])
     assert not files, f"{lower} imports {upper}: {files}"
+
+
+def test_nothing_in_the_library_imports_the_command_line():
+    """``autopeft/cli/`` is the top floor: it calls the library, the library never calls it."""
+    graph = unit_graph()
+    importers = {unit: files for unit, targets in graph.items() for files in [targets.get("cli", [])] if files}
+    assert not importers, f"imported by the library: {importers}"
+
+
+def test_the_ground_floor_modules_import_nothing_of_autopeft_above_them():
+    """Stored keys, the runs folder's layout and the errors are read by every floor."""
+    graph = unit_graph()
+    for unit in ("keys", "errors", "runs_dir"):
+        assert not graph[unit], f"{unit} imports {dict(graph[unit])}"
 
 
 def test_the_check_sees_a_cycle_and_a_lazy_import(tmp_path):

@@ -6,7 +6,7 @@ search ends, the trials that ``best`` and ``knee`` would pick are trained again,
 configuration, same selection split, another seed, and the Pareto set is recomputed on each
 trial's mean over its seeds (:func:`autopeft.pareto.pareto_points`). When a confirmation moves the
 picks to trials not yet confirmed, those are confirmed in turn, until both picks are confirmed or
-the confirmation budget (``StudySpec.confirm`` runs) is spent. Each run is stored in the study as
+the confirmation budget (the spec's ``how.confirm`` runs) is spent. Each run is stored in the study as
 it ends (``autopeft.confirm.<trial>``), so an interrupted search resumes its confirmations; its
 training seconds count in the search's compute.
 """
@@ -19,12 +19,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from autopeft.pareto import CONFIRM_ATTR, confirmation_runs, pick_trial
-from autopeft.study import BoundStudy, trial_config
+from autopeft import keys
+from autopeft.study import BoundStudy, StudyView, trial_config
 from autopeft.training import ProxyRequest
 
-CONFIRMING_ATTR = "autopeft.confirming"
-"""Study attribute: the trials whose confirmation runs are in flight (empty when none)."""
 CONFIRM_SEED_OFFSET = 1_000_003
 """Confirmation ``k`` of trial ``n`` trains with seed ``spec.seed + n + (k + 1) x offset`` (never a trial's own)."""
 
@@ -35,18 +33,18 @@ def unconfirmed_picks(bound: BoundStudy) -> list[FrozenTrial]:
     Args:
         bound: the study.
     """
-    runs = confirmation_runs(bound.study)
+    view = StudyView(bound.study)
     picks: dict[int, FrozenTrial] = {}
     for pick in ("best", "knee"):
-        trial = pick_trial(bound.study, pick)
-        if not any("values" in run for run in runs.get(trial.number, ())):
+        trial = view.pick_trial(pick)
+        if not any("values" in run for run in view.confirmations.get(trial.number, ())):
             picks.setdefault(trial.number, trial)
     return list(picks.values())
 
 
 def confirmation_seed(bound: BoundStudy, number: int, done: int) -> int:
     """The seed of trial ``number``'s next confirmation, after ``done`` earlier ones."""
-    return bound.spec.seed + number + (done + 1) * CONFIRM_SEED_OFFSET
+    return bound.spec.how.seed + number + (done + 1) * CONFIRM_SEED_OFFSET
 
 
 def confirm_picks(
@@ -84,10 +82,10 @@ def confirm_picks(
         targets = unconfirmed_picks(bound)[: min(workers, max_runs - len(made))]
         if not targets:
             break
-        bound.study.set_user_attr(CONFIRMING_ATTR, [t.number for t in targets])  # in flight: status shows it
+        bound.study.set_user_attr(keys.CONFIRMING, [t.number for t in targets])  # in flight: status shows it
         pending = {}
         for trial in targets:
-            done = len(confirmation_runs(bound.study).get(trial.number, []))
+            done = len(StudyView(bound.study).confirmations.get(trial.number, []))
             request = make_request(trial.number, trial_config(trial))
             seed = confirmation_seed(bound, trial.number, done)
             request = dataclasses.replace(request, seed=seed, rungs=(), masks_path=None)
@@ -111,10 +109,10 @@ def confirm_picks(
                     "threads": result["threads"],
                     "train_tokens": result["train_tokens"],
                 }
-            runs = confirmation_runs(bound.study).get(trial.number, [])
-            bound.study.set_user_attr(f"{CONFIRM_ATTR}{trial.number}", [*runs, run])
+            runs = StudyView(bound.study).confirmations.get(trial.number, [])
+            bound.study.set_user_attr(f"{keys.CONFIRM_PREFIX}{trial.number}", [*runs, run])
             made.append({"trial": trial.number, **run})
             if on_run is not None:
                 on_run(trial.number, run)
-        bound.study.set_user_attr(CONFIRMING_ATTR, [])
+        bound.study.set_user_attr(keys.CONFIRMING, [])
     return made

@@ -26,18 +26,15 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from autopeft import keys
 from autopeft.execution import trials
 from autopeft.execution.rungs import RungBoard
 from autopeft.methods.config import TrialConfig
+from autopeft.results import STATUS_QUO_KEY as STATUS_QUO
+from autopeft.study import DONE as DONE_STATES
 from autopeft.study import HEARTBEATS_PER_GRACE, BoundStudy, fail_stale_trials, mask_url
 from autopeft.training import ProxyRequest
 
-DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-"""Trials that count towards a study's target: trained to the end, or stopped at a rung."""
-STATUS_QUO = "status_quo"
-"""The status quo's key on the rung board (trials are keyed by their numbers)."""
-FIRST_RUNG_ATTR = "autopeft.first_rung"
-"""Study attribute: ``{"fraction", "settled", "events"}`` of the first rung (raised while nothing learns there)."""
 RUNG_KEY, EVENT_KEY = "autopeft_rung", "autopeft_event"
 """Keys of an intermediate result: the rung's record (JSON) and a line to show."""
 
@@ -167,7 +164,7 @@ class StudySearcher(Searcher):
     # -- heartbeats ------------------------------------------------------------------------------
     def _beat(self) -> None:
         storage = self.bound.storage
-        while not self._stop.wait(self.bound.spec.heartbeat_grace / HEARTBEATS_PER_GRACE):
+        while not self._stop.wait(self.bound.spec.how.heartbeat_grace / HEARTBEATS_PER_GRACE):
             with self._lock:
                 ids = [job.trial._trial_id for job in self._running.values()]
             for trial_id in ids:
@@ -193,17 +190,17 @@ class StudySearcher(Searcher):
         entries = [(t.number, t) for t in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES)]
         entries += [(STATUS_QUO, t) for t in self.bound.status_quo_study.get_trials(deepcopy=False, states=DONE_STATES)]
         for key, trial in entries:
-            for record in trial.user_attrs.get("rungs", []):
+            for record in trial.user_attrs.get(keys.RUNGS, []):
                 if record.get("level") is not None:
                     history.setdefault(record["level"], {})[key] = (
                         record["score"],
-                        trial.user_attrs["trainable_params"],
+                        trial.user_attrs[keys.TRAINABLE_PARAMS],
                     )
-        stored = self.bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {}
+        stored = self.bound.study.user_attrs.get(keys.FIRST_RUNG) or {}
         settled = stored.get("fraction") if stored.get("settled") else None
         self.rung_board = f"autopeft-rungs-{self.bound.study.study_name}-{os.getpid()}-{time.time_ns()}"
         actor = ray.remote(num_cpus=0)(RungBoard).options(name=self.rung_board)
-        self._board = actor.remote(self.bound.spec.rungs, prior, settled, history)
+        self._board = actor.remote(self.bound.spec.what.rungs, prior, settled, history)
 
     # -- Tune interface --------------------------------------------------------------------------
     def _counts(self) -> tuple[int, int]:
@@ -227,7 +224,7 @@ class StudySearcher(Searcher):
         runs = self.bound.status_quo_study.get_trials(deepcopy=False)
         return not any(
             t.state in (*DONE_STATES, TrialState.RUNNING)
-            or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+            or (t.state == TrialState.FAIL and keys.FAIL_REASON in t.user_attrs)
             for t in runs
         )
 
@@ -245,7 +242,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED if not self._running else None
         # Enough trials in flight. When none of them is ours, they belong to another worker or to
         # a killed run: wait here (Tune need not poll again) until their heartbeats prove them dead.
-        deadline = time.monotonic() + 1.5 * self.bound.spec.heartbeat_grace
+        deadline = time.monotonic() + 1.5 * self.bound.spec.how.heartbeat_grace
         while done + running >= self.target and done < self.target and not self._running:
             if time.monotonic() > deadline:
                 return None
@@ -274,7 +271,7 @@ class StudySearcher(Searcher):
         number = job.number if isinstance(job, trials.StartedTrial) else -1
         request = self.make_request(number, config)
         if entry == STATUS_QUO:
-            request = dataclasses.replace(request, seed=self.bound.spec.seed, masks_path=None)
+            request = dataclasses.replace(request, seed=self.bound.spec.how.seed, masks_path=None)
         return {"entry": entry, "trainable_params": count, "keep": keep, "request": request.to_dict(),
                 "rung_board": self.rung_board}  # fmt: skip
 
@@ -285,13 +282,13 @@ class StudySearcher(Searcher):
         self.bound.storage.record_heartbeat(trial._trial_id)
         others = study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
         if any(t.number < trial.number for t in others):
-            trial.set_user_attr("withdrawn", True)
+            trial.set_user_attr(keys.WITHDRAWN, True)
             study.tell(trial, state=TrialState.FAIL)
             return None
-        for key, value in {**status_quo.to_dict(), "seed": self.bound.spec.seed}.items():
+        for key, value in {**status_quo.to_dict(), "seed": self.bound.spec.how.seed}.items():
             trial.set_user_attr(key, value)
-        trial.set_user_attr("trainable_fraction", self.bound.info.fraction(status_quo.trainable_params))
-        trial.set_user_attr("evaluated_on", self.bound.spec.select_on)
+        trial.set_user_attr(keys.TRAINABLE_FRACTION, self.bound.info.fraction(status_quo.trainable_params))
+        trial.set_user_attr(keys.SCORED_ON, self.bound.spec.what.scored_on)
         return StatusQuoRun(trial)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -309,8 +306,8 @@ class StudySearcher(Searcher):
         trials.record_rungs(job.trial, rungs)
         event = result.get(EVENT_KEY)
         if event:
-            stored = self.bound.study.user_attrs.get(FIRST_RUNG_ATTR) or {"events": []}
-            self.bound.study.set_user_attr(FIRST_RUNG_ATTR, {**state, "events": [*stored["events"], event]})
+            stored = self.bound.study.user_attrs.get(keys.FIRST_RUNG) or {"events": []}
+            self.bound.study.set_user_attr(keys.FIRST_RUNG, {**state, "events": [*stored["events"], event]})
             self.on_event(event)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -330,7 +327,7 @@ class StudySearcher(Searcher):
         else:
             self.completed += 1
         self.on_trial_end(stored)
-        timing = {"trial": stored.number, "ask_s": stored.user_attrs.get("ask_seconds"), "done": self.completed}
+        timing = {"trial": stored.number, "ask_s": stored.user_attrs.get(keys.ASK_SECONDS), "done": self.completed}
         timing |= {"bookkeeping_s": round(time.perf_counter() - started, 4), "driver_rss_mb": resident_mb()}
         self.on_timing({**timing, "worker_rss_mb": (result or {}).get("worker_rss_mb")})
 
@@ -362,16 +359,16 @@ def finish_status_quo(bound: BoundStudy, job: StatusQuoRun, result: dict | None)
     label = bound.status_quo.label
     if result is None or result.get("failed"):
         reason = (result or {}).get("fail_reason") or "the worker process running it died"
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(keys.FAIL_REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
         return f"status quo ({label}) failed: {reason}"
     metrics = result.get("metrics") or {
         key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
     }
     values = bound.objective_values(bound.status_quo.config, {**result, "metrics": metrics})
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("metric", result["metric"])
-    for key in trials.RESULT_ATTRS:
+    trial.set_user_attr(keys.METRICS, metrics)
+    trial.set_user_attr(keys.METRIC, result["metric"])
+    for key in keys.RESULT:
         if key in result:
             trial.set_user_attr(key, result[key])
     study.tell(trial, values)

@@ -15,29 +15,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft import failpoints
+from autopeft import failpoints, keys
 from autopeft.methods.config import TrialConfig
 from autopeft.samplers import ProposalLog
 from autopeft.study import BoundStudy
-
-RESULT_ATTRS = (
-    "seconds",
-    "train_seconds",
-    "eval_seconds",
-    "rung_eval_seconds",
-    "steps",
-    "threads",
-    "train_tokens",
-    "final_loss",
-    "rungs",
-    "rung_metrics",
-    "rung_scores",
-    "total_steps",
-    "train_losses",
-    "sparsity",
-    "masks_path",
-)
-"""Fields of a proxy result kept as the trial's user attributes."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +58,8 @@ def ask(bound: BoundStudy) -> optuna.Trial:
     sampler = bound.study.sampler
     proposal = sampler.take_proposal(trial.number) if isinstance(sampler, ProposalLog) else None
     if proposal is not None:
-        trial.set_user_attr("proposal", proposal.to_dict())
-    trial.set_user_attr("ask_seconds", round(time.perf_counter() - started, 4))  # the model and the writes
+        trial.set_user_attr(keys.PROPOSAL, proposal.to_dict())
+    trial.set_user_attr(keys.ASK_SECONDS, round(time.perf_counter() - started, 4))  # the model and the writes
     return trial
 
 
@@ -90,8 +71,8 @@ def withdraw(bound: BoundStudy, trial: optuna.Trial, reason: str) -> None:
         trial: the trial.
         reason: why, for the trial's ``fail_reason``.
     """
-    trial.set_user_attr("withdrawn", True)
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(keys.WITHDRAWN, True)
+    trial.set_user_attr(keys.FAIL_REASON, reason)
     bound.study.tell(trial, state=TrialState.FAIL)
 
 
@@ -109,16 +90,16 @@ def start(bound: BoundStudy, trial: optuna.Trial) -> StartedTrial | None:
     config = space.decode(trial.params)
     count = None if config is None else space.count(config)
     if config is None or count > bound.limit:
-        trial.set_user_attr("fail_reason", f"rejected before training: {count} parameters > budget {bound.limit}")
+        trial.set_user_attr(keys.FAIL_REASON, f"rejected before training: {count} parameters > budget {bound.limit}")
         bound.study.tell(trial, state=TrialState.FAIL)
         return None
     exact = bound.exact_values(config)
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("trainable_params", count)
-    trial.set_user_attr("trainable_fraction", exact["params"])
-    trial.set_user_attr("head_params", bound.info.head_params)
-    trial.set_user_attr("target_sparsity", exact["sparsity"])
-    trial.set_user_attr("evaluated_on", bound.spec.select_on)
+    trial.set_user_attr(keys.CONFIG, config.to_dict())
+    trial.set_user_attr(keys.TRAINABLE_PARAMS, count)
+    trial.set_user_attr(keys.TRAINABLE_FRACTION, exact["params"])
+    trial.set_user_attr(keys.HEAD_PARAMS, bound.info.head_params)
+    trial.set_user_attr(keys.TARGET_SPARSITY, exact["sparsity"])
+    trial.set_user_attr(keys.SCORED_ON, bound.spec.what.scored_on)
     return StartedTrial(trial, config, count)
 
 
@@ -137,7 +118,7 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
     study, trial = bound.study, started.trial
     if result is None or result.get("failed"):
         reason = (result or {}).get("fail_reason") or "the worker process running the trial died"
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(keys.FAIL_REASON, reason)
         return study.tell(trial, state=TrialState.FAIL)
     # Tune flattens nested results ("metrics/accuracy"); gather them back.
     metrics = result.get("metrics") or {
@@ -148,20 +129,20 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
         values = bound.objective_values(started.config, result)
     except KeyError as exc:
         values = [math.nan]
-        trial.set_user_attr("fail_reason", f"the result lacks the objective's field {exc}")
+        trial.set_user_attr(keys.FAIL_REASON, f"the result lacks the objective's field {exc}")
     if not all(math.isfinite(v) for v in values):
-        if "fail_reason" not in trial.user_attrs:
-            trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
+        if keys.FAIL_REASON not in trial.user_attrs:
+            trial.set_user_attr(keys.FAIL_REASON, f"non-finite objective values {values}")
         return study.tell(trial, state=TrialState.FAIL)
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("metric", result["metric"])  # the task metric, whatever the first objective (the score)
-    for key in RESULT_ATTRS:
+    trial.set_user_attr(keys.METRICS, metrics)
+    trial.set_user_attr(keys.METRIC, result["metric"])  # the task metric, whatever the first objective (the score)
+    for key in keys.RESULT:
         if key in result:
             trial.set_user_attr(key, result[key])
     if result.get("pruned"):
         # Optuna keeps no values for a pruned multi-objective trial: the objective values at the
         # stop are user attributes (measured at a rung, part of the schedule).
-        trial.set_user_attr("values_at_stop", values)
+        trial.set_user_attr(keys.VALUES_AT_STOP, values)
         return study.tell(trial, state=TrialState.PRUNED)
     return study.tell(trial, values)  # COMPLETE: trained to the end of the schedule, full fidelity
 
@@ -174,7 +155,7 @@ def record_rungs(trial: optuna.Trial, rungs: list[dict[str, Any]]) -> None:
         trial: the running trial.
         rungs: its rung records, in order.
     """
-    trial.set_user_attr("rungs", rungs)
+    trial.set_user_attr(keys.RUNGS, rungs)
 
 
 def fallback_reason(trial: FrozenTrial | optuna.Trial) -> str | None:
@@ -183,7 +164,7 @@ def fallback_reason(trial: FrozenTrial | optuna.Trial) -> str | None:
     Args:
         trial: a trial (asked or stored).
     """
-    proposal = trial.user_attrs.get("proposal") or {}
+    proposal = trial.user_attrs.get(keys.PROPOSAL) or {}
     return proposal.get("reason") if proposal.get("kind") == "fallback" else None
 
 

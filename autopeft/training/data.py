@@ -73,13 +73,13 @@ def _tokenize(
     return result
 
 
-EVALUATION_SPLITS = ("selection", "validation")
+SCORED_SPLITS = ("selection", "validation")
 """What a training is scored on: the search's selection split, or the task's validation split."""
 
 
 def training_and_evaluation(
     task: TaskSpec,
-    evaluate_on: str,
+    scored_on: str,
     model: str,
     max_length: int,
     data_dir: str | None,
@@ -95,7 +95,7 @@ def training_and_evaluation(
 
     Args:
         task: the task.
-        evaluate_on: ``selection`` or ``validation``.
+        scored_on: ``selection`` or ``validation``.
         model: model id/folder whose tokenizer is used.
         max_length: truncation length.
         data_dir: local GLUE folder, or ``None`` for the hub.
@@ -104,11 +104,11 @@ def training_and_evaluation(
     """
     from autopeft.tasks import holdout_indices
 
-    if evaluate_on not in EVALUATION_SPLITS:
-        raise ValueError(f"evaluate_on must be one of {EVALUATION_SPLITS}, got {evaluate_on!r}")
+    if scored_on not in SCORED_SPLITS:
+        raise ValueError(f"scored_on must be one of {SCORED_SPLITS}, got {scored_on!r}")
     train = tokenized_split(task, "train", model, max_length, data_dir, cache_dir)
-    if evaluate_on == "validation" or task.selection is not None:
-        return train, tokenized_split(task, evaluate_on, model, max_length, data_dir, cache_dir)
+    if scored_on == "validation" or task.selection is not None:
+        return train, tokenized_split(task, scored_on, model, max_length, data_dir, cache_dir)
     held_out = holdout_indices(train["labels"], task.is_regression, selection_seed)
     rest = np.setdiff1d(np.arange(len(train["labels"])), held_out)
     return subset(train, rest), subset(train, held_out)

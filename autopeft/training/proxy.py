@@ -88,7 +88,7 @@ class ProxyRequest:
         masks_path: where to write the pruning masks (``.npz``), when the configuration prunes.
         rung_score: what a rung's ``score`` is: ``neg_loss`` (minus the loss on the rung's evaluation
             examples) or ``metric`` (the task's main metric there). Both are in every rung's ``metrics``.
-        evaluate_on: ``validation`` (train on the whole train split, score on validation: retrain,
+        scored_on: ``validation`` (train on the whole train split, score on validation: retrain,
             evaluate, baselines) or ``selection`` (a search: score on the selection split, train on
             the rest; the validation split is not read).
         selection_seed: the seed of the held-out selection part (the study's seed).
@@ -107,7 +107,7 @@ class ProxyRequest:
     rungs: tuple[float, ...] = ()
     masks_path: str | None = None
     rung_score: str = "neg_loss"
-    evaluate_on: str = "validation"
+    scored_on: str = "validation"
     selection_seed: int = 0
     predictions: bool = False
 
@@ -235,7 +235,7 @@ def evaluate(
 
 
 def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) -> dict[str, Any]:
-    """Train one configuration and evaluate it (``request.evaluate_on``: selection or validation).
+    """Train one configuration and evaluate it (``request.scored_on``: selection or validation).
 
     The learning-rate schedule (and every method's schedule) runs over the whole training's steps; a rung
     is a snapshot of that one run: training pauses, the evaluation examples are scored, ``at_rung`` says
@@ -271,7 +271,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
 
     train, dev = training_and_evaluation(
         task,
-        request.evaluate_on,
+        request.scored_on,
         request.model,
         settings.max_length,
         request.data_dir,
@@ -313,7 +313,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         chosen = np.random.default_rng(0).choice(len(dev["labels"]), settings.rung_eval_samples, replace=False)
         rung_dev = subset(dev, np.sort(chosen))
 
-    def evaluate_on(split: dict, predictions: bool = False) -> dict[str, float]:
+    def scored_on(split: dict, predictions: bool = False) -> dict[str, float]:
         return evaluate(
             model, split, list(task.metrics), task.is_regression, settings.eval_batch_size, predictions=predictions
         )
@@ -352,7 +352,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             tokens += int(batch["attention_mask"].sum())
             if step == next_step and step < total_steps:
                 rung_started = time.perf_counter()
-                metrics = evaluate_on(rung_dev)
+                metrics = scored_on(rung_dev)
                 score = metrics[task.metric if request.rung_score == "metric" else request.rung_score]
                 record = {"rung": len(rungs), "fraction": next_fraction, "step": step, "metric": metrics[task.metric]}
                 record["metrics"] = metrics
@@ -370,7 +370,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
 
     eval_started = time.perf_counter()
     if not pruned:
-        metrics = evaluate_on(dev, request.predictions)
+        metrics = scored_on(dev, request.predictions)
     finished = time.perf_counter()
     eval_seconds = finished - eval_started + rung_seconds
     predictions = metrics.pop("predictions", None)

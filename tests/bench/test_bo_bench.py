@@ -30,7 +30,7 @@ def test_the_bench_studies_store_what_a_search_stores(tmp_path):
     seconds, hv, fallbacks = bench.run("peft", "botorch", 1, 10, str(tmp_path))
     assert len(seconds) == len(hv) == 10 and fallbacks == 0 and hv[-1] >= hv[0] > 0
     bound = bench.open_problem_study("peft", "botorch", 1, 10, str(tmp_path))  # the same study, reopened
-    assert bound.spec.objectives == "metric,params" and type(bound.study.sampler).__name__ == "BoTorchMOSampler"
+    assert bound.spec.what.objectives == "metric,params" and type(bound.study.sampler).__name__ == "BoTorchMOSampler"
     stored = bound.study.trials
     assert len(stored) == 10
     assert all(t.values[1] == t.user_attrs["trainable_params"] / bound.info.backbone_params for t in stored)

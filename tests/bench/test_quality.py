@@ -12,8 +12,9 @@ import optuna
 import pytest
 from conftest import REPO
 
+from autopeft import keys
 from autopeft.baselines import baselines_study_name, stored_runs
-from autopeft.study import spec_of
+from autopeft.study import StudyView
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +55,12 @@ def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_p
 
     # the compute ratio counts every trial at every rung, the status quo and the confirmations, as stored
     storage = f"sqlite:///{(root / 'rte').resolve()}/optuna.db"
-    study = optuna.load_study(study_name="quality-rte", storage=storage)
-    seconds, tokens, count = bench.search_compute(study)
-    confirmations = sum(len(v) for k, v in study.user_attrs.items() if k.startswith("autopeft.confirm."))
+    view = StudyView.load("quality-rte", storage)
+    seconds, tokens, count = bench.search_compute(view)
+    confirmations = sum(len(v) for k, v in view.attrs.items() if k.startswith(keys.CONFIRM_PREFIX))
     assert count == 4 + 1 + confirmations and confirmations >= 1 and seconds > 0 and tokens > 0
-    spec = spec_of(study)
-    base = optuna.load_study(study_name=baselines_study_name("rte", spec["model"], spec["budget"]), storage=storage)
+    what = view.spec.what
+    base = optuna.load_study(study_name=baselines_study_name("rte", what.model, what.budget), storage=storage)
     lora = [t.user_attrs for t in stored_runs(base) if t.user_attrs.get("baseline") == "lora"]
     assert (
         line.split()[-2]

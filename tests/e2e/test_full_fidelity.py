@@ -9,9 +9,8 @@ import optuna
 import pytest
 from helpers import autopeft, mlflow_runs, polarity_search_args, write_polarity_task
 
-from autopeft.execution.ray_tune import FIRST_RUNG_ATTR
-from autopeft.pareto import STATUS_QUO_SUFFIX, answer
-from autopeft.study import first_rung, spec_of
+from autopeft import keys
+from autopeft.study import STATUS_QUO_SUFFIX, StudyView, first_rung
 
 pytestmark = pytest.mark.slow
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
@@ -47,11 +46,11 @@ def test_the_status_quo_runs_beside_the_trials_to_the_last_rung_and_outside_the_
     runs, done, study, storage = request.getfixturevalue(scenario)
     (quo,) = status_quo_runs(study, storage)
     assert quo.state == COMPLETE and quo.user_attrs["steps"] == quo.user_attrs["total_steps"]  # the end
-    ladder = spec_of(study)["rungs"]
+    ladder = StudyView(study).spec.what.rungs
     levels = [r["level"] for r in quo.user_attrs["rungs"] if r["level"] is not None]
     assert levels == list(range(len(levels))) and len(levels) >= 1  # an entry at every rung on its way
     assert quo.user_attrs["config"]["training"]["learning_rate"] == (1e-2 if scenario == "quo_wins" else 1e-7)
-    assert ladder["first"] > 0
+    assert ladder.first > 0
     trials = study.get_trials()
     assert len([t for t in trials if t.state in (COMPLETE, PRUNED)]) == 4  # --trials 4: the status quo is not one
     assert all(t.params for t in trials)  # the sampler's study holds only configurations of the space
@@ -71,10 +70,10 @@ def test_the_status_quo_runs_beside_the_trials_to_the_last_rung_and_outside_the_
 
 def test_when_nothing_beats_the_status_quo_best_is_the_status_quo_with_the_verdict(quo_wins, tmp_path):
     runs, done, study, storage = quo_wins
-    best = answer(study, "best")
+    best = StudyView(study).pick("best")
     assert best.is_status_quo and "nothing beat the status quo" in best.verdict
     assert best.verdict in done.stderr.replace("\n", " ") or "nothing beat the status quo" in done.stderr
-    knee = answer(study, "knee")
+    knee = StudyView(study).pick("knee")
     assert not knee.is_status_quo  # the status quo cannot be the knee
     exported = autopeft(
         "export", "--study", "quo-wins", "--runs-dir", str(runs), "--pick", "best", "--out", str(tmp_path)
@@ -89,7 +88,7 @@ def test_when_nothing_beats_the_status_quo_best_is_the_status_quo_with_the_verdi
 
 def test_when_a_trial_beats_the_status_quo_best_is_that_trial(trial_wins):
     runs, done, study, storage = trial_wins
-    best = answer(study, "best")
+    best = StudyView(study).pick("best")
     (quo,) = status_quo_runs(study, storage)
     assert not best.is_status_quo and best.trial.state == COMPLETE
     assert best.trial.user_attrs["metric"] > quo.user_attrs["metric"]
@@ -99,19 +98,19 @@ def test_when_a_trial_beats_the_status_quo_best_is_that_trial(trial_wins):
 def test_a_promoted_trial_continued_its_own_training_to_the_end(trial_wins, tiny_model):
     """Its rungs are snapshots of one run: the training it stored is, step for step, the one an uninterrupted
     run of its configuration and seed does (a restart would repeat steps; a new optimiser would change them)."""
-    from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
+    from autopeft.training import ProxyRequest, run_proxy_trial
 
     runs, done, study, storage = trial_wins
-    spec = spec_of(study)
+    spec = StudyView(study).spec
     promoted = [t for t in study.get_trials(states=(COMPLETE,)) if len(t.user_attrs["rungs"]) >= 1]
     assert promoted, "a trial trained to the end passed at least one rung"
     trial = promoted[0]
     assert first_rung(trial) is not None and trial.user_attrs["steps"] == trial.user_attrs["total_steps"]
     assert [r["step"] for r in trial.user_attrs["rungs"]] == sorted(r["step"] for r in trial.user_attrs["rungs"])
     request = ProxyRequest(
-        tiny_model, spec["task"], None, trial.user_attrs["config"], ProxySettings(**spec["proxy"]),
-        seed=spec["seed"] + trial.number, threads=1, cache_dir=str(runs / "cache" / "tokenized"),
-        evaluate_on="selection", selection_seed=spec["seed"],
+        tiny_model, spec.what.task, None, trial.user_attrs["config"], spec.what.training.settings(),
+        seed=spec.how.seed + trial.number, threads=1, cache_dir=str(spec.runs.tokenized),
+        scored_on="selection", selection_seed=spec.how.seed,
     )  # fmt: skip
     uninterrupted = run_proxy_trial(request)
     assert trial.user_attrs["steps"] == uninterrupted["steps"]  # the last rung's step count, not a sum
@@ -120,14 +119,10 @@ def test_a_promoted_trial_continued_its_own_training_to_the_end(trial_wins, tiny
 
 
 def test_the_sampler_learns_each_trials_first_rung_score_as_stored(trial_wins):
-    from autopeft.study import StudySpec, open_study
-    from autopeft.training import ProxySettings
+    from autopeft.study import open_study
 
     runs, done, study, storage = trial_wins
-    stored = spec_of(study)
-    same = {k: stored[k] for k in ("task", "budget", "model", "space", "objectives", "status_quo")}
-    bound = open_study(StudySpec(**same, runs_dir=str(runs), study_name=study.study_name,
-                                 proxy=ProxySettings(**stored["proxy"])))  # fmt: skip
+    bound = open_study(StudyView(study).spec)  # the stored spec continues the same study
     for trial in study.get_trials(states=(COMPLETE, PRUNED)):
         record = first_rung(trial)
         assert record is not None
@@ -136,8 +131,8 @@ def test_the_sampler_learns_each_trials_first_rung_score_as_stored(trial_wins):
 
 def test_a_task_nothing_can_learn_raises_the_first_rung_to_its_cap_and_says_so(tmp_path_factory, tiny_model):
     runs, done, study, storage = run_search(tmp_path_factory, tiny_model, "random-labels", 1e-2, 1e-2, "random")
-    stored = study.user_attrs[FIRST_RUNG_ATTR]
-    cap = spec_of(study)["rungs"]["cap"]
+    stored = study.user_attrs[keys.FIRST_RUNG]
+    cap = StudyView(study).spec.what.rungs.cap
     assert stored["fraction"] == pytest.approx(cap) and stored["settled"]
     assert [e.split(":")[0] for e in stored["events"]] == [
         "first rung raised from 2/9 to 1/3 of the schedule",  # doubled, but not past the cap

@@ -9,7 +9,7 @@ import pytest
 from autopeft.errors import AutopeftError
 from autopeft.execution import RungBoard, should_stop
 from autopeft.execution.rungs import front_ranks
-from autopeft.study import SuccessiveHalving, parse_fractions
+from autopeft.study import StudySpec, SuccessiveHalving
 
 PRIOR = -0.693
 
@@ -92,17 +92,19 @@ def test_a_first_rung_that_never_learns_stops_at_its_cap_and_says_so():
         ({"first": 0.0}, "--first-rung must be a fraction in (0, 1)"),
         ({"first": 1.0}, "--first-rung must be a fraction in (0, 1)"),
         ({"first": 0.5, "cap": 0.25}, "--first-rung-cap must lie in"),
-        ({"score": "nope"}, "--rung-score must be one of"),
+        ({"score": "nope"}, "--rung-score: Input should be 'neg_loss' or 'metric'"),
         ({"grace": 1}, "--grace must be at least 2"),
     ],
 )
 def test_invalid_policies_are_one_line_errors(kwargs, message):
     with pytest.raises(AutopeftError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        SuccessiveHalving(**kwargs)
+        StudySpec.from_dict({"what": {"task": "rte", "budget": "1%", "rungs": kwargs}})
 
 
-def test_fractions_parse():
-    assert parse_fractions("1/8, 0.25,1/2", "--rungs") == (0.125, 0.25, 0.5)
-    assert parse_fractions(None, "--rungs") is None
-    with pytest.raises(AutopeftError, match="--rungs: '1/0' is not a fraction"):
-        parse_fractions("1/4,1/0", "--rungs")
+def test_fractions_parse_in_spec_files_and_on_the_command_line():
+    spec = StudySpec.from_dict({"task": "rte", "budget": "1%", "first-rung": "1/9", "first-rung-cap": 0.25})
+    assert spec.what.rungs.first == pytest.approx(1 / 9) and spec.what.rungs.cap == 0.25
+    with pytest.raises(AutopeftError, match="'1/0' is not a fraction"):
+        StudySpec.from_dict({"task": "rte", "budget": "1%", "first-rung": "1/0"})
+    with pytest.raises(AutopeftError, match="one fraction"):
+        StudySpec.from_dict({"task": "rte", "budget": "1%", "first-rung": "1/9,1/3"})

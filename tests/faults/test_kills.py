@@ -17,6 +17,8 @@ import pytest
 from faults.harness import STUDY, TARGET, Process, check_resumed, locked, query, run, search_args, study_attr, trials
 
 pytestmark = pytest.mark.slow
+
+
 def main_study_trials(runs: Path) -> list[tuple]:
     return query(runs / "optuna.db", "SELECT t.trial_id, t.number, t.state FROM trials t JOIN studies s "
                  "USING (study_id) WHERE s.study_name = ?", STUDY)  # fmt: skip

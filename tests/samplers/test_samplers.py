@@ -32,17 +32,19 @@ def open_bound(tiny_model, tmp_path):
     """Open a fresh study of the default space on the tiny model, with its sampler built as a search builds it."""
 
     def make(sampler="botorch", budget=None, seed=0, name="s", space="default", objectives=None):
-        spec = StudySpec(
-            task="rte",
-            budget=budget or "2%",
-            model=tiny_model,
-            space=space,
-            sampler=sampler,
-            seed=seed,
-            data_dir=None,
-            runs_dir=str(tmp_path),
-            study_name=name,
-            **({"objectives": objectives} if objectives else {}),
+        spec = StudySpec.from_dict(
+            dict(
+                task="rte",
+                budget=budget or "2%",
+                model=tiny_model,
+                space=space,
+                sampler=sampler,
+                seed=seed,
+                data_dir=None,
+                runs_dir=str(tmp_path),
+                study=name,
+                **({"objectives": objectives} if objectives else {}),
+            )
         )
         bound = open_study(spec)
         bound.study.sampler = bound.create_sampler()

@@ -61,7 +61,9 @@ def test_rungs_are_evaluated_and_a_stop_ends_training_there(stop_at, tmp_path, t
     space = SearchSpace.load("default", tiny_info)
     config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
     settings = ProxySettings(epochs=1, max_train_samples=96, max_eval_samples=64, batch_size=16)  # 6 steps
-    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path), rungs=(1 / 3,))
+    request = ProxyRequest(
+        tiny_model, "rte", data_dir, config, settings, seed=1, cache_dir=str(tmp_path), rungs=(1 / 3,)
+    )
     calls = []
 
     def at_rung(record: dict) -> float | None:
@@ -87,7 +89,9 @@ def test_a_run_scored_at_rungs_continues_exactly_as_one_that_is_not(tmp_path, ti
     space = SearchSpace.load("default", tiny_info)
     config = space.decode(space.repair(space.sample(np.random.default_rng(3)), 10**6)).to_dict()
     settings = ProxySettings(epochs=2, max_train_samples=96, max_eval_samples=64, batch_size=16)  # 12 steps
-    plain = run_proxy_trial(ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=4, cache_dir=str(tmp_path)))
+    plain = run_proxy_trial(
+        ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=4, cache_dir=str(tmp_path))
+    )
     request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=4, cache_dir=str(tmp_path),
                            rungs=(1 / 6, 1 / 2))  # fmt: skip
     paused = run_proxy_trial(request, static_rungs(request.rungs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -62,13 +61,10 @@ def test_study_holds_the_finished_trials_within_budget(search):
 
 def test_the_sampler_assumes_what_the_study_stores_and_never_fell_back(search, tiny_model, data_dir):
     """The optimiser's invariant on the real path: its exact objective is the stored value, its model was used."""
-    from autopeft.study import StudySpec, open_study
-    from autopeft.training import ProxySettings
+    from autopeft.study import StudyView, open_study
 
     runs, _, _ = search
-    proxy = ProxySettings(epochs=0.5, max_train_samples=64, max_eval_samples=64)
-    spec = StudySpec(task="rte", budget="2%", model=tiny_model, proxy=proxy, data_dir=data_dir, runs_dir=str(runs))
-    bound = open_study(dataclasses.replace(spec, study_name="e2e"))  # the same settings: it continues the study
+    bound = open_study(StudyView.load("e2e", f"sqlite:///{runs}/optuna.db").spec)  # the stored spec continues it
     known = bound.known_objectives()
     complete = bound.study.get_trials(states=DONE)
     assert len(complete) >= TRIALS

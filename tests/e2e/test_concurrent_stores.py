@@ -15,6 +15,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from autopeft.runs_dir import RunsDir
+
 pytestmark = pytest.mark.slow
 
 PROCESSES = 3
@@ -26,7 +28,7 @@ from pathlib import Path
 import mlflow.tracking  # imported before the barriers, so that they line up the stores' creation itself
 from autopeft.study import StudySpec, open_study
 from autopeft.tasks import get_task
-from autopeft.tracking import Tracker
+from autopeft.tracking import StudyTracker
 from autopeft.training.data import tokenized_split
 
 model, data_dir, root, me, processes, rounds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), *map(int, sys.argv[4:])
@@ -43,12 +45,12 @@ def barrier(folder, stage, wait=True):
 for round_ in range(rounds):
     runs = root / f"round-{round_}"
     runs.mkdir(exist_ok=True)
-    spec = StudySpec(task="rte", budget="2%", model=model, data_dir=data_dir, runs_dir=str(runs), study_name="race")
+    spec = StudySpec.from_dict(dict(task="rte", budget="2%", model=model, data_dir=data_dir, runs_dir=str(runs), study="race"))
     report, failed = {"round": round_}, False
     stages = {
         "optuna": lambda: report.update(study=open_study(spec).study._study_id),
-        "mlflow": lambda: report.update(tracker=Tracker(spec.tracking_uri, "race", str(runs / "mlartifacts"), spec.to_dict())),
-        "cache": lambda: report.update(examples=len(tokenized_split(get_task("rte"), "validation", model, 64, data_dir, str(runs / "cache"))["labels"])),
+        "mlflow": lambda: report.update(tracker=StudyTracker(spec.where.tracking_uri, "race", spec.runs.artifacts, spec.to_dict())),
+        "cache": lambda: report.update(examples=len(tokenized_split(get_task("rte"), "validation", model, 64, data_dir, str(spec.runs.tokenized))["labels"])),
     }
     for stage, action in stages.items():
         barrier(runs, stage, wait=not failed)  # a process that failed still lets the others through
@@ -92,4 +94,4 @@ def test_processes_starting_together_create_each_store_once(tmp_path, tiny_model
         parents = client.search_runs([experiment.experiment_id], "tags.`autopeft.role` = 'parent'")
         assert len(parents) == 1 and parents[0].info.run_id == seen[0]["parent"]
         assert sorted(e.name for e in client.search_experiments()) == ["Default", "race"]
-        assert len(list((runs / "cache").glob("*.json"))) == 1
+        assert len(list(RunsDir.at(runs).tokenized.glob("*.json"))) == 1

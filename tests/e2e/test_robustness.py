@@ -113,7 +113,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path, tiny_model, data_dir, 
     _, parents = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "shared")
     assert len(parents) == 1
     assert not [v for v in parents[0].data.params.values() if "hunter2" in v], "a password reached MLflow"
-    assert "postgres:***@" in parents[0].data.params["storage"]
+    assert "postgres:***@" in parents[0].data.params["spec.where.storage"]
 
 
 def test_search_runs_on_an_existing_ray_cluster(tmp_path, tiny_model, data_dir, ray_cluster, monkeypatch):
@@ -138,7 +138,9 @@ def test_a_trial_asked_but_never_beaten_goes_stale(tmp_path):
     """A process killed between asking for a trial and its first heartbeat must not leave it RUNNING forever."""
     from autopeft.study import connect_storage, fail_stale_trials
 
-    study = optuna.create_study(storage=connect_storage(f"sqlite:///{tmp_path}/o.db", heartbeat_grace=3), study_name="s")
+    study = optuna.create_study(
+        storage=connect_storage(f"sqlite:///{tmp_path}/o.db", heartbeat_grace=3), study_name="s"
+    )
     study.ask()  # no heartbeat recorded: the process "died" here
     fail_stale_trials(study)
     assert study.trials[0].state == TrialState.RUNNING  # not failed at once: a live worker beats right after asking

@@ -56,7 +56,7 @@ def test_the_search_scores_the_task_files_metric(searched):
     assert trial.user_attrs["metric"] == trial.user_attrs["metrics"]["macro_f1"]
 
 
-def test_export_then_evaluate_on_the_same_and_on_other_tasks(searched, tmp_path, data_dir):
+def test_export_then_scored_on_the_same_and_on_other_tasks(searched, tmp_path, data_dir):
     runs, task = searched
     out = tmp_path / "best"
     done = autopeft("export", "--runs-dir", str(runs), "--study", "sim", "--pick", "knee", "--out", str(out))

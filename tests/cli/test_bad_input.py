@@ -138,12 +138,13 @@ def test_missing_study_is_a_clear_error(tmp_path):
 
 
 def test_spec_file_booleans_turn_options_on_and_off(tmp_path):
-    from autopeft.cli import build_parser, spec_file_arguments
+    from autopeft.cli import build_parser
+    from autopeft.cli.search import spec_of_args
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("task: rte\nbudget: 0.5%\nattention-dropout: false\ntrust-remote-code: true\n")
-    known = {"task", "budget", "attention_dropout", "trust_remote_code"}
-    options = spec_file_arguments(str(spec), known)
-    assert options == ["--task", "rte", "--budget", "0.5%", "--no-attention-dropout", "--trust-remote-code"]
-    args = build_parser().parse_args(["search", *options])
-    assert args.attention_dropout is False and args.trust_remote_code is True
+    loaded = spec_of_args(build_parser().parse_args(["search", "--spec", str(spec)]))
+    assert loaded.what.training.attention_dropout is False and loaded.what.trust_remote_code is True
+    given = build_parser().parse_args(["search", "--spec", str(spec), "--attention-dropout", "--budget", "1%"])
+    overridden = spec_of_args(given)  # options given on the command line win over the file's
+    assert overridden.what.training.attention_dropout is True and overridden.what.budget == "1%"

@@ -1,9 +1,14 @@
+"""The read-side view of a study: the noise-aware Pareto set, picks, records and the learnt verdict; and the pure
+Pareto arithmetic under it (knee, hypervolume)."""
+
 import numpy as np
 import optuna
 import pytest
 
+from autopeft import keys
 from autopeft.errors import AutopeftError
-from autopeft.pareto import knee_index, pareto_trials, pick_trial
+from autopeft.pareto import LEARNT_MARGIN, hypervolume, knee_index, mean_metric, mean_values
+from autopeft.study import StudyView, trial_record
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,23 +39,22 @@ def study():
 
 
 def test_pareto_set_excludes_dominated_and_failed_trials(study):
-    assert [t.number for t in pareto_trials(study)] == [4, 1, 0, 3]
+    assert [t.number for t in StudyView(study).pareto_trials] == [4, 1, 0, 3]
 
 
 def test_pick_by_name_and_number(study):
-    assert pick_trial(study, "best").number == 4
-    assert pick_trial(study, "knee").number in {1, 0}
-    assert pick_trial(study, "2").number == 2
+    assert StudyView(study).pick_trial("best").number == 4
+    assert StudyView(study).pick_trial("knee").number in {1, 0}
+    assert StudyView(study).pick_trial("2").number == 2
     with pytest.raises(AutopeftError, match="did not finish"):
-        pick_trial(study, "5")
+        StudyView(study).pick_trial("5")
     with pytest.raises(AutopeftError, match="has no trial 9"):
-        pick_trial(study, "9")
+        StudyView(study).pick_trial("9")
     with pytest.raises(AutopeftError, match="use knee, best or a trial number"):
-        pick_trial(study, "middle")
+        StudyView(study).pick_trial("middle")
 
 
 def test_hypervolume_of_a_staircase_in_the_study_units():
-    from autopeft.pareto import hypervolume
 
     # metric maximised from 0.4, trainable fraction minimised up to 0.005
     points = [[0.6, 0.001], [0.7, 0.003], [0.5, 0.004]]  # the last is dominated
@@ -61,45 +65,40 @@ def test_hypervolume_of_a_staircase_in_the_study_units():
 
 
 def test_pareto_set_without_confirmations_is_optunas(study):
-    assert {t.number for t in pareto_trials(study)} == {t.number for t in study.best_trials}
+    assert {t.number for t in StudyView(study).pareto_trials} == {t.number for t in study.best_trials}
 
 
 def _confirm(study, number: int, *metrics: float) -> None:
-    from autopeft.pareto import CONFIRM_ATTR
 
     fraction = study.trials[number].values[1]
     runs = [{"seed": 100 + i, "values": [m, fraction], "metric": m} for i, m in enumerate(metrics)]
-    study.set_user_attr(f"{CONFIRM_ATTR}{number}", runs)
+    study.set_user_attr(f"{keys.CONFIRM_PREFIX}{number}", runs)
 
 
 def test_a_lucky_draw_that_does_not_repeat_loses_best_and_its_place(study):
     """Trial 4 (0.71 at 1%) confirms at 0.61: its mean 0.66 is dominated by trial 1 (0.70 at 0.3%)."""
     _confirm(study, 4, 0.61)
-    assert pick_trial(study, "best").number == 1
-    assert 4 not in {t.number for t in pareto_trials(study)}
+    assert StudyView(study).pick_trial("best").number == 1
+    assert 4 not in {t.number for t in StudyView(study).pareto_trials}
 
 
 def test_a_failed_confirmation_leaves_the_single_draw(study):
-    from autopeft.pareto import CONFIRM_ATTR, mean_values
 
-    study.set_user_attr(f"{CONFIRM_ATTR}4", [{"seed": 7, "fail_reason": "RuntimeError: out of memory"}])
-    assert pick_trial(study, "best").number == 4
-    assert mean_values(study.trials[4], study.user_attrs[f"{CONFIRM_ATTR}4"]) == ([0.71, 0.01], 1)
+    study.set_user_attr(f"{keys.CONFIRM_PREFIX}4", [{"seed": 7, "fail_reason": "RuntimeError: out of memory"}])
+    assert StudyView(study).pick_trial("best").number == 4
+    assert mean_values(study.trials[4], study.user_attrs[f"{keys.CONFIRM_PREFIX}4"]) == ([0.71, 0.01], 1)
 
 
 def test_picks_use_the_mean_over_seeds(study):
-    from autopeft.pareto import pareto_points
 
     _confirm(study, 1, 0.72, 0.74)  # 0.70, 0.72, 0.74: mean 0.72 beats trial 4's 0.71 with fewer parameters
-    points = {t.number: (values, seeds) for t, values, seeds in pareto_points(study)}
+    points = {t.number: (values, seeds) for t, values, seeds in StudyView(study).pareto}
     assert points[1] == (pytest.approx([0.72, 0.003]), 3)
-    assert pick_trial(study, "best").number == 1 and 4 not in points
+    assert StudyView(study).pick_trial("best").number == 1 and 4 not in points
 
 
 def test_a_study_selecting_on_neg_loss_picks_on_its_mean_and_records_the_task_metric_beside_it():
     """The first objective is what picks; ``metric`` in a record stays the task metric (here at odds with the score)."""
-    from autopeft.pareto import CONFIRM_ATTR, mean_metric, score_name
-    from autopeft.study import trial_record
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("autopeft.objectives", ["neg_loss", "params"])
@@ -108,28 +107,26 @@ def test_a_study_selecting_on_neg_loss_picks_on_its_mean_and_records_the_task_me
         trial = study.ask()
         trial.set_user_attr("metric", f1)
         study.tell(trial, [neg_loss, fraction])
-    assert score_name(study) == "neg_loss" and pick_trial(study, "best").number == 0
-    study.set_user_attr(f"{CONFIRM_ATTR}0", [{"seed": 9, "values": [-0.80, 0.003], "metric": 0.86}])
-    assert pick_trial(study, "best").number == 1  # trial 0's mean neg_loss -0.65 now loses to trial 1's -0.60
-    record = trial_record(study.trials[0], confirmations=study.user_attrs[f"{CONFIRM_ATTR}0"])
+    assert StudyView(study).score_name == "neg_loss" and StudyView(study).pick_trial("best").number == 0
+    study.set_user_attr(f"{keys.CONFIRM_PREFIX}0", [{"seed": 9, "values": [-0.80, 0.003], "metric": 0.86}])
+    assert StudyView(study).pick_trial("best").number == 1  # trial 0's mean neg_loss -0.65 now loses to trial 1's -0.60
+    record = trial_record(study.trials[0], confirmations=study.user_attrs[f"{keys.CONFIRM_PREFIX}0"])
     assert record["score"] == -0.50 and record["metric"] == 0.80
     assert record["score_mean"] == pytest.approx(-0.65) and record["metric_mean"] == pytest.approx(0.83)
     assert mean_metric(study.trials[1], None) == (0.84, 1)
 
 
 def test_studies_from_before_the_score_choice_select_on_the_metric():
-    from autopeft.pareto import score_name
 
-    assert score_name(optuna.create_study(directions=["maximize", "minimize"])) == "metric"
+    assert StudyView(optuna.create_study(directions=["maximize", "minimize"])).score_name == "metric"
 
 
 def _neg_loss_study(scores: list[float], prior: float | None) -> optuna.Study:
-    from autopeft.pareto import PRIOR_SCORE_ATTR
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("autopeft.objectives", ["neg_loss", "params"])
     if prior is not None:
-        study.set_user_attr(PRIOR_SCORE_ATTR, prior)
+        study.set_user_attr(keys.PRIOR_NEG_LOSS, prior)
     for i, score in enumerate(scores):
         study.add_trial(optuna.trial.create_trial(values=[score, 0.001 * (i + 1)]))
     return study
@@ -137,21 +134,21 @@ def _neg_loss_study(scores: list[float], prior: float | None) -> optuna.Study:
 
 def test_a_best_score_within_the_margin_of_the_label_prior_is_reported_as_not_learnt():
     """RTE with the default proxy: the best neg_loss -0.6843 against the prior's -0.6931 (1.3% of its loss)."""
-    from autopeft.pareto import LEARNT_MARGIN, learnt_margin, not_learnt_warning
 
     study = _neg_loss_study([-0.6951, -0.6843, -0.6900], prior=-0.6931)
-    assert learnt_margin(study) == pytest.approx((0.6931 - 0.6843) / 0.6931)
-    assert learnt_margin(study) < LEARNT_MARGIN
-    warning = not_learnt_warning(study)
+    assert StudyView(study).learnt_margin() == pytest.approx((0.6931 - 0.6843) / 0.6931)
+    assert StudyView(study).learnt_margin() < LEARNT_MARGIN
+    warning = StudyView(study).not_learnt_warning()
     assert warning is not None and "-0.6931" in warning and "says little about full training" in warning
 
 
 def test_a_score_well_above_the_prior_is_learnt_and_old_or_metric_studies_say_nothing():
     """MRPC with the default proxy: the best neg_loss -0.5835 against the prior's -0.6300 (7.4%)."""
-    from autopeft.pareto import learnt_margin, not_learnt_warning
 
-    assert not_learnt_warning(_neg_loss_study([-0.63, -0.5835], prior=-0.6300)) is None
-    assert learnt_margin(_neg_loss_study([-0.6], prior=None)) is None  # a study from before the prior was stored
+    assert StudyView(_neg_loss_study([-0.63, -0.5835], prior=-0.6300)).not_learnt_warning() is None
+    assert (
+        StudyView(_neg_loss_study([-0.6], prior=None)).learnt_margin() is None
+    )  # a study from before the prior was stored
     metric = _neg_loss_study([0.81], prior=-0.6300)
     metric.set_user_attr("autopeft.objectives", ["metric", "params"])
-    assert learnt_margin(metric) is None and not_learnt_warning(metric) is None
+    assert StudyView(metric).learnt_margin() is None and StudyView(metric).not_learnt_warning() is None
