@@ -1,4 +1,5 @@
-"""Make any Optuna sampler respect the parameter budget by repairing its proposals, and never repeat a failure."""
+"""Make any Optuna sampler respect the parameter budget by repairing its proposals, and never spend a trial on a
+configuration the study has measured, failed or is training."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from autopeft.samplers._proposals import Proposal, ProposalLog
 from autopeft.space import SearchSpace
 
 RETRIES = 16
-"""Proposals of the wrapped sampler tried before a configuration that failed before is given up on."""
+"""Proposals of the wrapped sampler tried before falling back to a random configuration the study does not hold."""
 
 
 class FeasibleSampler(ProposalLog, BaseSampler):
@@ -23,8 +24,10 @@ class FeasibleSampler(ProposalLog, BaseSampler):
     The wrapped sampler proposes values for every dimension; :meth:`SearchSpace.repair` then changes
     as few choices as needed to place at least one module within ``limit`` parameters. The repaired
     values are what Optuna records, so the study only ever holds configurations that were trained.
-    A proposal equal to a configuration that failed before is drawn again (up to :data:`RETRIES`
-    times, then a random feasible one, recorded as a fallback).
+    A proposal equal to a configuration that failed before, was measured, or is training in another trial is
+    drawn again (up to :data:`RETRIES` times, then a random feasible one, recorded as a fallback).
+    A trial withdrawn before training, or one whose parameters do not cover the space (a kill during its
+    proposal), blocks nothing.
 
     Args:
         base: the sampler to wrap (random, TPE, NSGA-II, ...).
@@ -47,10 +50,11 @@ class FeasibleSampler(ProposalLog, BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        failed = {
+        states = (TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        held = {
             self._space.key(t.params)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get("withdrawn") and self._space.covers(t.params)
+            for t in study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number and not t.user_attrs.get("withdrawn") and self._space.covers(t.params)
         }
         for _ in range(RETRIES):
             base_space = self._base.infer_relative_search_space(study, trial)
@@ -59,15 +63,15 @@ class FeasibleSampler(ProposalLog, BaseSampler):
                 if name not in values:
                     values[name] = self._base.sample_independent(study, trial, name, dist)
             repaired = self._space.repair(values, self._limit)
-            if self._space.key(repaired) not in failed:
+            if self._space.key(repaired) not in held:
                 self._record(trial.number, Proposal(self._name, repaired=repaired != values))
                 return repaired
         rng = np.random.default_rng(trial.number)
         for _ in range(RETRIES):
             repaired = self._space.repair(self._space.sample(rng), self._limit)
-            if self._space.key(repaired) not in failed:
+            if self._space.key(repaired) not in held:
                 break
-        reason = f"{self._name} proposed only configurations that failed before ({RETRIES} tries)"
+        reason = f"{self._name} proposed only configurations the study holds ({RETRIES} tries)"
         self._record(trial.number, Proposal("fallback", reason, repaired=True))
         return repaired
 

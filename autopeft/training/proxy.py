@@ -314,9 +314,12 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         rung_dev = subset(dev, np.sort(chosen))
 
     def scored_on(split: dict, predictions: bool = False) -> dict[str, float]:
-        return evaluate(
+        scores = evaluate(
             model, split, list(task.metrics), task.is_regression, settings.eval_batch_size, predictions=predictions
         )
+        if "neg_loss" in scores and not math.isfinite(scores["neg_loss"]):  # a diverged model: nothing to rank
+            raise TrialFailed(f"non-finite loss ({-scores['neg_loss']}) on the scored examples at step {step}")
+        return scores
 
     rungs: list[dict[str, Any]] = []
     next_fraction = request.rungs[0] if request.rungs and at_rung is not None else 1.0

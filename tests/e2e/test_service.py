@@ -159,20 +159,21 @@ def test_a_submitted_search_completes_and_jobs_and_status_agree_with_the_storage
 
 def test_stop_keeps_the_finished_trials_and_a_resubmit_completes_without_duplicates(service, tmp_path):
     run, search_args, address, storage = service
-    job = submitted_job(run("submit", *search_args("svc-stop", 8)))
+    longer = ["--epochs", "2"]  # trials long enough that the stop lands while the search runs, on a busy machine
+    job = submitted_job(run("submit", *search_args("svc-stop", 8, *longer)))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
-            if len(complete_trials(storage, "svc-stop")) >= 2:
+            if len(complete_trials(storage, "svc-stop")) >= 1:
                 break
         except KeyError:  # the study is not created yet
             pass
-        time.sleep(2)
+        time.sleep(0.5)
     stopped = run("stop", job, "--address", address)
     assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stdout + stopped.stderr
     kept = {t.number: t.values for t in complete_trials(storage, "svc-stop")}
-    assert 2 <= len(kept) < 8
-    again = submitted_job(run("submit", *search_args("svc-stop", 8)))
+    assert 1 <= len(kept) < 8
+    again = submitted_job(run("submit", *search_args("svc-stop", 8, *longer)))
     assert wait_for(run, address, storage, again)["state"] == "SUCCEEDED"
     after = complete_trials(storage, "svc-stop")
     assert len(after) == 8 and {t.number: t.values for t in after if t.number in kept} == kept
