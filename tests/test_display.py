@@ -18,8 +18,8 @@ def test_the_time_left_counts_the_start_up_estimate_down_until_a_trial_ends():
 def test_the_pareto_table_of_a_study_selecting_on_neg_loss_shows_the_score_and_the_task_metric():
     from rich.console import Console
 
-    from autopeft.display import pareto_table
     from autopeft import keys
+    from autopeft.display import pareto_table
     from autopeft.study import StudySpec, StudyView
 
     study = optuna.create_study(directions=["maximize", "minimize"])
