@@ -137,8 +137,11 @@ def read_predictions(run: dict, runs_dir: str | Path = ".") -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def paired_interval(a: list[dict], b: list[dict], metric: str, runs_dir: str | Path = ".") -> tuple[float, float]:
-    """The paired bootstrap interval of ``mean over a's seeds - mean over b's seeds`` of the metric, in points.
+def paired_interval(
+    a: list[dict], b: list[dict], metric: str, runs_dir: str | Path = "."
+) -> tuple[float, float] | None:
+    """The paired bootstrap interval of ``mean over a's seeds - mean over b's seeds`` of the metric, in points;
+    ``None`` for runs stored before per-example predictions were (the committed stores of earlier turns).
 
     Args:
         a: one configuration's runs (one per seed).
@@ -148,6 +151,8 @@ def paired_interval(a: list[dict], b: list[dict], metric: str, runs_dir: str | P
     """
     from scipy.stats import bootstrap
 
+    if not all(run.get("predictions") for run in [*a, *b]):
+        return None
     frames = [read_predictions(run, runs_dir) for run in [*a, *b]]
     gold = frames[0]["label"].to_numpy()
     if any(len(f) != len(gold) or not np.array_equal(f["label"].to_numpy(), gold) for f in frames):
@@ -252,7 +257,10 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
         figures[f"{which}_ci90"] = paired_interval(rows[which].runs, rows["lora"].runs, task.metric, runs_dir)
     figures["knee_params_vs_lora"] = rows["knee"].fraction / rows["lora"].fraction
     figures["compute"] = search_tokens / lora_tokens
-    ci = {w: ",".join(f"{x:.2f}" for x in figures[f"{w}_ci90"]) for w in ("best", "knee")}
+    ci = {
+        w: ",".join(f"{x:.2f}" for x in figures[f"{w}_ci90"]) if figures[f"{w}_ci90"] else "n/a"
+        for w in ("best", "knee")
+    }
     line = (
         f"task={task.name} knee_minus_lora={figures['knee_minus_lora']:.2f} "
         f"best_minus_lora={figures['best_minus_lora']:.2f} "

@@ -32,33 +32,42 @@ STATUS_QUO_SUFFIX = ".status-quo"
 """The companion study of a search's status quo is named ``<study>.status-quo``."""
 
 
-@dataclass
-class BoundStudy:
-    """A spec resolved against its backbone, ready to search.
+@dataclass(frozen=True)
+class Binding:
+    """A spec resolved: task, backbone, space, budget, objectives and status quo (before any study is opened).
 
     Attributes:
-        spec: the user's request.
         task: the task.
         info: the backbone's description.
         space: the bound search space.
         budget: the parsed budget.
         limit: the largest allowed trainable-parameter count.
         objectives: the objectives, ``metric`` first.
-        study: the Optuna study (created or continued).
-        storage: the storage it lives in (heartbeats are recorded there).
-        status_quo: the user's own default, trained beside the trials (in :attr:`status_quo_study`).
+        status_quo: the user's own default, trained beside the trials.
     """
 
-    spec: StudySpec
     task: TaskSpec
     info: BackboneInfo
     space: SearchSpace
     budget: Budget
     limit: int
     objectives: list[Objective]
+    status_quo: StatusQuo
+
+
+@dataclass(frozen=True)
+class BoundStudy(Binding):
+    """A spec resolved against its backbone (a :class:`Binding`), its study opened: ready to search.
+
+    Attributes:
+        spec: the user's request.
+        study: the Optuna study (created or continued).
+        storage: the storage it lives in (heartbeats are recorded there).
+    """
+
+    spec: StudySpec
     study: optuna.Study
     storage: optuna.storages.BaseStorage
-    status_quo: StatusQuo
 
     @functools.cached_property
     def status_quo_study(self) -> optuna.Study:
@@ -141,19 +150,6 @@ class BoundStudy:
         return [record["score"] if i == 0 else self.objectives[i].measured(record) for i in measured]
 
 
-@dataclass(frozen=True)
-class Binding:
-    """A spec resolved: task, backbone, space, budget, objectives and status quo (before any study is opened)."""
-
-    task: TaskSpec
-    info: BackboneInfo
-    space: SearchSpace
-    budget: Budget
-    limit: int
-    objectives: list[Objective]
-    status_quo: StatusQuo
-
-
 def bind(spec: StudySpec) -> Binding:
     """Resolve task, backbone, space, budget, objectives and status quo; fail fast when no configuration fits.
 
@@ -207,8 +203,7 @@ def _create_or_continue(
         raise AutopeftError(f"study {spec.name!r} exists with other objectives; choose another --study name")
     if keys.SPEC not in study.user_attrs:
         write_settings(study, spec, settings, binding.limit, binding.info)
-    b = binding
-    return BoundStudy(spec, b.task, b.info, b.space, b.budget, b.limit, b.objectives, study, storage, b.status_quo)
+    return BoundStudy(**vars(binding), spec=spec, study=study, storage=storage)
 
 
 def open_status_quo_study(study: optuna.Study, storage: optuna.storages.BaseStorage | str) -> optuna.Study:

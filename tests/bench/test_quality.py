@@ -16,8 +16,6 @@ from autopeft import keys
 from autopeft.baselines import baselines_study_name, stored_runs
 from autopeft.study import StudyView
 
-pytestmark = pytest.mark.slow
-
 
 def load_bench():
     spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
@@ -36,6 +34,7 @@ def run_bench(argv: list[str]) -> tuple[str, str]:
     return done.stdout.strip().splitlines()[-1], done.stdout
 
 
+@pytest.mark.slow
 def test_a_tiny_quality_run_compares_the_picks_with_lora_on_the_same_seeds(tmp_path, tiny_model, data_dir):
     bench = load_bench()
     root = tmp_path / "runs"
@@ -106,3 +105,15 @@ def test_the_paired_interval_resamples_examples_and_compares_the_means_over_seed
     tampered["predictions"]["sha256"] = "0" * 64
     with pytest.raises(SystemExit, match="digest differs"):
         bench.paired_interval([tampered], [run(50, 0)], "accuracy")
+
+
+@pytest.mark.parametrize("name", ["mrpc", "rte"])
+def test_the_committed_stores_of_earlier_turns_still_report(tmp_path, name):
+    """Stores written by earlier versions (a flat spec, ``evaluated_on``, no predictions) are read as they are."""
+    import shutil
+
+    (tmp_path / name).mkdir()
+    shutil.copyfile(REPO / "bench" / "results" / "stores" / f"quality-{name}-optuna.db", tmp_path / name / "optuna.db")
+    line, out = run_bench(["--report", "--task", name, "--runs-root", str(tmp_path)])
+    assert line.startswith(f"task={name} knee_minus_lora=") and "best_ci90=n/a" in line, out
+    assert "| autopeft knee (trial" in out

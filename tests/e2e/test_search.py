@@ -77,22 +77,23 @@ def test_the_sampler_assumes_what_the_study_stores_and_never_fell_back(search, t
 
 def test_the_stored_label_prior_is_the_selection_splits_and_the_cli_warns_as_the_check_says(search, tiny_model):
     """The floor the not-learnt check compares with is the prior of the examples the trials were scored on."""
+    from autopeft import keys
     from autopeft.objectives import prior_neg_loss
-    from autopeft.pareto import PRIOR_SCORE_ATTR, not_learnt_warning
-    from autopeft.study import spec_of
+    from autopeft.study import StudyView
     from autopeft.tasks import get_task
     from autopeft.training.data import training_and_evaluation
 
     runs, _, first = search
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
-    spec, task = spec_of(study), get_task("rte")
-    seed = study.user_attrs["autopeft.selection_seed"]
-    max_length = spec["proxy"]["max_length"]
-    train, dev = training_and_evaluation(task, "selection", tiny_model, max_length, spec["data_dir"], None, seed)
+    view, task = StudyView(study), get_task("rte")
+    seed = study.user_attrs[keys.SELECTION_SEED]
+    what = view.spec.what
+    train, dev = training_and_evaluation(task, "selection", tiny_model, what.training.max_length, what.data_dir, None,
+                                         seed)  # fmt: skip
     expected = prior_neg_loss(train["labels"], dev["labels"][:64], regression=False)
-    assert study.user_attrs[PRIOR_SCORE_ATTR] == pytest.approx(expected)
-    warning = not_learnt_warning(study)
-    assert (warning is not None) == ("the proxy did not learn this task" in first.stderr)
+    assert study.user_attrs[keys.PRIOR_NEG_LOSS] == pytest.approx(expected)
+    warning = view.not_learnt_warning()
+    assert (warning is not None) == ("did not learn this task" in " ".join(first.stderr.split()))
 
 
 def test_mlflow_has_one_parent_and_the_pareto_tags_match_the_cli(search):
@@ -138,15 +139,17 @@ def test_the_picks_were_confirmed_with_other_seeds_and_picked_on_the_mean(search
     """best and knee were trained again (another seed, the same exact objectives) before the search ended."""
     from autopeft.defaults import CONFIRM
     from autopeft.execution.confirmations import CONFIRM_SEED_OFFSET
-    from autopeft.pareto import confirmation_runs, mean_values, pick_trial
+    from autopeft.pareto import mean_values
+    from autopeft.study import StudyView
 
     runs, _, first = search
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
-    confirmations = confirmation_runs(study)
+    view = StudyView(study)
+    confirmations = view.confirmations
     assert 1 <= sum(map(len, confirmations.values())) <= CONFIRM
     unconfirmed = study.user_attrs["autopeft.search_runs"][0]["unconfirmed"]
     for pick in ("best", "knee"):
-        trial = pick_trial(study, pick)
+        trial = view.pick_trial(pick)
         done = [run for run in confirmations.get(trial.number, []) if "values" in run]
         if not done:  # confirmations moved the pick until none was left: an event, stored and printed
             assert sum(map(len, confirmations.values())) == CONFIRM and trial.number in unconfirmed
@@ -181,7 +184,7 @@ def test_a_pick_left_unconfirmed_when_the_confirmations_ran_out_is_stored_printe
     """Three trials scored so that confirming the best (a lucky -0.55, where real training gives about -0.69)
     hands ``best`` and ``knee`` to the unconfirmed middle trial (-0.56), the one confirmation run allowed spent.
     The study selects on neg_loss (a metric of random draws cannot be set apart)."""
-    from autopeft.pareto import confirmation_runs, pick_trial
+    from autopeft.study import StudyView
 
     # nothing stops at a rung (--grace 100): three trials trained to the end, selected on neg_loss
     args = tiny_search_args(tiny_model, data_dir, tmp_path, "few", 3, "--workers", "1", "--grace", "100",
@@ -192,14 +195,16 @@ def test_a_pick_left_unconfirmed_when_the_confirmations_ran_out_is_stored_printe
     assert large.values[1] > middle.values[1] > small.values[1]
     _set_scores(tmp_path / "optuna.db", "few", {large.number: -0.55, middle.number: -0.56, small.number: -0.70})
     study = optuna.load_study(study_name="few", storage=f"sqlite:///{tmp_path}/optuna.db")
-    assert pick_trial(study, "best").number == large.number and pick_trial(study, "knee").number == middle.number
+    view = StudyView(study)
+    assert view.pick_trial("best").number == large.number and view.pick_trial("knee").number == middle.number
 
     first = autopeft(*args[:-4], "--confirm", "1", "--trials", "3")
     assert first.returncode == 0, first.stderr[-3000:]
     study = optuna.load_study(study_name="few", storage=f"sqlite:///{tmp_path}/optuna.db")
-    runs = confirmation_runs(study)
+    view = StudyView(study)
+    runs = view.confirmations
     assert list(runs) == [large.number] and len(runs[large.number]) == 1
-    assert {pick_trial(study, pick).number for pick in ("best", "knee")} == {middle.number}
+    assert {view.pick_trial(pick).number for pick in ("best", "knee")} == {middle.number}
     record = study.user_attrs["autopeft.search_runs"][-1]
     assert record["confirmations"] == 1 and record["unconfirmed"] == [middle.number]
     assert f"the pick trial {middle.number} is unconfirmed" in " ".join(first.stderr.split())
@@ -207,7 +212,7 @@ def test_a_pick_left_unconfirmed_when_the_confirmations_ran_out_is_stored_printe
     again = autopeft(*args[:-4], "--confirm", "1", "--trials", "3")
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="few", storage=f"sqlite:///{tmp_path}/optuna.db")
-    assert len(confirmation_runs(study).get(middle.number, [])) == 1  # the same command confirmed it
+    assert len(StudyView(study).confirmations.get(middle.number, [])) == 1  # the same command confirmed it
     assert len(study.trials) == 3
 
 

@@ -143,15 +143,17 @@ def test_a_submitted_search_completes_and_jobs_and_status_agree_with_the_storage
     row = wait_for(run, address, storage, job)
     assert row["state"] == "SUCCEEDED", run("logs", job, "--address", address).stdout[-3000:]
     loaded = optuna.load_study(study_name="svc", storage=storage)
-    from autopeft.pareto import pareto_trials
+    from autopeft.study import StudyView
+
+    pareto_trials = StudyView(loaded).pareto_trials
 
     assert row["finished"] == len(complete_trials(storage, "svc")) == 4 == row["target"]
-    assert row["pareto_size"] == len(pareto_trials(loaded))
+    assert row["pareto_size"] == len(pareto_trials)
     status = run("status", "--study", "svc", "--storage", storage, "--json")
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert (shown["finished"], shown["running"], shown["seconds_left"]) == (4, 0, 0.0)
-    assert [p["trial"] for p in shown["pareto"]] == [t.number for t in pareto_trials(loaded)]
+    assert [p["trial"] for p in shown["pareto"]] == [t.number for t in pareto_trials]
     logs = run("logs", job, "--address", address)
     assert logs.returncode == 0 and "trials trained to the end" in logs.stdout
     assert "hunter2" not in logs.stdout  # the storage password is never printed
