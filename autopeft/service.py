@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,8 +190,15 @@ def _client(address: str):
         raise AutopeftError(f"--address {mask_url(address)}: cannot reach the Ray job server: {first}") from None
 
 
+NO_AGENT_YET = "No available agent to submit job"
+"""Ray's job server answers this while its head's agent has not registered yet (a head that just started)."""
+AGENT_WAIT_S = 60.0
+AGENT_RETRY_S = 3.0
+
+
 def submit(address: str, spec: StudySpec, folder: Path) -> str:
-    """Submit a validated search as a Ray job running the spec shipped in ``folder``; return the job's id.
+    """Submit a validated search as a Ray job running the spec shipped in ``folder``; return the job's id. While
+    the server says it has no agent yet, the submission is retried (each retry printed) for up to a minute.
 
     Args:
         address: the job server (``http://head:8265``).
@@ -211,16 +219,22 @@ def submit(address: str, spec: StudySpec, folder: Path) -> str:
         keys.JOB_STORAGE: mask_url(str(where.storage)),
     }
     entrypoint = shlex.join(["autopeft", "search", "--spec", SHIPPED_SPEC])
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=f"autopeft-{spec.name[:60]}-{stamp}-{os.getpid()}",
-            runtime_env={"working_dir": str(folder), "env_vars": env},
-            metadata=metadata,
-        )
-    except Exception as exc:  # noqa: BLE001 - the server's refusal, in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise AutopeftError(f"the job server refused the submission: {first}") from None
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=f"autopeft-{spec.name[:60]}-{stamp}-{os.getpid()}",
+                runtime_env={"working_dir": str(folder), "env_vars": env},
+                metadata=metadata,
+            )
+        except Exception as exc:  # noqa: BLE001 - the server's refusal, in one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if NO_AGENT_YET in first and time.monotonic() < deadline:
+                print(f"the job server has no agent yet (a head that just started); retrying: {first}", file=sys.stderr)
+                time.sleep(AGENT_RETRY_S)
+                continue
+            raise AutopeftError(f"the job server refused the submission: {first}") from None
 
 
 def study_counts(view: StudyView) -> dict[str, int]:

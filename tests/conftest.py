@@ -183,7 +183,12 @@ def ray_head(*options: str, env: dict[str, str]):
     """
     ray = ray_command()
     assert ray is not None, "no `ray` command beside this Python nor on PATH"
-    command = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", *options]
+    # Ports with fixed defaults are drawn free, so that another Ray on this machine (a user's search) cannot
+    # hold one of them: the dashboard agent then fails to start and the job server takes no job.
+    fixed = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "ray-client-server-port")  # fmt: skip
+    free = [f"--{name}={_free_port()}" for name in fixed if not any(o.startswith(f"--{name}") for o in options)]
+    command = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", *options, *free]
     head = subprocess.Popen(
         [*command, "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

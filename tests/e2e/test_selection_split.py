@@ -28,7 +28,7 @@ def test_a_task_without_a_usable_validation_split_is_searched_and_retrain_says_i
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="sim", storage=f"sqlite:///{runs}/optuna.db")
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(complete) == 2 and {t.user_attrs["evaluated_on"] for t in complete} == {"selection"}
+    assert len(complete) == 2 and {t.user_attrs["scored_on"] for t in complete} == {"selection"}
     again = autopeft("retrain", *common, "--pick", "best", "--seeds", "1", "--epochs", "1")
     lines = again.stderr.strip().splitlines()
     if broken == "missing":

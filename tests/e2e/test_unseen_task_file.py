@@ -46,7 +46,7 @@ def test_the_search_scores_the_task_files_metric(searched):
     runs, task = searched
     study = _study(runs)
     assert (
-        study.user_attrs["autopeft.spec"]["task"] == task
+        study.user_attrs["autopeft.spec"]["what"]["task"] == task
         and "name: similarity3" in study.user_attrs["autopeft.task_yaml"]
     )
     trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
@@ -129,8 +129,9 @@ def test_baselines_then_report_draws_them_with_the_pareto_front(searched):
     assert "## Baselines" in summary and "Houlsby adapter" in summary and "![Pareto plot](pareto.png)" in summary
 
     from autopeft.report import collect
+    from autopeft.study import StudyView
 
-    drawn = collect(_study(runs), f"sqlite:///{runs}/optuna.db")
+    drawn = collect(StudyView(_study(runs)), f"sqlite:///{runs}/optuna.db")
     assert len(drawn.baselines) == 5 and drawn.knee is not None
     assert {"pareto.png", "trials.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
