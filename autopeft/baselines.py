@@ -242,7 +242,10 @@ def run_baselines_beside(
     described = {"task": task_reference(task_ref), "model": model, "budget": budget_text, "limit": limit}
     study.set_user_attr(keys.BASELINES, described)
     runs = RunsDir.at(runs_dir)
-    tracker = StudyTracker(tracking_uri or runs.tracking_uri, name, runs.artifacts, described)
+    tracker = StudyTracker(
+        tracking_uri or runs.tracking_uri, name, runs.artifacts, described, task=task_reference(task_ref),
+        data_dir=data_dir,
+    )  # fmt: skip
     plan = RunPlan.in_runs_dir(backbone, task_reference(task_ref), data_dir, settings, runs_dir, name)
     results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run)
     tracker.finish()

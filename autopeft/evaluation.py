@@ -17,7 +17,7 @@ from autopeft.errors import AutopeftError, DataError
 from autopeft.methods.build import writes_masks
 from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo
-from autopeft.results import summarize
+from autopeft.results import closest_to_mean, summarize
 from autopeft.tasks import TaskSpec, get_task
 from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
 
@@ -35,6 +35,8 @@ class RunPlan:
         masks_dir: where pruning masks of each run are written (``None``: not kept).
         predictions_dir: where each run's per-example predictions are written (``None``: not kept).
         runs_dir: the runs folder the predictions' paths are recorded relative to (``None``: absolute paths).
+        models_dir: where each run's trained model is kept, one folder per run (``None``: not kept).
+        provenance: recorded in each kept model's ``trained`` block (the study).
     """
 
     model: str
@@ -45,12 +47,22 @@ class RunPlan:
     masks_dir: str | None = None
     predictions_dir: str | None = None
     runs_dir: str | None = None
+    models_dir: str | None = None
+    provenance: dict | None = None
 
     @classmethod
     def in_runs_dir(
-        cls, model: str, task: str, data_dir: str | None, settings: ProxySettings, runs_dir: str | Path, name: str
+        cls,
+        model: str,
+        task: str,
+        data_dir: str | None,
+        settings: ProxySettings,
+        runs_dir: str | Path,
+        name: str,
+        keep_models: bool = False,
     ) -> RunPlan:
-        """A plan using a runs folder's tokenisation cache, keeping masks and each run's predictions there.
+        """A plan using a runs folder's tokenisation cache, keeping masks, each run's predictions and trained model
+        there.
 
         Args:
             model: HF id or folder of the backbone.
@@ -59,12 +71,17 @@ class RunPlan:
             settings: training settings.
             runs_dir: the runs folder.
             name: the study the runs belong to.
+            keep_models: keep each run's trained model (``retrain``; baselines keep none).
         """
         from autopeft.runs_dir import RunsDir
 
         runs = RunsDir.at(runs_dir)
         cache, masks, predictions = runs.tokenized, runs.masks(name), runs.predictions(name)
-        return cls(model, task, data_dir, settings, str(cache), str(masks), str(predictions), str(runs.root))
+        kept = str(runs.models(name)) if keep_models else None
+        return cls(
+            model, task, data_dir, settings, str(cache), str(masks), str(predictions), str(runs.root), kept,
+            {"study": name},
+        )  # fmt: skip
 
 
 def settings_key(settings: ProxySettings) -> str:
@@ -115,6 +132,8 @@ def train_seeds(
             cache_dir=plan.cache_dir,
             masks_path=masks,
             predictions=plan.predictions_dir is not None,
+            model_dir=str(Path(plan.models_dir) / f"{label}-seed{seed}") if plan.models_dir else None,
+            provenance={**(plan.provenance or {}), "run": f"{label}-seed{seed}"},
         )
         try:
             result = {**run_proxy_trial(request), "seed": seed}
@@ -126,6 +145,8 @@ def train_seeds(
         if "predictions" in result:
             path = Path(plan.predictions_dir) / f"{label}-seed{seed}.csv"
             result["predictions"] = write_predictions(path, result["predictions"], get_task(plan.task), plan.runs_dir)
+        if request.model_dir and "metric" in result:
+            result["model"] = relative_to(Path(request.model_dir), plan.runs_dir)
         results.append(result)
         if on_run is not None:
             on_run(seed, result)
@@ -161,8 +182,18 @@ def write_predictions(path: Path, predictions: dict[str, Any], task: TaskSpec, r
     frame.to_csv(tmp, index=False)
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     tmp.replace(path)
-    file = path.relative_to(root) if root and path.is_relative_to(root) else path
-    return {"file": str(file), "sha256": digest, "rows": len(frame)}
+    return {"file": relative_to(path, root), "sha256": digest, "rows": len(frame)}
+
+
+def relative_to(path: Path, root: str | None) -> str:
+    """A kept file's path as a study records it: relative to the runs folder where it lies inside (a bench's stores
+    move), else absolute."""
+    return str(path.relative_to(root) if root and path.is_relative_to(root) else path)
+
+
+def kept_path(stored: str, runs_dir: str | Path | None) -> Path:
+    """Where a path a study recorded (:func:`relative_to`) lies here."""
+    return Path(runs_dir or "") / stored
 
 
 def require_validation(task: TaskSpec, data_dir: str | None, command: str) -> None:
@@ -193,7 +224,7 @@ def predictions_file(record: dict[str, Any], plan: RunPlan) -> list[Path]:
         plan: the plan it was trained with.
     """
     stored = (record.get("predictions") or {}).get("file")
-    return [Path(plan.runs_dir or "") / stored] if stored else []
+    return [kept_path(stored, plan.runs_dir)] if stored else []
 
 
 def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettings) -> dict[str, Any]:
@@ -220,6 +251,7 @@ def run_record(result: dict[str, Any], info: BackboneInfo, settings: ProxySettin
         "epochs": settings.epochs,
         "max_train_samples": settings.max_train_samples,
         **({"predictions": result["predictions"]} if "predictions" in result else {}),
+        **({"model": result["model"]} if "model" in result else {}),
     }
 
 
@@ -239,7 +271,8 @@ def evaluate_config(
         info: the backbone.
         plan: model, task, data and settings (masks are kept in a scratch folder, copied to the export).
         seeds: the seeds.
-        out: an export folder to write (see :mod:`autopeft.export`), or ``None``.
+        out: a folder to write (see :mod:`autopeft.model_folder`), or ``None``: the configuration, and the trained
+            weights of the seed closest to the seeds' mean.
         source: where the configuration came from (recorded in the export).
         on_run: called with ``(seed, result)`` after each run.
 
@@ -249,12 +282,14 @@ def evaluate_config(
     import dataclasses
     import tempfile
 
-    from autopeft.export import write_export
+    from autopeft.model_folder import copy_trained, write_export
     from autopeft.tasks import get_task
 
     task = get_task(plan.task)
     with tempfile.TemporaryDirectory() as scratch:
-        runs = train_seeds(config, dataclasses.replace(plan, masks_dir=scratch), seeds, on_run, command="evaluate")
+        models = str(Path(scratch) / "models") if out else None
+        kept = dataclasses.replace(plan, masks_dir=scratch, models_dir=models, provenance={"source": source})
+        runs = train_seeds(config, kept, seeds, on_run, command="evaluate")
         ok = [r for r in runs if "metric" in r]
         if not ok:
             raise AutopeftError(f"every run failed; first: {runs[0]['fail_reason']}")
@@ -280,4 +315,5 @@ def evaluate_config(
         if out:
             record = {**summary, "task": plan.task, "task_name": task.name, "source": source}
             write_export(out, config, info, record, first["steps"], first.get("masks_path"))
+            copy_trained(kept_path(closest_to_mean(ok)["model"], plan.runs_dir), out)
     return summary

@@ -1,109 +1,30 @@
-"""Export a configuration as files ``peft`` and autopeft load, and rebuild a model from them.
-
-An export folder holds:
-
-- ``autopeft.json``: the full configuration (every method's plan, the learning rate), its
-  objectives and provenance, and ``peft_expressible`` with, when false, ``not_expressible``: which
-  part peft cannot express (bottleneck adapters, per-layer prefix lengths, pruning masks, a
-  combination of methods);
-- ``adapter_config.json`` when the whole configuration is one method peft implements in that form
-  (``peft.PeftConfig.from_pretrained`` loads it); also ``peft/<method>/adapter_config.json`` for
-  each peft-expressible part of a combination;
-- ``masks.npz`` when the configuration prunes: the masks the trial measured its sparsity with.
-
-:func:`load` rebuilds the exact model (methods, hooks, masks) from such a folder on a backbone.
-"""
+"""Export what a study's pick answers as a folder (the format is :mod:`autopeft.model_folder`'s): its configuration,
+and with ``trained`` the weights a ``retrain`` of it kept."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopeft import keys
-from autopeft.errors import ConfigError
-from autopeft.methods.base import METHODS
-from autopeft.methods.build import (
-    AdaptedModel,
-    apply_config,
-    check_config,
-    count_trainable,
-    peft_config,
-    target_sparsity,
-    writes_masks,
-)
-from autopeft.methods.config import EXPORT_FILE, TrialConfig, read_config
-from autopeft.models import BackboneInfo, backbone_info, public_model_id, resolve_backbone
+from autopeft.errors import AutopeftError
+from autopeft.evaluation import kept_path
+from autopeft.model_folder import copy_trained, write_export
+from autopeft.models import backbone_info
+from autopeft.results import closest_to_mean
+from autopeft.runs_dir import RunsDir
 
 if TYPE_CHECKING:
     from autopeft.study import StudyView
 
-MASKS_FILE = "masks.npz"
+
+TRAINED_CHOICES = ("closest", "all")
+"""What ``export --trained`` writes: the retrained seed closest to the seeds' mean, or every seed (``seed-<k>/``)."""
 
 
-def write_export(
-    out: str | Path,
-    config: TrialConfig,
-    info: BackboneInfo,
-    record: dict[str, Any],
-    total_steps: int = 1000,
-    masks_path: str | None = None,
+def export_trial(
+    view: StudyView, pick: str, out: str | Path, trained: str | None = None, runs_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    """Write an export folder for ``config`` on a backbone.
-
-    Args:
-        out: the folder (created).
-        config: the configuration.
-        info: the backbone.
-        record: fields written into ``autopeft.json`` beside the configuration (provenance, metrics).
-        total_steps: training steps the configuration was trained for (AdaLoRA's schedule).
-        masks_path: the pruning masks of the trained configuration, copied as ``masks.npz``.
-
-    Returns:
-        The content of ``autopeft.json``.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    whole = peft_config(config, info, total_steps)
-    model_id = public_model_id(info.model)  # what adapter_config.json names: loadable on another machine
-    reasons = []
-    if whole is None:
-        if len(config.methods) > 1:
-            reasons.append(f"one adapter_config.json holds one method; this combines {', '.join(config.methods)}")
-        for name, plan in config.methods.items():
-            part = peft_config(TrialConfig({name: plan}, config.training), info, total_steps)
-            if part is None:
-                reasons.append(f"{name}: {METHODS[name].not_in_peft}")
-            else:
-                part.base_model_name_or_path = model_id or info.model
-                part.save_pretrained(str(out / "peft" / name))
-    else:
-        whole.base_model_name_or_path = model_id or info.model
-        whole.save_pretrained(str(out))
-    if masks_path and Path(masks_path).is_file():
-        if Path(masks_path).resolve() != (out / MASKS_FILE).resolve():
-            shutil.copyfile(masks_path, out / MASKS_FILE)
-    elif writes_masks(config):
-        reasons.append("pruning masks were not found: load() applies none")
-    summary = {
-        **record,
-        "model": model_id or info.model,  # the public id where the backbone has one
-        "model_path": info.model,  # the folder or id the study trained on, here
-        "trainable_params": count_trainable(config, info),
-        "backbone_params": info.backbone_params,
-        "target_sparsity": target_sparsity(config, info),
-        "config": config.to_dict(),
-        "total_steps": total_steps,
-        "peft_expressible": whole is not None,
-        "not_expressible": reasons,
-        "loader": "autopeft.load(folder, model)",
-    }
-    (out / EXPORT_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return summary
-
-
-def export_trial(view: StudyView, pick: str, out: str | Path) -> dict[str, Any]:
     """Export what a pick answers (see the module docstring for what is written): a trial, or, when ``best``
     found nothing that beat it, the status quo with that verdict.
 
@@ -111,9 +32,14 @@ def export_trial(view: StudyView, pick: str, out: str | Path) -> dict[str, Any]:
         view: the study.
         pick: ``knee``, ``best`` or a trial number (see :meth:`autopeft.study.StudyView.pick`).
         out: the output folder (created).
+        trained: also the weights ``retrain`` kept of it (:data:`TRAINED_CHOICES`); ``None``: the configuration only.
+        runs_dir: the runs folder the retrained models lie in.
 
     Returns:
-        The content of ``autopeft.json``.
+        The content of ``autopeft.json`` (with ``all``: the first seed's).
+
+    Raises:
+        AutopeftError: ``trained`` is asked and no retrained model of the pick is kept.
     """
     from autopeft.tasks import get_task
 
@@ -156,40 +82,33 @@ def export_trial(view: StudyView, pick: str, out: str | Path) -> dict[str, Any]:
         "space": spec.what.space,
     }
     steps = int(trial.user_attrs.get("steps") or 1000)
-    return write_export(out, chosen.config, info, summary, steps, trial.user_attrs.get("masks_path"))
+    if trained is None:
+        return write_export(out, chosen.config, info, summary, steps, trial.user_attrs.get("masks_path"))
+    kept = retrained_models(view, chosen.key, pick)
+    chosen_runs = kept if trained == "all" else [closest_to_mean(kept)]
+    written = []
+    for run in chosen_runs:
+        folder = Path(out) / f"seed-{run['seed']}" if trained == "all" else Path(out)
+        source = kept_path(run["model"], RunsDir.at(runs_dir).root)
+        if not source.is_dir():
+            raise AutopeftError(f"the retrained model {source} is gone: run `autopeft retrain --pick {pick}` again")
+        write_export(folder, chosen.config, info, summary, steps)
+        written.append(copy_trained(source, folder))
+    return written[0]
 
 
-def load(path: str | Path, model=None, trust_remote_code: bool = False) -> AdaptedModel:
-    """Rebuild the exact model of an export: every method inserted, pruning masks applied.
+def retrained_models(view: StudyView, key: int | str, pick: str) -> list[dict[str, Any]]:
+    """The retrained runs of a pick that kept their model, at the settings of its latest retrain.
 
     Args:
-        path: an export folder (or its ``autopeft.json``).
-        model: a ``transformers`` sequence-classification model of the export's backbone; default:
-            load the backbone named in ``autopeft.json`` with the task's number of labels.
-        trust_remote_code: allow the backbone's own code when loading it here.
-
-    Returns:
-        The adapted model (``.model`` is the ``torch`` module; ``.sparsity()`` the measured sparsity).
+        view: the study.
+        key: the pick's trial number or ``status_quo``.
+        pick: what the user named (for the message).
     """
-    import numpy as np
-
-    from autopeft.methods.build import apply_masks
-    from autopeft.models import load_model
-    from autopeft.tasks import get_task
-
-    config, document = read_config(path)
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    if model is None:
-        if "model" not in document or "task" not in document:
-            raise ConfigError(f"{folder}: {EXPORT_FILE} names no model/task; pass the model to load()")
-        source = resolve_backbone(document.get("model_path") or document["model"], document["model"])
-        model = load_model(source, get_task(document["task"]).num_labels, trust_remote_code)
-    name = model.config._name_or_path or document.get("model", "")
-    info = backbone_info(name, model.config.num_labels, trust_remote_code)
-    config = check_config(config, info, source=str(folder / EXPORT_FILE))
-    adapted = apply_config(model, config, info, int(document.get("total_steps", 1000)))
-    masks_file = folder / MASKS_FILE
-    if masks_file.is_file():
-        with np.load(masks_file) as masks:
-            apply_masks(model.base_model, {key: masks[key] for key in masks.files}, info)
-    return adapted
+    runs = [r for r in view.retrains.get(key, []) if r.get("model") and "metric" in r]
+    if not runs:
+        raise AutopeftError(
+            f"no trained model of {pick!r} (trial {key}) is kept: run `autopeft retrain --study {view.name} "
+            f"--pick {pick}` first"
+        )
+    return [r for r in runs if r["settings"] == runs[-1]["settings"]]

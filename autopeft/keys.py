@@ -90,6 +90,11 @@ TAG_FAIL_REASON = "autopeft.fail_reason"
 TAG_SEED = "autopeft.seed"
 TAG_SETTINGS = "autopeft.settings"
 TAG_BASELINE = "autopeft.baseline"
+TAG_NOTE = "mlflow.note.content"
+"""MLflow's own tag its UI shows as a run's description: the parent's links its Pareto set's runs."""
+MODEL_ALIASES = {"best": "champion", "knee": "knee"}
+"""Pick -> alias of the study's registered model: the retrained ``best`` (the status quo's when nothing beat it) is
+``champion``."""
 MLFLOW_TAGS = (TAG_STUDY, TAG_ROLE, TAG_TRIAL, TAG_STATE, TAG_PARETO, TAG_PARETO_TRIALS, TAG_FAIL_REASON, TAG_SEED,
                TAG_SETTINGS, TAG_BASELINE)  # fmt: skip
 PARAM_SPEC = "spec."

@@ -48,3 +48,13 @@ def summarize(runs: list[dict[str, Any]]) -> SeedSummary:
     means = {k: statistics.fmean(float(r["metrics"][k]) for r in runs if k in r.get("metrics", {})) for k in names}
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return SeedSummary(statistics.fmean(values), std, len(values), means)
+
+
+def closest_to_mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose metric is nearest its seeds' mean (the lower seed on a tie): the one model that stands for them.
+
+    Args:
+        runs: successful runs with ``metric`` and ``seed``.
+    """
+    mean = summarize(runs).mean
+    return min((r for r in runs if "metric" in r), key=lambda r: (abs(float(r["metric"]) - mean), r["seed"]))

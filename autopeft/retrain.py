@@ -8,6 +8,7 @@ repeated, so an interrupted retrain continues.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,9 +92,13 @@ def retrain(
     task = get_task(what.task)
     info = backbone_info(view.backbone, task.num_labels, what.trust_remote_code)
     runs = RunsDir.at(runs_dir)
-    plan = RunPlan.in_runs_dir(view.backbone, what.task, data_dir or what.data_dir, settings, runs.root, view.name)
+    plan = RunPlan.in_runs_dir(
+        view.backbone, what.task, data_dir or what.data_dir, settings, runs.root, view.name, keep_models=True
+    )
     uri = tracking_uri or runs.tracking_uri
-    tracker = StudyTracker(uri, view.name, runs.artifacts, view.spec.to_dict(), attach=True)
+    tracker = StudyTracker(
+        uri, view.name, runs.artifacts, view.spec.to_dict(), attach=True, task=what.task, data_dir=plan.data_dir
+    )
     key = settings_key(settings)
     results = []
     for pick in picks:
@@ -115,8 +120,61 @@ def retrain(
                 on_run(number, seed, result)
 
         pending = [s for s in seeds if s not in done]
-        train_seeds(config, plan, pending, store, label=f"trial-{number}", command="retrain")
+        label = f"{'trial-' if isinstance(number, int) else ''}{number}"
+        trial_plan = dataclasses.replace(plan, provenance={**plan.provenance, "trial": number})
+        train_seeds(config, trial_plan, pending, store, label=label, command="retrain")
         ok = [r for r in stored if r["settings"] == key and "metric" in r]
         failed = sum(1 for r in stored if r["settings"] == key and "fail_reason" in r)
         results.append(Retrained(number, task_metric(pick.trial), summarize(ok) if ok else None, key, failed))
     return results
+
+
+def register_picks(
+    view: StudyView,
+    picks: list[str],
+    runs_dir: str | Path,
+    data_dir: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, str]:
+    """Put the retrained models of ``best`` and ``knee`` in MLflow's model registry under the study's name, with the
+    aliases :data:`autopeft.keys.MODEL_ALIASES` names (``champion`` for ``best``: the status quo's model when
+    nothing beat it). Each is the seed closest to its seeds' mean, logged on that seed's retrain run.
+
+    Args:
+        view: the study (read after its retrain).
+        picks: what ``retrain`` was asked (only ``best`` and ``knee`` are registered).
+        runs_dir: the runs folder the retrained models lie in.
+        data_dir: folder of data_dir tasks (the input example's rows; default: the study's).
+        tracking_uri: MLflow store (default: the runs folder's).
+
+    Returns:
+        Alias -> registered version, of those registered now.
+    """
+    import pandas as pd
+
+    from autopeft.evaluation import kept_path
+    from autopeft.export import retrained_models
+    from autopeft.results import closest_to_mean
+    from autopeft.tracking.registry import register_trained
+
+    names = [p for p in picks if p in keys.MODEL_ALIASES]
+    if not names:
+        return {}
+    what, runs = view.spec.what, RunsDir.at(runs_dir)
+    tracker = StudyTracker(tracking_uri or runs.tracking_uri, view.name, runs.artifacts, attach=True)
+    task = get_task(what.task)
+    texts = task.load_split("validation", data_dir or what.data_dir).texts
+    example = pd.DataFrame({field: column[:3] for field, column in zip(task.text_fields, texts, strict=True)})
+    by_key: dict[int | str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(view.pick(name).key, []).append(keys.MODEL_ALIASES[name])
+    registered = {}
+    for key, aliases in by_key.items():
+        run = closest_to_mean(retrained_models(view, key, str(key)))
+        runs_of = [r for r in tracker.runs("retrain") if r.data.tags.get(keys.TAG_TRIAL) == str(key)]
+        found = [r.info.run_id for r in runs_of if r.data.tags.get(keys.TAG_SEED) == str(run["seed"])]
+        if not found:
+            continue  # the run was not logged (tracking was off): `autopeft sync` does not register models
+        version = register_trained(tracker, kept_path(run["model"], runs.root), found[0], aliases, example)
+        registered |= dict.fromkeys(aliases, version) if version else {}
+    return registered

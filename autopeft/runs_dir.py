@@ -75,6 +75,10 @@ class RunsDir:
         """A study's per-example predictions (retrains, baselines)."""
         return self.root / "predictions" / study
 
+    def models(self, study: str) -> Path:
+        """A study's trained models, one folder per run (``trial-3-seed0``; :mod:`autopeft.model_folder`'s format)."""
+        return self.root / "models" / study
+
     def logs(self, study: str) -> Path:
         """A study's log files."""
         return self.root / "logs" / study

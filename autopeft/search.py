@@ -193,8 +193,9 @@ def run_search(
 
     name = bound.study.study_name
     tracker = StudyTracker(
-        str(spec.where.tracking_uri), name, runs.artifacts, spec.to_dict(), stale_s=how.heartbeat_grace
-    )
+        str(spec.where.tracking_uri), name, runs.artifacts, spec.to_dict(), stale_s=how.heartbeat_grace,
+        task=spec.what.task, data_dir=spec.what.data_dir,
+    )  # fmt: skip
     tracker.sync(bound.study)  # trials that ended while tracking was down, or just before a kill
 
     data = prepare_data(bound, str(runs.tokenized))

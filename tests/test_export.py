@@ -7,7 +7,7 @@ import json
 import pytest
 
 from autopeft.errors import ConfigError
-from autopeft.export import read_config, write_export
+from autopeft.model_folder import read_config, write_export
 
 
 def test_a_configuration_file_reads_exponent_numbers_and_yaml_1_2_booleans(tmp_path):

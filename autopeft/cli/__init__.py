@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 
 from autopeft.cli.base import Command, Parser
+from autopeft.cli.predict import Predict
 from autopeft.cli.results import Export, Pareto, Report, Sync, Trials
 from autopeft.cli.search import Search, Submit
 from autopeft.cli.service import Jobs, Logs, Status, Stop
@@ -30,6 +31,7 @@ COMMANDS: tuple[type[Command], ...] = (
     Pareto,
     Trials,
     Export,
+    Predict,
     Report,
     Sync,
     Ui,

@@ -73,13 +73,22 @@ class Export(Command):
         study_options(parser)
         parser.add_argument("--pick", default="knee", help="knee (default), best, or a trial number")
         parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument(
+            "--trained", nargs="?", const="closest", choices=("closest", "all"),
+            help="also the weights `retrain` kept: of the seed closest to the seeds' mean (closest, the default), or "
+            "of every seed (all: one folder per seed under --out)",
+        )  # fmt: skip
 
     def take_action(self, args: argparse.Namespace) -> int:
         from autopeft.export import export_trial
 
-        summary = export_trial(open_view(args), args.pick, args.out)
+        summary = export_trial(open_view(args), args.pick, args.out, args.trained, args.runs_dir)
+        weights = ""
+        if "trained" in summary:
+            run = summary["trained"]
+            weights = f" with the weights of seed {run['seed']} ({summary['metric_name']} {run['metric']:.4f})"
         if summary["status_quo"]:
-            print(f"{summary['verdict']}; exported the status quo to {args.out}")
+            print(f"{summary['verdict']}; exported the status quo{weights} to {args.out}")
             return 0
         validation = summary.get("validation")
         reported = (
@@ -91,8 +100,8 @@ class Export(Command):
         print(
             f"exported trial {summary['trial']} of {summary['study']} "
             f"({summary['metric_name']} {summary['metric']:.4f} "
-            f"on the {summary['scored_on']} split{reported}; {summary['trainable_params']:,} trainable parameters) "
-            f"to {args.out}"
+            f"on the {summary['scored_on']} split{reported}; {summary['trainable_params']:,} trainable parameters)"
+            f"{weights} to {args.out}"
         )
         return 0
 
@@ -120,7 +129,11 @@ class Report(Command):
         if not finished_count(view):
             raise AutopeftError(f"study {view.name!r} has no finished trial yet: nothing to report")
         runs = RunsDir.at(args.runs_dir)
-        tracker = StudyTracker(tracking_of(args), view.name, runs.artifacts, view.spec.to_dict(), attach=True)
+        what = view.spec.what
+        tracker = StudyTracker(
+            tracking_of(args), view.name, runs.artifacts, view.spec.to_dict(), attach=True, task=what.task,
+            data_dir=what.data_dir,
+        )  # fmt: skip
         paths = write_report(view, storage_of(args), args.out, tracker)
         logged = "; attached to the MLflow parent run" if tracker.enabled else "; MLflow unreachable, not attached"
         print(f"wrote {', '.join(str(p) for p in paths.values())}{logged}")
@@ -143,7 +156,11 @@ class Sync(Command):
 
         view = open_view(args)
         uri = tracking_of(args)
-        tracker = StudyTracker(uri, view.name, RunsDir.at(args.runs_dir).artifacts, view.spec.to_dict())
+        what = view.spec.what
+        tracker = StudyTracker(
+            uri, view.name, RunsDir.at(args.runs_dir).artifacts, view.spec.to_dict(), task=what.task,
+            data_dir=what.data_dir,
+        )  # fmt: skip
         logged = tracker.sync(view.study)
         if not tracker.enabled:
             raise AutopeftError(f"MLflow at {mask_url(uri)} is unreachable; nothing was synced")

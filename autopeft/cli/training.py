@@ -238,7 +238,7 @@ class Retrain(Command):
 
         from autopeft import defaults
         from autopeft.evaluation import require_validation
-        from autopeft.retrain import chosen_trials, retrain
+        from autopeft.retrain import chosen_trials, register_picks, retrain
         from autopeft.study import dumps
         from autopeft.tasks import get_task
 
@@ -255,6 +255,9 @@ class Retrain(Command):
                 view, picks, seeds, settings, args.runs_dir, args.data_dir, args.tracking_uri,
                 on_run=lambda trial, seed, result: progress.advance(task_id),
             )  # fmt: skip
+        registered = register_picks(open_view(args), args.pick, args.runs_dir, args.data_dir, args.tracking_uri)
+        for alias, version in registered.items():
+            Console(stderr=True).print(f"registered model {view.name!r} version {version} as @{alias}")
         if args.json:
             print(dumps([dataclasses.asdict(r) for r in results]))
             return 0

@@ -28,12 +28,15 @@ class AdaptedModel:
         hooks: the methods' training hooks (AdaLoRA's allocation, pruning), in application order.
         linears: the backbone's encoder-layer Linear modules (sparsity is measured over them).
         head: names of the classification head's parameters (trainable, not counted).
+        created: names (in ``model.state_dict()``) of every parameter and buffer the methods created, trained
+            or not: with the head, what a trained model adds to its backbone (:meth:`trained_state`).
     """
 
     model: torch.nn.Module
     hooks: list[TrainingHook] = field(default_factory=list)
     linears: dict[tuple[int, str], torch.nn.Linear] = field(default_factory=dict)
     head: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
 
     def trainable_params(self) -> int:
         """Trainable parameters outside the classification head."""
@@ -41,6 +44,17 @@ class AdaptedModel:
         return sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad and n not in head)
 
     config: TrialConfig | None = None
+
+    def saved_names(self) -> set[str]:
+        """What training may change besides pruning: the tensors the methods created (:attr:`created`), the head, and
+        any other trained parameter (full fine-tuning's backbone), by their names in ``model.state_dict()``."""
+        trained = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        return set(self.created) | set(self.head) | trained
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The tensors of :meth:`saved_names`, on the CPU."""
+        state = self.model.state_dict()
+        return {name: state[name].detach().cpu().contiguous() for name in sorted(self.saved_names())}
 
     def sparsity(self) -> float:
         """Measured fraction of exactly-zero weights over the encoder-layer Linear matrices."""
@@ -195,6 +209,7 @@ def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo
     head = [n for n, _ in model.named_parameters() if not n.startswith(f"{prefix}.")]
     context = BuildContext(info=info, linears=backbone_linears(model, info), total_steps=total_steps)
     trainable: set[int] = set()
+    existing = {id(t) for t in model.state_dict(keep_vars=True).values()}
     for name, method in METHODS.items():  # registry order is application order
         if name not in config.methods:
             continue
@@ -204,11 +219,14 @@ def apply_config(model: torch.nn.Module, config: TrialConfig, info: BackboneInfo
         trainable |= {id(p) for p in method.trained_parameters(model, created)}
         if hook is not None:
             context.hooks.append(hook)
+    new = [n for n, t in model.state_dict(keep_vars=True).items() if id(t) not in existing]
     head_names = set(head)
     head_ids = {id(p) for n, p in model.named_parameters() if n in head_names}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable or id(p) in head_ids)
-    return AdaptedModel(model=model, hooks=context.hooks, linears=context.linears, head=head, config=config)
+    return AdaptedModel(
+        model=model, hooks=context.hooks, linears=context.linears, head=head, config=config, created=new
+    )
 
 
 def peft_config(config: TrialConfig, info: BackboneInfo, total_steps: int = 1000):

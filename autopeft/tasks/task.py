@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -168,6 +168,28 @@ class TaskSpec(Strict):
             files.append([str(path), stat and stat.st_size, stat and stat.st_mtime_ns])
         raw = json.dumps([self.model_dump(mode="json"), files], sort_keys=True)
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+    def split_file(self, split: str, data_dir: str | Path | None) -> dict[str, Any] | None:
+        """What a run's dataset record says of a split's file: ``path``, ``sha256`` (of the file's bytes) and ``rows``
+        (read once per file version). ``None`` when the split has no file here (the hub's).
+
+        Args:
+            split: ``train``, ``validation``, ``test`` or ``selection``.
+            data_dir: the folder ``data_dir`` tasks read from.
+        """
+        path = self.split_path(split, data_dir)
+        if path is None or not path.is_file():
+            return None
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in _FILE_FACTS:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            _FILE_FACTS[key] = (digest.hexdigest(), len(self.load_split(split, data_dir)))
+        digest, rows = _FILE_FACTS[key]
+        return {"path": str(path), "sha256": digest, "rows": rows}
 
     # -- reading the data --------------------------------------------------------------------------
     def split_path(self, split: str, data_dir: str | Path | None) -> Path | None:
@@ -321,3 +343,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     task = read_model_file(path, TaskSpec, "name, train, validation, text_fields, ...")
     task._source = path
     return task
+
+
+_FILE_FACTS: dict[tuple[str, int, int], tuple[str, int]] = {}
+"""A split file's SHA-256 and row count, by (path, size, modification time): read once per version of a file."""

@@ -32,6 +32,9 @@ class StudyTracker(Tracker):
         attach: only add runs and files to the parent (``retrain``, ``report``): its status is left as it is.
         stale_s: seconds after which a trial run still RUNNING was left by a killed process (the study's
             heartbeat grace).
+        task: the task the runs train on (a built-in name or a task file): each run logs its data files as
+            MLflow datasets (:meth:`run_inputs`); ``None``: none logged.
+        data_dir: the folder of ``data_dir`` tasks.
     """
 
     def __init__(
@@ -42,8 +45,11 @@ class StudyTracker(Tracker):
         spec: dict | None = None,
         attach: bool = False,
         stale_s: float = 30.0,
+        task: str | None = None,
+        data_dir: str | None = None,
     ) -> None:
         self.stale_s = stale_s
+        self.task, self.data_dir = task, data_dir
         self._logged: dict[int, str] = {}
         self._tagged: dict[str, str] = {}
         super().__init__(uri, study, artifact_dir, spec, attach)
@@ -62,6 +68,27 @@ class StudyTracker(Tracker):
         self._logged = {int(r.data.tags[keys.TAG_TRIAL]): r.info.run_id for r in runs}
         self._tagged = {r.info.run_id: r.data.tags.get(keys.TAG_PARETO) for r in runs}
         return self._logged
+
+    def run_inputs(self, role: str) -> list[dict[str, Any]]:
+        """The data files a run of ``role`` trained and was scored on, as dataset records (``name``, ``context``,
+        ``path``, ``sha256``, ``rows``): the train split, and the selection split for a search's runs (its own file, or
+        the train file it is held out of), the validation split for ``retrain`` and ``baseline`` runs.
+
+        Args:
+            role: the run's ``autopeft.role``.
+        """
+        if self.task is None:
+            return []
+        from autopeft.tasks import get_task
+
+        task = get_task(self.task)
+        train = task.split_file("train", self.data_dir)
+        if role in ("retrain", "baseline"):
+            scored, split = task.split_file("validation", self.data_dir), "validation"
+        else:
+            scored, split = task.split_file("selection", self.data_dir) or train, "selection"
+        found = [(train, "train", "training"), (scored, split, "evaluation")]
+        return [{**f, "name": f"{task.name}-{name}", "context": context} for f, name, context in found if f]
 
     # -- logging
     def log_trial(
@@ -109,7 +136,8 @@ class StudyTracker(Tracker):
         score = f" {record['metric']:.4f}" if record["state"] == "COMPLETE" and record.get("metric") is not None else ""
         name = f"trial-{record['trial']}{score} {describe(record.get('params'))}".strip()[:250]
         params = {f"{keys.PARAM_SPACE}{k}": v for k, v in optuna_params.items()}
-        run_id = self.write_run(name, tags, params, metrics, record.get("params"), status)
+        inputs = self.run_inputs("trial")
+        run_id = self.write_run(name, tags, params, metrics, record.get("params"), status, inputs=inputs)
         self.log_curve(run_id, "train_loss", train_losses)
         self._logged[record["trial"]] = run_id
         return run_id
@@ -132,7 +160,8 @@ class StudyTracker(Tracker):
         shown = ("metric", "trainable_params", "trainable_fraction", "sparsity", "steps", "seconds", "epochs")
         metrics = {key: record.get(key) for key in shown} | dict(record.get("metrics") or {})
         params = {"seed": record["seed"], "max_train_samples": record.get("max_train_samples") or "all"}
-        return self.guarded(self.write_run, name, all_tags, params, metrics, config, "FINISHED", list(files))
+        inputs = self.run_inputs(role)
+        return self.guarded(self.write_run, name, all_tags, params, metrics, config, "FINISHED", list(files), inputs)
 
     def mark_pareto(self, records: list[dict[str, Any]], pareto: set[int], beside: list[dict] = ()) -> None:
         """Tag every child run ``autopeft.pareto=true|false`` and attach ``pareto.csv`` to the parent.
@@ -157,6 +186,25 @@ class StudyTracker(Tracker):
         pd.DataFrame(rows).to_csv(buffer, index=False)
         self.attach_text(buffer.getvalue(), "pareto.csv")
         self.set_tag(self.parent_id, keys.TAG_PARETO_TRIALS, ",".join(str(t) for t in sorted(pareto)))
+        self.set_tag(self.parent_id, keys.TAG_NOTE, self.pareto_note(records, pareto))
+
+    def pareto_note(self, records: list[dict[str, Any]], pareto: set[int]) -> str:
+        """The parent run's description: its Pareto set, each trial a link to its run (named by its score).
+
+        Args:
+            records: records of every trial of the study.
+            pareto: trial numbers of the Pareto set.
+        """
+        lines = [f"**{self.study}**: the Pareto set ({len(pareto)} trials; best metric first)", ""]
+        chosen = sorted((r for r in records if r["trial"] in pareto), key=lambda r: -(r.get("metric") or 0.0))
+        for record in chosen:
+            run_id = self._logged.get(record["trial"])
+            share = 100 * (record.get("trainable_fraction") or 0.0)
+            what = f"trial {record['trial']}: metric {record.get('metric', float('nan')):.4f}, "
+            what += f"{record.get('trainable_params', 0):,} trainable ({share:.3f}%)"
+            link = f"#/experiments/{self.experiment_id}/runs/{run_id}" if run_id else None
+            lines.append(f"- [{what}]({link})" if link else f"- {what}")
+        return "\n".join(lines)
 
     def sync(self, study) -> int:
         """Log every finished or failed trial of ``study`` that has no run yet and its status quo, then tag the
@@ -205,7 +253,8 @@ class StudyTracker(Tracker):
         for rung, entry in enumerate(record.get("rungs") or []):
             metrics[f"rung{rung + 1}_score"] = entry["score"]
         name = f"status quo {record['metric']:.4f}: {record['label']}"
-        return self.write_run(name, tags, {"seed": record.get("seed")}, metrics, record.get("params"), "FINISHED")
+        params, inputs = {"seed": record.get("seed")}, self.run_inputs("status_quo")
+        return self.write_run(name, tags, params, metrics, record.get("params"), "FINISHED", inputs=inputs)
 
     def sync_pareto(self, study) -> None:
         """Tag the study's current Pareto set on the child runs and write ``pareto.csv`` (the status quo beside it)

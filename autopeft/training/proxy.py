@@ -94,6 +94,9 @@ class ProxyRequest:
         selection_seed: the seed of the held-out selection part (the study's seed).
         predictions: return each evaluated example's prediction (``predictions``: label ids or scores,
             and for classification each class's probability) with the final evaluation.
+        model_dir: keep the trained model in this folder (:mod:`autopeft.model_folder`'s format), when it ends.
+        provenance: what ``autopeft.json``'s ``trained`` block records beside the seed, settings and metrics
+            (the study, the trial).
     """
 
     model: str
@@ -110,6 +113,8 @@ class ProxyRequest:
     scored_on: str = "validation"
     selection_seed: int = 0
     predictions: bool = False
+    model_dir: str | None = None
+    provenance: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -137,6 +142,11 @@ def _fresh_backbone(model: str, num_labels: int, attention_dropout: bool, seed: 
     net = copy.deepcopy(pretrained)
     initialise_fresh(net, fresh, seed)
     return net
+
+
+def _untouched_backbone(model: str, num_labels: int, attention_dropout: bool) -> torch.nn.Module:
+    """A copy of the pretrained model as loaded (after :func:`_fresh_backbone` loaded it), for peft's saving."""
+    return copy.deepcopy(_BACKBONES[(model, num_labels, attention_dropout)][0])
 
 
 def _device() -> torch.device:
@@ -380,6 +390,17 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     masks = adapted.masks()
     if masks and request.masks_path:
         save_masks(request.masks_path, masks)
+    if request.model_dir and not pruned:
+        from autopeft.model_folder import save_trained
+
+        trained = {"seed": request.seed, "scored_on": request.scored_on, "metric": metrics[task.metric]}
+        trained |= {"metrics": metrics, "steps": step, "settings": asdict(settings), **(request.provenance or {})}
+        record = {"task": request.task, "task_name": task.name, "label_names": list(task.class_names)}
+        record["text_fields"] = list(task.text_fields)
+        record |= {"metric_name": task.metric, "trained": trained}
+        fresh = _untouched_backbone(request.model, task.num_labels, settings.attention_dropout)
+        kept_masks = request.masks_path if masks else None
+        save_trained(request.model_dir, adapted, info, record, total_steps, kept_masks, fresh)
     result = {
         "metric": metrics[task.metric],
         "metrics": metrics,

@@ -40,7 +40,7 @@ def batch():
 def test_predicted_built_and_peft_counts_agree_and_the_start_is_the_backbone(knobs, tmp_path, tiny_model, tiny_info):
     from peft import PeftConfig, get_peft_model
 
-    from autopeft.export import write_export
+    from autopeft.model_folder import write_export
 
     config = lora(tiny_info, **knobs)
     base = load_model(tiny_model, 2).eval()
