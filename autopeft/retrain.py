@@ -17,6 +17,7 @@ from typing import Any
 from autopeft import keys
 from autopeft.errors import AutopeftError
 from autopeft.evaluation import RunPlan, predictions_file, run_record, settings_key, train_seeds
+from autopeft.methods.build import describe
 from autopeft.models import backbone_info
 from autopeft.pareto import task_metric
 from autopeft.results import SeedSummary, summarize
@@ -165,16 +166,29 @@ def register_picks(
     task = get_task(what.task)
     texts = task.load_split("validation", data_dir or what.data_dir).texts
     example = pd.DataFrame({field: column[:3] for field, column in zip(task.text_fields, texts, strict=True)})
-    by_key: dict[int | str, list[str]] = {}
+    by_key: dict[int | str, tuple[Pick, list[str]]] = {}
     for name in names:
-        by_key.setdefault(view.pick(name).key, []).append(keys.MODEL_ALIASES[name])
+        pick = view.pick(name)
+        by_key.setdefault(pick.key, (pick, []))[1].append(keys.MODEL_ALIASES[name])
     registered = {}
-    for key, aliases in by_key.items():
-        run = closest_to_mean(retrained_models(view, key, str(key)))
+    for key, (pick, aliases) in by_key.items():
+        seeded = retrained_models(view, key, str(key))
+        run = closest_to_mean(seeded)
         runs_of = [r for r in tracker.runs("retrain") if r.data.tags.get(keys.TAG_TRIAL) == str(key)]
         found = [r.info.run_id for r in runs_of if r.data.tags.get(keys.TAG_SEED) == str(run["seed"])]
         if not found:
             continue  # the run was not logged (tracking was off): `autopeft sync` does not register models
-        version = register_trained(tracker, kept_path(run["model"], runs.root), found[0], aliases, example)
+        stats = summarize(seeded)
+        what = "the status quo" if pick.is_status_quo else f"trial {key}"
+        description = (
+            f"{' and '.join(f'@{a}' for a in aliases)} of study {view.name}: {what} "
+            f"({describe(pick.config.to_dict())}); "
+            f"the seed closest to the mean: seed {run['seed']}, validation {task.metric} {run['metric']:.4f} "
+            f"(mean {stats.mean:.4f} ± {stats.std:.4f} over {stats.seeds} seeds, {run['settings']})"
+        )
+        description += f". {pick.verdict}" if pick.verdict else ""
+        tags = {keys.TAG_STUDY: view.name, keys.TAG_TRIAL: str(key), keys.TAG_SEED: str(run["seed"])}
+        folder = kept_path(run["model"], runs.root)
+        version = register_trained(tracker, folder, found[0], aliases, example, description, tags)
         registered |= dict.fromkeys(aliases, version) if version else {}
     return registered

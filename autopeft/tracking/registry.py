@@ -31,7 +31,13 @@ def requirements() -> list[str]:
 
 
 def register_trained(
-    tracker: Tracker, folder: str | Path, run_id: str, aliases: list[str], example: pd.DataFrame
+    tracker: Tracker,
+    folder: str | Path,
+    run_id: str,
+    aliases: list[str],
+    example: pd.DataFrame,
+    description: str = "",
+    tags: dict[str, str] | None = None,
 ) -> str | None:
     """Log a trained folder as an MLflow model on ``run_id``, register it under the study's name, and give it
     ``aliases``. An MLflow error turns tracking off, said once (the folder stays on disk).
@@ -42,14 +48,24 @@ def register_trained(
         run_id: the run that trained it (its ``retrain`` run).
         aliases: the registered version's aliases.
         example: a few rows of the task's text columns (the input example; the signature is inferred from it).
+        description: the version's description (what it is, and its figures).
+        tags: the version's tags.
 
     Returns:
         The registered version, or ``None`` when tracking is off.
     """
-    return tracker.guarded(_register, tracker, Path(folder), run_id, aliases, example)
+    return tracker.guarded(_register, tracker, Path(folder), run_id, aliases, example, description, tags or {})
 
 
-def _register(tracker: Tracker, folder: Path, run_id: str, aliases: list[str], example: pd.DataFrame) -> str:
+def _register(
+    tracker: Tracker,
+    folder: Path,
+    run_id: str,
+    aliases: list[str],
+    example: pd.DataFrame,
+    description: str,
+    tags: dict[str, str],
+) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -74,6 +90,10 @@ def _register(tracker: Tracker, folder: Path, run_id: str, aliases: list[str], e
     finally:
         mlflow.set_tracking_uri(previous)
     version = str(logged.registered_model_version)
+    if description:
+        tracker.client.update_model_version(tracker.study, version, description=description)
+    for key, value in tags.items():
+        tracker.client.set_model_version_tag(tracker.study, version, key, value)
     for alias in aliases:
         tracker.client.set_registered_model_alias(tracker.study, alias, version)
     return version

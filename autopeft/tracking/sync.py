@@ -53,6 +53,16 @@ class StudyTracker(Tracker):
         self._logged: dict[int, str] = {}
         self._tagged: dict[str, str] = {}
         super().__init__(uri, study, artifact_dir, spec, attach)
+        if not attach:
+            self.guarded(self._log_parent_inputs)
+
+    def _log_parent_inputs(self) -> None:
+        """The parent run names the study's data files once (the collapsed Runs table shows them)."""
+        from autopeft.tracking.mlflow import dataset_input
+
+        inputs = self.run_inputs("parent")
+        if inputs and not self.client.get_run(self.parent_id).inputs.dataset_inputs:
+            self.client.log_inputs(self.parent_id, datasets=[dataset_input(entry) for entry in inputs])
 
     def _child_ids(self) -> dict[int, str]:
         """Trial number -> run id of every trial run of the study, read from the server (any worker's).

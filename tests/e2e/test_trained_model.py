@@ -88,6 +88,8 @@ def test_every_run_names_the_data_files_it_read(searched, data_dir):
         by_role.setdefault(run.data.tags.get(keys.TAG_ROLE), []).append(run)
     files = {split: Path(data_dir) / "RTE" / f"{name}.tsv" for split, name in (("train", "train"), ("validation", "dev"))}
     digests = {split: hashlib.sha256(path.read_bytes()).hexdigest() for split, path in files.items()}
+    (parent,) = [r for r in by_role["parent"] if r.data.tags[keys.TAG_STUDY] == STUDY]
+    assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"rte-train", "rte-selection"}
     for role, scored in (("trial", "train"), ("retrain", "validation"), ("baseline", "validation")):
         assert by_role.get(role), role
         for run in by_role[role]:
@@ -124,6 +126,14 @@ def test_the_champion_is_served_by_mlflow_and_answers_as_predict_does(searched, 
     assert champion.run_id and knee.run_id
     source_run = client.get_run(champion.run_id)
     assert source_run.data.tags[keys.TAG_ROLE] == "retrain"
+    # champion is what `best` answers: a trial, or the status quo's model when nothing beat it
+    from autopeft.study import StudyView
+
+    best = StudyView.load(STUDY, f"sqlite:///{searched}/optuna.db").pick("best")
+    assert source_run.data.tags[keys.TAG_TRIAL] == champion.tags[keys.TAG_TRIAL] == str(best.key)
+    assert "@champion" in champion.description and f"seed {champion.tags[keys.TAG_SEED]}" in champion.description
+    if best.is_status_quo:
+        assert best.verdict in champion.description
 
     # what predict answers with the same trained folder (the champion's seed, from its run's tags)
     trial, seed = source_run.data.tags[keys.TAG_TRIAL], source_run.data.tags[keys.TAG_SEED]

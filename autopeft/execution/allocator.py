@@ -1,0 +1,37 @@
+"""The search driver's memory allocator: freed large blocks go back to the system.
+
+Each proposal fits a Gaussian process on every trial so far; its tensors grow with the study and are freed after
+each proposal. glibc raises its mmap threshold whenever a large mmapped block is freed, so that later large blocks
+are carved from the heap instead, where freed space fragments and the resident size keeps growing (about 0.7 MB a
+trial here: ``bench/long_search.py``). Fixing the threshold keeps every block above it mmapped, returned on free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+logger = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter of the mmap threshold (``malloc.h``)."""
+
+MMAP_THRESHOLD_BYTES = 128 * 1024
+"""glibc's initial threshold, kept fixed: blocks of at least this many bytes are mmapped."""
+
+
+def keep_large_blocks_mmapped() -> bool:
+    """Fix glibc's mmap threshold in this process (not on other C libraries, where nothing changes).
+
+    Returns:
+        Whether the threshold was set (false where the C library is not glibc; said once at debug level).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        logger.debug("no glibc mallopt in %s: the allocator is left as it is", name)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
