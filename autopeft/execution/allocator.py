@@ -14,15 +14,17 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3
-"""glibc's ``mallopt`` parameter of the mmap threshold (``malloc.h``)."""
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+"""glibc's ``mallopt`` parameters (``malloc.h``): the free space at the heap's top that is given back, the size from
+which blocks are mmapped."""
 
-MMAP_THRESHOLD_BYTES = 128 * 1024
-"""glibc's initial threshold, kept fixed: blocks of at least this many bytes are mmapped."""
+THRESHOLD_BYTES = 128 * 1024
+"""glibc's initial thresholds, kept fixed. Both are raised together as large blocks are freed (the trim threshold to
+twice the mmap threshold), which the imports before a search already do: both are set back."""
 
 
 def keep_large_blocks_mmapped() -> bool:
-    """Fix glibc's mmap threshold in this process (not on other C libraries, where nothing changes).
+    """Fix glibc's mmap and trim thresholds in this process (not on other C libraries, where nothing changes).
 
     Returns:
         Whether the threshold was set (false where the C library is not glibc; said once at debug level).
@@ -34,4 +36,4 @@ def keep_large_blocks_mmapped() -> bool:
     except (OSError, AttributeError, TypeError):
         logger.debug("no glibc mallopt in %s: the allocator is left as it is", name)
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES))

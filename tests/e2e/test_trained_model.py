@@ -86,7 +86,9 @@ def test_every_run_names_the_data_files_it_read(searched, data_dir):
     by_role: dict[str, list] = {}
     for run in runs:
         by_role.setdefault(run.data.tags.get(keys.TAG_ROLE), []).append(run)
-    files = {split: Path(data_dir) / "RTE" / f"{name}.tsv" for split, name in (("train", "train"), ("validation", "dev"))}
+    files = {
+        split: Path(data_dir) / "RTE" / f"{name}.tsv" for split, name in (("train", "train"), ("validation", "dev"))
+    }
     digests = {split: hashlib.sha256(path.read_bytes()).hexdigest() for split, path in files.items()}
     (parent,) = [r for r in by_role["parent"] if r.data.tags[keys.TAG_STUDY] == STUDY]
     assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"rte-train", "rte-selection"}

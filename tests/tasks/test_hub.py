@@ -26,9 +26,10 @@ def glue_cache(cache: Path, data_dir: str) -> dict[str, str]:
         frame = pd.read_csv(Path(data_dir) / "RTE" / file, sep="\t", quoting=3).head(ROWS)
         frame["label"] = frame["label"].map(["entailment", "not_entailment"].index)
         table = Dataset.from_pandas(frame[["sentence1", "sentence2", "label"]], preserve_index=False)
-        with pa.OSFile(str(folder / f"glue-{split}.arrow"), "wb") as sink, pa.ipc.new_stream(
-            sink, table.data.table.schema
-        ) as writer:
+        with (
+            pa.OSFile(str(folder / f"glue-{split}.arrow"), "wb") as sink,
+            pa.ipc.new_stream(sink, table.data.table.schema) as writer,
+        ):
             writer.write_table(table.data.table)
         splits.add(SplitInfo(split, num_examples=len(frame)))
         info = table.info
