@@ -9,6 +9,7 @@ trial here: ``bench/long_search.py``). Fixing the threshold keeps every block ab
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import logging
 
@@ -23,17 +24,34 @@ THRESHOLD_BYTES = 128 * 1024
 twice the mmap threshold), which the imports before a search already do: both are set back."""
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name)
+    except (OSError, TypeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the free pages inside the heap back to the system (glibc's ``malloc_trim``), after each trial: what the
+    fixed thresholds leave (blocks under them, freed between ones still in use) would otherwise stay resident.
+
+    Returns:
+        Whether memory was given back (false on other C libraries, where nothing is done).
+    """
+    trim = getattr(_libc(), "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
+
+
 def keep_large_blocks_mmapped() -> bool:
     """Fix glibc's mmap and trim thresholds in this process (not on other C libraries, where nothing changes).
 
     Returns:
         Whether the threshold was set (false where the C library is not glibc; said once at debug level).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        logger.debug("no glibc mallopt in %s: the allocator is left as it is", name)
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        logger.debug("no glibc mallopt here: the allocator is left as it is")
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES))

@@ -5,6 +5,7 @@ the model, so nothing is pickled. It answers a DataFrame of the task's text colu
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 MODEL_ARTIFACT = "model"
@@ -19,7 +20,7 @@ class TrainedFolderModel(PythonModel):
 
         self.predictor = Predictor(context.artifacts[MODEL_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.predictor.predict(model_input)
 
 

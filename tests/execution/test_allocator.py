@@ -11,7 +11,7 @@ import pytest
 
 PATTERN = """
 import sys, torch
-from autopeft.execution.allocator import keep_large_blocks_mmapped
+from autopeft.execution.allocator import keep_large_blocks_mmapped, release_free_memory
 if sys.argv[1] == "fixed":
     assert keep_large_blocks_mmapped()
 def rss():
@@ -26,6 +26,8 @@ for n in range(20, 260, 4):  # a growing study: every proposal's tensors are lar
         batch = torch.randn(32, n, n, dtype=torch.double)  # batched acquisition values
         del k, factor, batch
     kept.append(torch.randn(50))  # a small object each trial keeps (a stored result)
+    if sys.argv[1] == "trimmed":
+        release_free_memory()
     if base is None and n >= 100:
         base = rss()
 print(rss() - base)
@@ -39,7 +41,8 @@ def growth(mode: str) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_a_fixed_mmap_threshold_returns_the_freed_tensors_of_a_growing_study():
-    fixed, default = growth("fixed"), growth("default")
-    assert fixed < 30, f"resident size grew {fixed:.0f} MB with the threshold fixed"
-    assert default > fixed + 100, f"the pattern should grow without the fix ({default:.0f} MB): it tests nothing"
+def test_fixed_thresholds_or_a_trim_after_each_trial_return_the_freed_tensors_of_a_growing_study():
+    default, fixed, trimmed = growth("default"), growth("fixed"), growth("trimmed")
+    assert fixed < 30, f"resident size grew {fixed:.0f} MB with the thresholds fixed"
+    assert trimmed < 30, f"resident size grew {trimmed:.0f} MB with a trim after each trial"
+    assert default > 100 + max(fixed, trimmed), f"the pattern should grow without either ({default:.0f} MB)"
