@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--model", help="backbone (default: a tiny random BERT built here)")
     parser.add_argument("--data-dir", default=os.environ.get("AUTOPEFT_DATA_DIR"))
     parser.add_argument("--runs-dir", default="runs/long", help="the study's runs folder (a rerun continues it)")
+    parser.add_argument("--sampler", help="the search's sampler (default: the search's default); `random` isolates it")
     parser.add_argument("--report", action="store_true", help="train nothing: the table of what the run wrote")
     args = parser.parse_args(argv)
     runs = Path(args.runs_dir).resolve()
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> str:
         ]  # fmt: skip
         if args.data_dir:
             command += ["--data-dir", args.data_dir]
+        if args.sampler:
+            command += ["--sampler", args.sampler]
         print("$ " + " ".join(command[2:]), flush=True)
         done = subprocess.run(command, stdout=subprocess.DEVNULL)
         if done.returncode:

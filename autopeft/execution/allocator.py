@@ -9,8 +9,8 @@ trial here: ``bench/long_search.py``). Fixing the threshold keeps every block ab
 from __future__ import annotations
 
 import ctypes
-import functools
 import ctypes.util
+import functools
 import logging
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ from ray.tune.search import Searcher
 
 from autopeft import keys
 from autopeft.execution import trials
-from autopeft.execution.allocator import release_free_memory
 from autopeft.execution.rungs import RungBoard
 from autopeft.methods.config import TrialConfig
 from autopeft.results import STATUS_QUO_KEY as STATUS_QUO
@@ -328,7 +327,6 @@ class StudySearcher(Searcher):
         else:
             self.completed += 1
         self.on_trial_end(stored)
-        release_free_memory()
         timing = {"trial": stored.number, "ask_s": stored.user_attrs.get(keys.ASK_SECONDS), "done": self.completed}
         timing |= {"bookkeeping_s": round(time.perf_counter() - started, 4), "driver_rss_mb": resident_mb()}
         self.on_timing({**timing, "worker_rss_mb": (result or {}).get("worker_rss_mb")})
