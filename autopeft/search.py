@@ -17,7 +17,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import keys
 from autopeft.errors import SearchAborted
-from autopeft.execution.allocator import keep_large_blocks_mmapped
 from autopeft.methods.config import TrialConfig
 from autopeft.objectives import prior_neg_loss
 from autopeft.pareto import hypervolume, mean_metric
@@ -190,7 +189,6 @@ def run_search(
     fail_stale_trials(bound.status_quo_study)
     bound.study.sampler = bound.create_sampler()
     say = on_event or (lambda line: None)
-    keep_large_blocks_mmapped()  # the sampler's growing tensors, freed after each proposal, are returned
     ray_log, timings = runs.run_logs(spec.name)  # one of each per study and run
 
     name = bound.study.study_name

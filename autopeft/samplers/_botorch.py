@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.samplers._proposals import Proposal, ProposalLog
 from autopeft.space import SearchSpace
+from autopeft.space.space import CACHE_ENTRIES, LruCache
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._hyperparameters: dict[str, torch.Tensor] | None = None
-        self._feature_cache: dict[tuple, np.ndarray] = {}
+        self._feature_cache = LruCache(CACHE_ENTRIES)
         self._pool: list[dict[str, Any]] = []
         self._trial_keys: dict[int, tuple] = {}
 
@@ -191,13 +192,11 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     def _features(self, params: dict[str, Any]) -> np.ndarray:
         """The space's model encoding of the values, then the known objectives' exact values (last columns)."""
         key = self._space.key(params)
-        if key not in self._feature_cache:
-            if len(self._feature_cache) > 20_000:
-                self._feature_cache.clear()
-            self._feature_cache[key] = np.append(
-                self._space.features(params), [known.value(params) for known in self._known.values()]
-            )
-        return self._feature_cache[key]
+        cached = self._feature_cache.get(key)
+        if cached is None:
+            cached = np.append(self._space.features(params), [known.value(params) for known in self._known.values()])
+            self._feature_cache[key] = cached
+        return cached
 
     def reference_point(self, y: torch.Tensor, signs: list[float]) -> torch.Tensor:
         """The hypervolume reference point of observed values ``y`` (all maximised), BoTorch's rule.

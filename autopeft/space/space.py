@@ -8,6 +8,7 @@ exactly before anything is built.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,36 @@ def load_space_file(space: str | Path) -> tuple[Path, SpaceFile, dict[str, BaseM
     return path, parsed, sections
 
 
+CACHE_ENTRIES = 4096
+"""Entries a sampler's per-configuration caches keep (canonical values, model features): many times what one
+proposal reads (its pool of 256 candidates and the trials so far), a few MB. Larger bounds held up to 150 MB by
+trial 300 (``bench/long_search.py``)."""
+
+
+class LruCache(OrderedDict):
+    """A dict that keeps its ``maxsize`` most recently used entries.
+
+    Args:
+        maxsize: entries kept.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get(self, key, default=None):
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
 @dataclass
 class SearchSpace:
     """A space file bound to a backbone: its dimensions, decoding, exact counting and repair.
@@ -112,7 +143,7 @@ class SearchSpace:
     sections: dict[str, BaseModel]
     info: BackboneInfo
     dimensions: dict[str, BaseDistribution] = field(default_factory=dict)
-    _canonical_cache: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    _canonical_cache: LruCache = field(default_factory=lambda: LruCache(CACHE_ENTRIES), repr=False, compare=False)
 
     @classmethod
     def load(cls, space: str | Path, info: BackboneInfo) -> SearchSpace:
@@ -338,8 +369,6 @@ class SearchSpace:
                 decoded = self.decode(changed)
                 if decoded is not None and decoded.to_dict() == target:
                     out, moved = changed, True
-        if len(self._canonical_cache) > 50_000:
-            self._canonical_cache.clear()
         self._canonical_cache[raw] = out
         return dict(out)
 

@@ -303,3 +303,14 @@ def test_range_neighbours_move_one_range_dimension_within_its_bounds(tiny_info):
     rates = sorted(n["train.learning_rate"] for n in extra if n["train.learning_rate"] != 2e-3)
     width = np.log(space.dimensions["train.learning_rate"].high / space.dimensions["train.learning_rate"].low)
     assert np.allclose(np.log(rates[1] / rates[0]), 0.2 * width)  # a tenth of the log-width each way
+
+
+def test_the_per_configuration_caches_keep_their_most_recent_entries_only():
+    from autopeft.space.space import LruCache
+
+    cache = LruCache(3)
+    for key in "abc":
+        cache[key] = key.upper()
+    assert cache.get("a") == "A"  # read: now the most recent
+    cache["d"] = "D"
+    assert list(cache) == ["c", "a", "d"] and cache.get("b") is None and len(cache) == 3
