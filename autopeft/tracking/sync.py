@@ -205,7 +205,8 @@ class StudyTracker(Tracker):
             records: records of every trial of the study.
             pareto: trial numbers of the Pareto set.
         """
-        lines = [f"**{self.study}**: the Pareto set ({len(pareto)} trials; best metric first)", ""]
+        count = f"{len(pareto)} trial{'s' if len(pareto) != 1 else ''}"
+        lines = [f"**{self.study}**: the Pareto set ({count}; best metric first)", ""]
         chosen = sorted((r for r in records if r["trial"] in pareto), key=lambda r: -(r.get("metric") or 0.0))
         for record in chosen:
             run_id = self._logged.get(record["trial"])
