@@ -3,7 +3,11 @@
 A plan sets a *target* sparsity, a *granularity* (``unstructured``; ``N:M`` semi-structured, N kept
 in every group of M consecutive inputs; ``heads``; FFN ``neurons``), a *criterion* (``magnitude``
 ``|w|``; ``taylor``, the first-order saliency ``|w * dL/dw|`` summed over steps; ``movement``,
-``-w * dL/dw`` summed, which keeps the weights the loss would push away from zero) and a *schedule*
+``-w * dL/dw`` summed, which keeps the weights the loss would push away from zero; ``flap`` (An et
+al., 2024), the fluctuation of the weight's input feature times its square, ``Var(x_j) * w_ij^2``,
+whose sum over a column is FLAP's score of input channel j; ``pst`` (Li et al., 2022), magnitude
+plus a rank-8 estimate of movement, ``|w| / mean|w| + M_r / mean|M_r|`` with ``M_r`` the best rank-8
+approximation of the summed movement score) and a *schedule*
 (``one_shot`` at ``start``; ``linear`` or ``cubic`` (Zhu & Gupta, 2017) from ``start`` to ``end``,
 in ``events`` pruning steps), ``start``/``end`` being fractions of training.
 
@@ -37,7 +41,11 @@ from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, number
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-CRITERIA = ("magnitude", "taylor", "movement")
+CRITERIA = ("magnitude", "taylor", "movement", "flap", "pst")
+GRADIENT_CRITERIA = ("taylor", "movement", "pst")
+"""The criteria that read the frozen weights' gradients (``flap`` reads the layers' inputs instead)."""
+PST_RANK = 8
+"""The rank of PST's estimate of the movement score."""
 SCHEDULES = ("one_shot", "linear", "cubic")
 STRUCTURED = {"heads": ("query", "key", "value", "attn_out"), "neurons": ("ffn_in", "ffn_out")}
 _N_M = re.compile(r"^(\d+):(\d+)$")
@@ -66,7 +74,7 @@ class PruningPlan(Strict):
 
     target: float = Field(ge=0, lt=1)
     granularity: str = "unstructured"
-    criterion: Literal["magnitude", "taylor", "movement"] = "magnitude"
+    criterion: Literal["magnitude", "taylor", "movement", "flap", "pst"] = "magnitude"
     schedule: Literal["one_shot", "linear", "cubic"] = "cubic"
     start: float = Field(0.0, ge=0, le=1)
     end: float = Field(0.8, ge=0, le=1)
@@ -158,14 +166,36 @@ class Pruner(TrainingHook):
         self.linears = {site: linears[site] for site in _pruned_sites(plan)}
         self.events = event_steps(plan, total_steps)
         self.data_aware = plan["criterion"] != "magnitude"
+        self.gradients = plan["criterion"] in GRADIENT_CRITERIA
         self.scores: dict[tuple[int, str], torch.Tensor] = {}
+        self.inputs: dict[tuple[int, str], list[torch.Tensor]] = {}  # flap: per input feature, sum, sum of squares, n
+        self._hooks: list = []
         self.masks: dict[str, torch.Tensor] = {}
 
     # -- training -------------------------------------------------------------------------------
     def on_train_begin(self) -> None:
         if 0 in self.events:
             self._prune_at(0)
-        self._track_gradients(self.data_aware and any(e > 0 for e in self.events))
+        later = any(e > 0 for e in self.events)
+        self._track_gradients(self.gradients and later)
+        if self.plan["criterion"] == "flap" and later:
+            self._hooks = [
+                linear.register_forward_pre_hook(self._input_statistics(site)) for site, linear in self.linears.items()
+            ]
+
+    def _input_statistics(self, site: tuple[int, str]):
+        """A hook that adds a training batch's inputs of one Linear to its per-feature sums (FLAP's fluctuation)."""
+
+        def record(module: torch.nn.Module, args: tuple) -> None:
+            if not module.training:
+                return  # rung evaluations score the selection examples: they must not steer the masks
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            sums = self.inputs.setdefault(site, [torch.zeros_like(x[0]), torch.zeros_like(x[0]), 0])
+            sums[0] += x.sum(0)
+            sums[1] += (x * x).sum(0)
+            sums[2] += x.shape[0]
+
+        return record
 
     def _track_gradients(self, on: bool) -> None:
         for linear in self.linears.values():
@@ -174,19 +204,22 @@ class Pruner(TrainingHook):
                 linear.weight.grad = None
 
     def after_step(self, step: int) -> None:
-        if self.data_aware and self.events and step <= self.events[-1]:
+        if self.gradients and self.events and step <= self.events[-1]:
             for site, linear in self.linears.items():
                 grad = linear.weight.grad
                 if grad is None:
                     continue
                 saliency = (linear.weight.detach() * grad).float()
-                saliency = saliency.abs() if self.plan["criterion"] == "taylor" else -saliency
+                saliency = saliency.abs() if self.plan["criterion"] == "taylor" else -saliency  # movement, pst
                 self.scores[site] = self.scores.get(site, 0) + saliency
                 linear.weight.grad = None
         if step in self.events:
             self._prune_at(step)
             if step == self.events[-1]:
                 self._track_gradients(False)
+                for hook in self._hooks:
+                    hook.remove()
+                self._hooks = []
 
     def _prune_at(self, step: int) -> None:
         """Prune as the schedule says at ``step``; the last event reaches the target exactly, whatever
@@ -200,8 +233,22 @@ class Pruner(TrainingHook):
     # -- masks ----------------------------------------------------------------------------------
     def _score(self, site: tuple[int, str]) -> torch.Tensor:
         weight = self.linears[site].weight.detach()
-        score = self.scores.get(site) if self.data_aware else None
-        score = weight.abs().float() if score is None else score.clone()
+        criterion, magnitude = self.plan["criterion"], weight.abs().float()
+        score = None  # without data yet (a one-shot prune at step 0): magnitudes
+        if criterion == "flap" and site in self.inputs:
+            total, squares, n = self.inputs[site]
+            fluctuation = (squares / n - (total / n) ** 2).clamp_min(0)  # Var(x_j) over the training tokens seen
+            score = fluctuation[None, :] * magnitude**2
+        elif criterion == "pst" and site in self.scores:
+            movement = self.scores[site]
+            with torch.random.fork_rng(devices=[movement.device] if movement.is_cuda else []):
+                torch.manual_seed(0)  # the randomised SVD draws from its own stream: training's stays as it was
+                u, sigma, v = torch.svd_lowrank(movement, q=min(PST_RANK, *movement.shape))
+            estimate = (u * sigma) @ v.T
+            score = magnitude / magnitude.mean().clamp_min(1e-12) + estimate / estimate.abs().mean().clamp_min(1e-12)
+        elif criterion in ("taylor", "movement") and site in self.scores:
+            score = self.scores[site].clone()
+        score = magnitude if score is None else score
         return score.masked_fill(weight == 0, -math.inf)  # pruned stays pruned
 
     @torch.no_grad()

@@ -96,7 +96,7 @@ def test_target_is_exact_before_training(tiny_info):
     assert target_zeros(ffn_only, tiny_info) / weights == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("criterion", ["taylor", "movement"])
+@pytest.mark.parametrize("criterion", ["taylor", "movement", "flap", "pst"])
 def test_data_aware_criteria_train_and_prune_to_the_target(criterion, tmp_path, tiny_model, data_dir):
     from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
 
@@ -117,4 +117,44 @@ def test_data_aware_criteria_train_and_prune_to_the_target(criterion, tmp_path, 
         ProxyRequest(tiny_model, "rte", data_dir, magnitude, settings, cache_dir=str(tmp_path), masks_path=str(other))
     )
     with np.load(masks) as a, np.load(other) as b:
-        assert any(not np.array_equal(a[k], b[k]) for k in a.files)  # gradients changed the choice
+        assert any(not np.array_equal(a[k], b[k]) for k in a.files)  # the data changed the choice
+
+
+def test_flap_prunes_the_inputs_that_do_not_fluctuate_first(tiny_model, tiny_info):
+    """FLAP's score of a weight is its input feature's variance times its square: with equal weights, the columns
+    fed by a constant input go first."""
+    model = load_model(tiny_model, 2)
+    config = TrialConfig({"lora": LORA, "pruning": plan(criterion="flap", schedule="one_shot", start=0.5,
+                                                         layers=[0], modules=["ffn_out"], target=0.25)},
+                         {"learning_rate": 1e-3})  # fmt: skip
+    adapted = apply_config(model, config, tiny_info, total_steps=4)
+    (pruner,) = adapted.hooks
+    linear = pruner.linears[(0, "ffn_out")]
+    with torch.no_grad():
+        linear.weight.fill_(0.5)
+    pruner.on_train_begin()
+    steady = torch.arange(linear.in_features) < linear.in_features // 4  # the first quarter never changes
+    for _ in range(3):
+        x = torch.randn(8, 5, linear.in_features)
+        x[..., steady] = 1.0
+        linear.train()
+        linear(x)
+    pruner.after_step(pruner.events[-1])
+    kept = linear.weight != 0
+    assert not kept[:, steady].any() and kept[:, ~steady].all()
+    assert not pruner._hooks  # the statistics stop at the last event
+
+
+def test_pst_combines_magnitude_with_a_low_rank_movement_estimate(tiny_model, tiny_info):
+    model = load_model(tiny_model, 2)
+    config = TrialConfig({"lora": LORA, "pruning": plan(criterion="pst", layers=[0], modules=["query"])},
+                         {"learning_rate": 1e-3})  # fmt: skip
+    (pruner,) = apply_config(model, config, tiny_info, total_steps=10).hooks
+    site = (0, "query")
+    weight = pruner.linears[site].weight.detach()
+    movement = torch.outer(torch.arange(weight.shape[0]).float(), torch.ones(weight.shape[1]))  # rank 1
+    pruner.scores[site] = movement
+    score = pruner._score(site)
+    magnitude = weight.abs()
+    expected = magnitude / magnitude.mean() + movement / movement.abs().mean()
+    assert torch.allclose(score, expected, atol=1e-4)  # a rank-1 movement is its own best rank-8 estimate
