@@ -148,6 +148,8 @@ def save_trained(
         save_file(adapted.trained_state(), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         if summary["peft_expressible"] and fresh_model is not None:
             summary["peft_weights"] = save_peft_weights(staging, adapted, info, fresh_model, total_steps)
+            if not summary["peft_weights"]:
+                summary["not_expressible"].append(f"{PEFT_WEIGHTS_FILE}: a trained tensor has no place in peft's model")
             (staging / EXPORT_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -172,27 +174,30 @@ def save_peft_weights(
         total_steps: the steps it was trained for (AdaLoRA's schedule).
 
     Returns:
-        Whether peft's file was written: false when a trained tensor has no place in peft's model (said in
-        ``not_expressible``).
+        Whether peft's file was written: false when a trained tensor of either model has no place in the other (said
+        in ``not_expressible``).
     """
     from peft import get_peft_model
 
     ((method, _),) = adapted.config.methods.items()
     wrapped = get_peft_model(fresh_model, peft_config(adapted.config, info, total_steps))
     ours = adapted.model.state_dict()
-    inner = wrapped.base_model.model
-    state = {}
-    for name, param in inner.named_parameters():
+    state, mapped = {}, set()
+    for name, param in wrapped.named_parameters():  # every tensor peft trains: a prompt encoder's too
         if not param.requires_grad:
             continue
-        if ".modules_to_save.default." in name:  # the head
-            own = name.replace(".modules_to_save.default.", ".")
+        inner = name.removeprefix("base_model.model.")
+        if ".modules_to_save.default." in inner:  # the head
+            own = inner.replace(".modules_to_save.default.", ".")
         else:  # the adapter's tensors: peft names it "default", autopeft by its method
-            own = ".".join(method if part == "default" else part for part in name.split("."))
+            own = ".".join(method if part == "default" else part for part in inner.split("."))
         if own not in ours or ours[own].shape != param.shape:
             return False
         state[name] = ours[own].detach().to(param.device, param.dtype)
-    inner.load_state_dict(state, strict=False)
+        mapped.add(own)
+    if {n for n, p in adapted.model.named_parameters() if p.requires_grad} - mapped:
+        return False  # autopeft trained a tensor peft's model does not hold
+    wrapped.load_state_dict(state, strict=False)
     with tempfile.TemporaryDirectory() as scratch:
         wrapped.save_pretrained(scratch, safe_serialization=True)
         shutil.copyfile(Path(scratch) / PEFT_WEIGHTS_FILE, out / PEFT_WEIGHTS_FILE)

@@ -138,3 +138,32 @@ def test_a_training_keeps_a_folder_that_predicts_what_the_training_scored(tmp_pa
     probabilities = np.asarray(result["predictions"]["probabilities"])
     assert np.allclose(answer[["p_entailment", "p_not_entailment"]].to_numpy(), probabilities, atol=1e-5)
     assert answer["label"].tolist() == [task.class_names[k] for k in result["predictions"]["predicted"]]
+
+
+def peft_expressible_methods() -> list[str]:
+    import autopeft.methods  # noqa: F401  (registers the built-in methods)
+    from autopeft.methods.base import METHODS
+    from autopeft.models import backbone_info, default_model
+
+    info = backbone_info(default_model(), 2)
+    return [name for name, m in METHODS.items() if m.peft_config(m.example, info) is not None]
+
+
+@pytest.mark.parametrize("method", peft_expressible_methods())
+def test_every_peft_expressible_method_either_loads_in_peft_to_the_same_logits_or_says_why_not(
+    method, tmp_path, tiny_model, tiny_info
+):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.methods.base import METHODS
+
+    adapted = trained(tiny_model, tiny_info, {method: METHODS[method].example}, steps=3)
+    summary = save_trained(tmp_path / "m", adapted, tiny_info, record(), 3, None, load_model(tiny_model, 2))
+    if not summary["peft_weights"]:
+        assert any("adapter_model.safetensors" in reason for reason in summary["not_expressible"])
+        assert not (tmp_path / "m" / PEFT_WEIGHTS_FILE).exists()
+        return
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    via_peft = PeftModel.from_pretrained(base, str(tmp_path / "m"))
+    assert torch.allclose(logits(via_peft), logits(adapted.model), atol=1e-5)

@@ -52,9 +52,10 @@ class AdaptedModel:
         return set(self.created) | set(self.head) | trained
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """The tensors of :meth:`saved_names`, on the CPU."""
+        """The tensors of :meth:`saved_names`, on the CPU, each its own copy (VeRA's projections are one tensor shared
+        by every layer; safetensors stores no shared memory, and loading fills each name again)."""
         state = self.model.state_dict()
-        return {name: state[name].detach().cpu().contiguous() for name in sorted(self.saved_names())}
+        return {name: state[name].detach().to("cpu", copy=True).contiguous() for name in sorted(self.saved_names())}
 
     def sparsity(self) -> float:
         """Measured fraction of exactly-zero weights over the encoder-layer Linear matrices."""
