@@ -40,7 +40,8 @@ def register_trained(
     tags: dict[str, str] | None = None,
 ) -> str | None:
     """Log a trained folder as an MLflow model on ``run_id``, register it under the study's name, and give it
-    ``aliases``. An MLflow error turns tracking off, said once (the folder stays on disk).
+    ``aliases``; a run whose model is registered already keeps its version (a rerun of ``retrain`` registers nothing
+    twice). An MLflow error turns tracking off, said once (the folder stays on disk).
 
     Args:
         tracker: the study's tracker.
@@ -72,6 +73,12 @@ def _register(
     from autopeft.inference import Predictor
     from autopeft.tracking import pyfunc_model
 
+    existing = tracker.client.search_model_versions(f"name = '{tracker.study}' and run_id = '{run_id}'")
+    if existing:  # a rerun of retrain: the same run's model is registered already; only the aliases move
+        version = str(max(int(v.version) for v in existing))
+        for alias in aliases:
+            tracker.client.set_registered_model_alias(tracker.study, alias, version)
+        return version
     signature = infer_signature(example, Predictor(folder).predict(example))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracker.uri)

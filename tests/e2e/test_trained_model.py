@@ -35,6 +35,8 @@ def searched(tmp_path_factory, tiny_model, data_dir) -> Path:
     done = autopeft("retrain", *common, "--pick", "best", "knee", "--seeds", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "as @champion" in done.stderr and "as @knee" in done.stderr, done.stderr[-2000:]
+    again = autopeft("retrain", *common, "--pick", "best", "knee", "--seeds", "2")  # nothing to train or register
+    assert again.returncode == 0, again.stderr[-3000:]
     done = autopeft("baselines", *common, "--only", "lora", "--seeds", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     return runs
@@ -126,6 +128,8 @@ def test_the_champion_is_served_by_mlflow_and_answers_as_predict_does(searched, 
     champion = client.get_model_version_by_alias(STUDY, "champion")
     knee = client.get_model_version_by_alias(STUDY, "knee")
     assert champion.run_id and knee.run_id
+    versions = client.search_model_versions(f"name = '{STUDY}'")
+    assert len(versions) == len({v.run_id for v in versions}) == len({champion.run_id, knee.run_id})  # once each
     source_run = client.get_run(champion.run_id)
     assert source_run.data.tags[keys.TAG_ROLE] == "retrain"
     # champion is what `best` answers: a trial, or the status quo's model when nothing beat it
