@@ -50,6 +50,7 @@ class StudyTracker(Tracker):
     ) -> None:
         self.stale_s = stale_s
         self.task, self.data_dir = task, data_dir
+        self._inputs: dict[str, list[dict[str, Any]]] = {}
         self._logged: dict[int, str] = {}
         self._tagged: dict[str, str] = {}
         super().__init__(uri, study, artifact_dir, spec, attach)
@@ -89,6 +90,11 @@ class StudyTracker(Tracker):
         """
         if self.task is None:
             return []
+        if role not in self._inputs:  # read once per role: a search logs a run per trial
+            self._inputs[role] = self._read_inputs(role)
+        return self._inputs[role]
+
+    def _read_inputs(self, role: str) -> list[dict[str, Any]]:
         from autopeft.tasks import get_task
 
         task = get_task(self.task)
