@@ -32,6 +32,7 @@ def pareto_table(view: StudyView, title: str) -> Table:
     caption = f"metric: on the {SPLIT_LABELS[split]}; trials trained to the end; the status quo beside them"
     table = Table(title=title, caption=caption, title_justify="left")
     sparse = "sparsity" in view.attrs.get(keys.OBJECTIVES, [])
+    memory = "memory" in view.attrs.get(keys.OBJECTIVES, [])
     validation = view.validation
     points = view.pareto
     front = [trial for trial, _, _ in points]
@@ -49,6 +50,7 @@ def pareto_table(view: StudyView, title: str) -> Table:
         "trainable",
         "% of backbone",
         *(("sparsity",) if sparse else ()),
+        *(("memory GiB (predicted / measured)",) if memory else ()),
         "configuration",
     )
     for column in columns:
@@ -69,6 +71,7 @@ def pareto_table(view: StudyView, title: str) -> Table:
                 f"{record['trainable_params']:,}",
                 f"{100 * record['trainable_fraction']:.3f}",
                 *(("",) if sparse else ()),
+                *((memory_text(record),) if memory else ()),
                 f"{record['label']}" + (f" ({record['note']})" if record["note"] else ""),
                 style="italic",
             )
@@ -90,9 +93,16 @@ def pareto_table(view: StudyView, title: str) -> Table:
             f"{record['trainable_params']:,}",
             f"{100 * record['trainable_fraction']:.3f}",
             *sparsity,
+            *((memory_text(record),) if memory else ()),
             describe(record["params"]),
         )
     return table
+
+
+def memory_text(record: dict) -> str:
+    """``0.53 / 0.55``: a record's predicted and measured peak training memory in GiB (``-`` where not known)."""
+    predicted, measured = record.get(keys.PREDICTED_MEMORY), record.get("measured_memory_gib")
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in (predicted, measured))
 
 
 def print_pareto(console: Console, view: StudyView, title: str) -> None:

@@ -39,6 +39,10 @@ RETRAIN_PREFIX = "autopeft.retrain."
 BASELINES = "autopeft.baselines"
 """On a baselines study: the task, model, budget and limit its baselines were sized for."""
 
+MEMORY_MODEL = "autopeft.memory_model"
+"""The calibrated memory model the study's ``memory`` objective and ``--memory-budget`` predict with (set once: a
+continued study predicts with it on any machine)."""
+
 # -- trial attributes (Optuna ``trial.user_attrs``) -------------------------------------------------------
 CONFIG = "config"
 """The configuration the trial trains (``TrialConfig.to_dict``)."""
@@ -46,6 +50,9 @@ TRAINABLE_PARAMS = "trainable_params"
 TRAINABLE_FRACTION = "trainable_fraction"
 HEAD_PARAMS = "head_params"
 TARGET_SPARSITY = "target_sparsity"
+PREDICTED_MEMORY = "predicted_memory_gib"
+"""The configuration's predicted peak training memory (GiB) at the study's memory shape, when it has a memory model;
+its measured peak is kept beside it as ``measured_memory_gib``."""
 SCORED_ON = "scored_on"
 """The split the trial was scored on (``selection`` or ``validation``)."""
 METRIC = "metric"
@@ -63,7 +70,7 @@ RUNGS = "rungs"
 RESULT = (
     "seconds", "train_seconds", "eval_seconds", "rung_eval_seconds", "steps", "total_steps", "threads",
     "train_tokens", "final_loss", "rung_metrics", "rung_scores", "train_losses", "sparsity", "masks_path",
-    "worker_rss_mb",
+    "worker_rss_mb", "measured_memory_gib",
 )  # fmt: skip
 """Fields of a training's result kept as the trial's attributes."""
 STATUS_QUO_RUN = ("label", "source", "note", "seed")

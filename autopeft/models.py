@@ -16,6 +16,17 @@ from typing import Any
 from autopeft.errors import AutopeftError
 
 GENERIC_MODULES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+"""The generic modules of a transformer layer, in the order its forward pass runs them."""
+MODULE_INPUTS = {
+    "query": "attn_in",
+    "key": "attn_in",
+    "value": "attn_in",
+    "attn_out": "context",
+    "ffn_in": "attn_hidden",
+    "ffn_out": "ffn_hidden",
+}
+"""The tensor each generic module reads: query, key and value read the same one (a method that keeps a module's
+input for the backward pass keeps it once per layer, however many of them it adapts)."""
 
 _BERT_LIKE = {
     "layers": r"encoder\.layer\.(\d+)",

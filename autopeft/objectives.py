@@ -6,6 +6,9 @@ training, so optimisers may use it without a model. ``sparsity`` (maximised) is 
 the backbone's encoder-layer Linear weights that the configuration prunes: exact before training,
 so the study stores that target (the sparsity measured after training is kept beside it).
 ``neg_loss`` (maximised) is minus the mean loss on the split the trials are scored on, measured.
+``memory`` (minimised) is the peak training memory in GiB at the study's batch shape, predicted before training
+by the backbone's calibrated model (:mod:`autopeft.training.memory`): the study stores the prediction, which the
+sampler assumes too; the measured peak is kept beside it.
 
 The first objective is the *score*, what the search selects on: ``metric`` or ``neg_loss`` (the
 default, :data:`autopeft.defaults.OBJECTIVES`: it ranks as full training does where the metric at one
@@ -74,6 +77,7 @@ OBJECTIVES: dict[str, Objective] = {
     "params": Objective("params", "minimize", "trainable_fraction", known_before_training=True),
     "sparsity": Objective("sparsity", "maximize", "sparsity", known_before_training=True),
     "neg_loss": Objective("neg_loss", "maximize", "metrics.neg_loss", known_before_training=False),
+    "memory": Objective("memory", "minimize", "predicted_memory_gib", known_before_training=True),
 }
 
 

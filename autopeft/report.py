@@ -81,6 +81,8 @@ def trials_frame(view: StudyView) -> pd.DataFrame:
                 "trainable_params": record["trainable_params"],
                 "trainable_percent": None if fraction is None else 100 * fraction,
                 "sparsity": record.get("sparsity"),
+                "predicted_memory_gib": record.get(keys.PREDICTED_MEMORY),
+                "measured_memory_gib": record.get("measured_memory_gib"),
                 "pareto": trial.number in pareto,
                 "knee": trial.number == knee,
                 "retrain_mean": summary.mean if summary else None,
@@ -149,6 +151,7 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
     done = frame[frame["state"].isin(["COMPLETE", "PRUNED"]) & frame["trainable_percent"].notna()]
     front = done[done["pareto"]].sort_values("trainable_percent")
     sparse = "sparsity" in report.view.attrs.get(keys.OBJECTIVES, [])
+    memory = "memory" in report.view.attrs.get(keys.OBJECTIVES, [])
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     finished = done[done["state"] == "COMPLETE"]
     ax.scatter(finished["trainable_percent"], finished["metric"], s=18, c="0.7", label="trials", zorder=2)
@@ -161,12 +164,16 @@ def plot_pareto(report: StudyReport, path: str | Path) -> Path:
     if len(front):
         ax.step(front["trainable_percent"], front["metric"], where="post", c="tab:blue", lw=1.2, zorder=3)
         colour = front["sparsity"].fillna(0) if sparse else "tab:blue"
+        scale = {"vmin": 0, "vmax": 1}
+        if memory:  # the third objective: memory is the colour (a point may lie on the front for its memory alone)
+            colour, scale = front["predicted_memory_gib"], {}
         points = ax.scatter(
-            front["trainable_percent"], front["metric"], s=46, c=colour, cmap="viridis", vmin=0, vmax=1,
+            front["trainable_percent"], front["metric"], s=46, c=colour, cmap="viridis", **scale,
             edgecolors="black", linewidths=0.5, label="Pareto set (search)", zorder=4,
         )  # fmt: skip
-        if sparse:
-            fig.colorbar(points, ax=ax, label="measured sparsity of the encoder weights")
+        if sparse or memory:
+            label = "predicted peak training memory (GiB)" if memory else "measured sparsity of the encoder weights"
+            fig.colorbar(points, ax=ax, label=label)
     retrained = done[done["retrain_mean"].notna()]
     if len(retrained):
         ax.errorbar(
@@ -233,6 +240,7 @@ def summary_markdown(report: StudyReport) -> str:
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     columns = ["trial", "metric", "retrain_mean", "retrain_std", "trainable_params", "trainable_percent", "knee"]
     columns += ["sparsity"] if frame["sparsity"].notna().any() else []
+    columns += ["predicted_memory_gib", "measured_memory_gib"] if frame["predicted_memory_gib"].notna().any() else []
     front = frame[frame["pareto"]][[*columns, "configuration"]] if len(frame) else frame
     split = report.view.scored_on
     front = front.rename(

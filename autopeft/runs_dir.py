@@ -5,6 +5,7 @@
     <runs>/optuna.db                      the study store (SQLite; --storage names another)
     <runs>/mlflow.db, mlartifacts/        the tracking store and its artifacts (--tracking-uri names another)
     <runs>/cache/tokenized/               tokenised splits, by model, task definition, split and length
+    <runs>/cache/memory/                  memory-model calibrations, by backbone, batch shape and device
     <runs>/masks/<study>/                 pruning masks of trials and seeded runs
     <runs>/predictions/<study>/           per-example validation predictions of retrains and baselines
     <runs>/ray/<study>/                   Ray Tune's trial folders
@@ -61,6 +62,11 @@ class RunsDir:
     def tokenized(self) -> Path:
         """The tokenisation cache."""
         return self.root / "cache" / "tokenized"
+
+    @property
+    def memory_cache(self) -> Path:
+        """The memory models' calibrations, by backbone, batch shape and device."""
+        return self.root / "cache" / "memory"
 
     @property
     def ray(self) -> Path:

@@ -221,6 +221,7 @@ def run_search(
             scored_on=what.scored_on,
             selection_seed=bound.selection_seed,
             masks_path=str(runs.masks(spec.name) / f"trial-{number}.npz"),
+            memory_shape=str(bound.memory.shape) if bound.memory is not None else None,
         )
 
     log_progress = ProgressLog(bound, tracker)

@@ -99,6 +99,8 @@ def start(bound: BoundStudy, trial: optuna.Trial) -> StartedTrial | None:
     trial.set_user_attr(keys.TRAINABLE_FRACTION, exact["params"])
     trial.set_user_attr(keys.HEAD_PARAMS, bound.info.head_params)
     trial.set_user_attr(keys.TARGET_SPARSITY, exact["sparsity"])
+    if "memory" in exact:
+        trial.set_user_attr(keys.PREDICTED_MEMORY, exact["memory"])
     trial.set_user_attr(keys.SCORED_ON, bound.spec.what.scored_on)
     return StartedTrial(trial, config, count)
 

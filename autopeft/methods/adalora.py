@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, PeftMethod, TrainingHook, ValueOf, register_method
-from autopeft.methods.lora import check_alpha_dropout, check_low_rank, site_names
+from autopeft.methods.lora import check_alpha_dropout, check_low_rank, low_rank_kept, site_names
 from autopeft.methods.placement import PlacedSection
 from autopeft.models import BackboneInfo
 from autopeft.schema import Strict, ValueSpec, distribution, numbers
@@ -167,6 +167,9 @@ class AdaLora(PeftMethod):
         if plan["target_r"] > plan["init_r"]:
             return f"target_r: {plan['target_r']} exceeds init_r {plan['init_r']}"
         return check_low_rank([(layer, module, plan["init_r"]) for layer, module in plan["targets"]], info)
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        return low_rank_kept(plan["targets"], info, lambda t: plan["init_r"], plan.get("dropout", 0.0))
 
     def count(self, plan: dict, info: BackboneInfo) -> int:
         r = plan["init_r"]

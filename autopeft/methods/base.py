@@ -95,6 +95,7 @@ class PeftMethod(ABC):
         plan: the pydantic model of a plan (a decoded configuration of this method).
         adds_modules: whether the method trains parameters of its own (pruning does not: a configuration
             made of it alone places nothing).
+        trains_backbone: whether what it trains is the backbone's own parameters (full fine-tuning), not new ones.
         order: when the method is applied relative to the others (lower first).
         conflicts: methods this one cannot share a model with (peft tuners wrapping the same Linear
             modules); a space holding both must put them in one ``exclusive`` group. Declared by
@@ -114,6 +115,7 @@ class PeftMethod(ABC):
     section: ClassVar[type[MethodSection]]
     plan: ClassVar[type[BaseModel]]
     adds_modules: ClassVar[bool] = True
+    trains_backbone: ClassVar[bool] = False
     conflicts: ClassVar[frozenset[str]] = frozenset()
     writes_masks: ClassVar[bool] = False
     not_in_peft: ClassVar[str] = "not a peft method"
@@ -239,6 +241,28 @@ class PeftMethod(ABC):
             lr: the configuration's learning rate.
         """
         return None
+
+    def gradient_sites(self, plan: dict, info: BackboneInfo) -> list[tuple[int, str]]:
+        """The backbone sites ``(layer, module)`` the gradient must reach for this plan to train (layer ``-1``: the
+        embeddings); by default the plan's ``[layer, module, ...]`` targets. The lowest decides how much of the
+        backbone keeps its activations for the backward pass (:mod:`autopeft.training.memory`).
+
+        Args:
+            plan: a plan from :meth:`decode`.
+            info: the backbone.
+        """
+        return [(int(t[0]), str(t[1])) for t in plan.get("targets", [])]
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        """What the method's own modules keep for the backward pass, in elements per token, by a key naming the
+        tensor (a tensor two sites or methods keep is counted once: ``("input", layer, "attn_in")``); none by
+        default.
+
+        Args:
+            plan: a plan from :meth:`decode`.
+            info: the backbone.
+        """
+        return {}
 
     def target_sparsity(self, plan: dict, info: BackboneInfo) -> float:
         """Fraction of the backbone's encoder-layer Linear weights the plan sets to zero.

@@ -39,7 +39,7 @@ from autopeft.methods.placement import (
     size_dimension,
     size_dimensions,
 )
-from autopeft.models import BackboneInfo
+from autopeft.models import MODULE_INPUTS, BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
 
 if TYPE_CHECKING:
@@ -119,6 +119,21 @@ class _Adapters(PeftMethod):
         if max(section.size.choices) > info.hidden_size:
             return f"size.choices: size {max(section.size.choices)} exceeds the hidden size {info.hidden_size}"
         return check_choices("activation", list(map(str, numbers(section.activation))), tuple(ACTIVATIONS), "known")
+
+    def gradient_sites(self, plan: dict, info: BackboneInfo) -> list[tuple[int, str]]:
+        return [(layer, _OUTPUT_OF[position]) for layer, position, _ in plan["targets"]]
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        # the adapter's input (what it reads), and its bottleneck before and after the non-linearity
+        kept = {}
+        for layer, position, size in plan["targets"]:
+            kept[self._reads(layer, position)] = info.hidden_size
+            kept[("bottleneck", self.name, layer, position)] = 2 * size
+        return kept
+
+    def _reads(self, layer: int, position: str) -> tuple:
+        """The key of the tensor an adapter at ``position`` reads (serial: the sub-layer's output)."""
+        return ("output", layer, _OUTPUT_OF[position])
 
     def _table(self, section: AdapterSection, info: BackboneInfo) -> list[tuple]:
         return placement_table(self.name, section.layers, section.positions, info)
@@ -236,6 +251,9 @@ class ParallelAdapter(_Adapters):
         if problem is None and not all_numbers(section.scale):
             return f"scale: expected numbers, got {numbers(section.scale)}"
         return problem
+
+    def _reads(self, layer: int, position: str) -> tuple:
+        return ("input", layer, MODULE_INPUTS[_INPUT_OF[position]])
 
     def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> None:
         scale = float(plan.get("scale", 1.0))

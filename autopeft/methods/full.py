@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
-from autopeft.models import BackboneInfo
+from autopeft.models import MODULE_INPUTS, BackboneInfo
 from autopeft.schema import Strict
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class FullFinetune(PeftMethod):
     section = FullSection
     plan = FullPlan
     example: dict = {}
+    trains_backbone = True
 
     def check(self, section: FullSection, info: BackboneInfo) -> str | None:
         return None
@@ -45,6 +46,16 @@ class FullFinetune(PeftMethod):
 
     def decode(self, section: FullSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
         return {}
+
+    def gradient_sites(self, plan: dict, info: BackboneInfo) -> list[tuple[int, str]]:
+        return [(-1, "embeddings")]
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        # every Linear's weight trains: each keeps its input
+        return {
+            ("input", layer, MODULE_INPUTS[module]): info.sites[(layer, module)].in_features
+            for layer, module in info.sites
+        }
 
     def count(self, plan: dict, info: BackboneInfo) -> int:
         return info.backbone_params

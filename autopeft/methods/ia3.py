@@ -14,7 +14,7 @@ from pydantic import Field
 from autopeft.methods.base import BuildContext, PeftMethod, ValueOf, register_method
 from autopeft.methods.lora import check_sites, inject, site_names
 from autopeft.methods.placement import PlacedSection
-from autopeft.models import BackboneInfo
+from autopeft.models import MODULE_INPUTS, BackboneInfo
 from autopeft.schema import Strict
 
 if TYPE_CHECKING:
@@ -61,6 +61,14 @@ class Ia3(PeftMethod):
 
     def check_plan(self, plan: dict, info: BackboneInfo) -> str | None:
         return super().check_plan(plan, info) or check_sites(plan["targets"], info)
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        # the scaled tensor is kept for the vector's gradient: the module's input (feed-forward) or its output
+        kept = {}
+        for layer, module in plan["targets"]:
+            key = ("input", layer, MODULE_INPUTS[module]) if module == FEEDFORWARD else ("output", layer, module)
+            kept[key] = _width(info, layer, module)
+        return kept
 
     def count(self, plan: dict, info: BackboneInfo) -> int:
         return sum(_width(info, layer, module) for layer, module in plan["targets"])

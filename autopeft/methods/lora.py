@@ -31,7 +31,7 @@ from autopeft.methods.placement import (
     size_dimension,
     size_dimensions,
 )
-from autopeft.models import BackboneInfo
+from autopeft.models import MODULE_INPUTS, BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_booleans, all_numbers, distribution, numbers
 
 if TYPE_CHECKING:
@@ -76,6 +76,28 @@ class LoraPlan(Strict):
     use_rslora: bool = False
     init: Literal["default", "gaussian", "pissa", "olora", "orthogonal"] = "default"
     loraplus_ratio: float = Field(1.0, ge=1)
+
+
+def low_rank_kept(targets, info: BackboneInfo, rank_of, dropout: float = 0.0) -> dict[tuple, int]:
+    """What low-rank updates ``B @ A x`` keep for the backward pass, per token: each site's input ``x`` (once per
+    layer and tensor read, :data:`~autopeft.models.MODULE_INPUTS`), its rank-``r`` intermediate, and with
+    dropout the dropped copy of ``x`` and its mask (a byte: a quarter of an element).
+
+    Args:
+        targets: the plan's ``[layer, module, ...]`` sites.
+        info: the backbone.
+        rank_of: ``target -> rank``.
+        dropout: the input dropout.
+    """
+    kept: dict[tuple, int] = {}
+    for target in targets:
+        layer, module = int(target[0]), str(target[1])
+        width = info.sites[(layer, module)].in_features
+        kept[("input", layer, MODULE_INPUTS[module])] = width
+        kept[("low_rank", layer, module)] = int(rank_of(target))
+        if dropout > 0:
+            kept[("dropped_input", layer, module)] = width + width // 4
+    return kept
 
 
 def check_sites(targets, info: BackboneInfo) -> str | None:
@@ -227,6 +249,9 @@ class Lora(PeftMethod):
             )
             for sites in minimal_sites(section.layers, section.modules, info)
         )
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        return low_rank_kept(plan["targets"], info, lambda t: t[2], plan.get("dropout", 0.0))
 
     def describe(self, plan: dict) -> str:
         variants = [name for name, on in (("dora", plan.get("use_dora")), ("rslora", plan.get("use_rslora"))) if on]

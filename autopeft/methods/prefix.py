@@ -175,6 +175,13 @@ class Prefix(PeftMethod):
                 return f"targets: layer {layer} does not exist; the model has layers 0..{info.num_layers - 1}"
         return problem
 
+    def gradient_sites(self, plan: dict, info: BackboneInfo) -> list[tuple[int, str]]:
+        return [(layer, "key") for layer, _ in plan["targets"]]  # the prefixes join the keys and values
+
+    def kept_activations(self, plan: dict, info: BackboneInfo) -> dict[tuple, int]:
+        # each query token attends to the prefix too: its probabilities and their dropped copy, per head
+        return {("prefix_scores", layer): 2 * info.num_heads * length for layer, length in plan["targets"]}
+
     def count(self, plan: dict, info: BackboneInfo) -> int:
         hidden, tokens = info.hidden_size, sum(length for _, length in plan["targets"])
         if not plan.get("reparameterize"):

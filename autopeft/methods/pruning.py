@@ -437,6 +437,9 @@ class Pruning(PeftMethod):
             or self._check_granularity(plan["granularity"], plan["modules"], info)
         )
 
+    def gradient_sites(self, plan: dict, info: BackboneInfo) -> list[tuple[int, str]]:
+        return []  # it trains nothing (gradient criteria read the frozen weights' gradients on scoring steps only)
+
     def count(self, plan: dict, info: BackboneInfo) -> int:
         return 0
 

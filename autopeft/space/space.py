@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,8 @@ class SearchSpace:
         sections: parsed section of each method in play.
         info: the backbone.
         dimensions: searched dimensions (name -> Optuna distribution), in a fixed order.
+        memory_cap: ``(config -> predicted peak bytes, the most allowed)`` under ``--memory-budget``: a
+            configuration over it is as infeasible as one over the parameter budget (:meth:`cap_memory`).
     """
 
     path: Path
@@ -143,6 +146,7 @@ class SearchSpace:
     sections: dict[str, BaseModel]
     info: BackboneInfo
     dimensions: dict[str, BaseDistribution] = field(default_factory=dict)
+    memory_cap: tuple[Callable[[TrialConfig], int], int] | None = field(default=None, repr=False, compare=False)
     _canonical_cache: LruCache = field(default_factory=lambda: LruCache(CACHE_ENTRIES), repr=False, compare=False)
 
     @classmethod
@@ -266,10 +270,37 @@ class SearchSpace:
         """
         return all(name in params for name in self.dimensions)
 
+    def cap_memory(self, predict: Callable[[TrialConfig], int], most: int) -> None:
+        """Make configurations whose predicted peak training memory exceeds ``most`` bytes infeasible.
+
+        Args:
+            predict: a configuration's predicted peak bytes.
+            most: the memory budget in bytes.
+        """
+        self.memory_cap = (predict, most)
+        self._canonical_cache = LruCache(CACHE_ENTRIES)
+
+    def budget_load(self, params: dict[str, Any], limit: int) -> float | None:
+        """How full the budgets are: the trainable count, or, under a memory cap, the larger of it and the
+        predicted memory scaled so that the memory budget reads ``limit``; ``None`` when nothing is placed.
+
+        Args:
+            params: sampled values.
+            limit: the largest allowed trainable-parameter count.
+        """
+        config = self.decode(params)
+        if config is None:
+            return None
+        count = self.count(config)
+        if self.memory_cap is None:
+            return count
+        predict, most = self.memory_cap
+        return max(count, predict(config) / most * limit)
+
     def is_feasible(self, params: dict[str, Any], limit: int) -> bool:
-        """Whether the values place something and stay within ``limit`` trainable parameters."""
-        count = self.count_params(params)
-        return count is not None and count <= limit
+        """Whether the values place something and stay within ``limit`` trainable parameters (and the memory budget)."""
+        load = self.budget_load(params, limit)
+        return load is not None and load <= limit
 
     # -- sampling, repair and encoding for optimisers -----------------------------------------------
     def sample(self, rng: np.random.Generator, density: float | None = None) -> dict[str, Any]:
@@ -422,8 +453,8 @@ class SearchSpace:
         """
         current = dict(params)
 
-        def violation(values: dict[str, Any]) -> int:
-            count = self.count_params(values)
+        def violation(values: dict[str, Any]) -> float:
+            count = self.budget_load(values, limit)
             if count is None:  # places nothing: every switch turned on brings it closer
                 return _EMPTY - sum(v is True or (k.startswith("method.") and v != "none") for k, v in values.items())
             return count

@@ -4,6 +4,7 @@ store wait for the creator's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -22,11 +23,13 @@ from autopeft.methods.config import TrialConfig
 from autopeft.models import BackboneInfo, backbone_info
 from autopeft.objectives import Objective, parse_objectives
 from autopeft.references import StatusQuo, resolve_status_quo
+from autopeft.runs_dir import RunsDir
 from autopeft.samplers import KnownObjective, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.study.spec import StudySpec, What, flag_of, option_of
 from autopeft.study.storage import connect_storage
 from autopeft.tasks import TaskSpec, get_task
+from autopeft.training.memory import GIB, MemoryModel, parse_memory
 
 STATUS_QUO_SUFFIX = ".status-quo"
 """The companion study of a search's status quo is named ``<study>.status-quo``."""
@@ -44,6 +47,8 @@ class Binding:
         limit: the largest allowed trainable-parameter count.
         objectives: the objectives, ``metric`` first.
         status_quo: the user's own default, trained beside the trials.
+        memory: the backbone's calibrated memory model, when the memory objective or budget is asked for.
+        memory_budget: the memory budget in bytes (``None``: none).
     """
 
     task: TaskSpec
@@ -53,6 +58,17 @@ class Binding:
     limit: int
     objectives: list[Objective]
     status_quo: StatusQuo
+    memory: MemoryModel | None
+    memory_budget: int | None
+
+    def predicted_memory(self, config: TrialConfig) -> int:
+        """A configuration's predicted peak training memory in bytes (the memory model must exist).
+
+        Args:
+            config: a decoded configuration.
+        """
+        assert self.memory is not None
+        return self.memory.predict(config, self.info, self.space.count(config))
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,13 @@ class BoundStudy(Binding):
         Args:
             config: a decoded configuration.
         """
-        return {
+        values = {
             "params": self.info.fraction(self.space.count(config)),
             "sparsity": self.space.target_sparsity(config),
         }
+        if self.memory is not None:
+            values["memory"] = self.predicted_memory(config) / GIB
+        return values
 
     def known_objectives(self) -> dict[int, KnownObjective]:
         """The objectives exact before training, by index, as the sampler reads them from sampled values."""
@@ -106,12 +125,16 @@ class BoundStudy(Binding):
 
             return value
 
-        worst = {"params": self.info.fraction(self.limit), "sparsity": 0.0}
+        worst = {"params": self.info.fraction(self.limit), "sparsity": 0.0, "memory": self.worst_memory()}
         return {
             i: KnownObjective(exact(o.name), worst[o.name])
             for i, o in enumerate(self.objectives)
             if o.known_before_training
         }
+
+    def worst_memory(self) -> float | None:
+        """The most memory (GiB) a feasible configuration may need: the memory budget, else ``None`` (unbounded)."""
+        return None if self.memory_budget is None else self.memory_budget / GIB
 
     def objective_values(self, config: TrialConfig, result: dict[str, Any]) -> list[float]:
         """The values the study stores for a trained configuration: exact ones from the configuration,
@@ -170,7 +193,67 @@ def bind(spec: StudySpec) -> Binding:
             f"{info.backbone_params:,}), but the smallest configuration of space {space.name!r} needs {smallest:,}"
         )
     status_quo = resolve_status_quo(what.status_quo, info, limit)
-    return Binding(task, info, space, budget, limit, objectives, status_quo)
+    memory, memory_budget = None, None
+    if what.memory_budget or any(o.name == "memory" for o in objectives):
+        memory = bound_memory_model(spec, task, info)
+        if what.memory_budget:
+            memory_budget = parse_memory(what.memory_budget)
+            check_memory_budget(space, memory, memory_budget, limit)
+    return Binding(task, info, space, budget, limit, objectives, status_quo, memory, memory_budget)
+
+
+def bound_memory_model(spec: StudySpec, task: TaskSpec, info: BackboneInfo) -> MemoryModel:
+    """The backbone's calibrated memory model at the spec's memory shape (cached in the runs folder).
+
+    Args:
+        spec: the user's request.
+        task: its task.
+        info: the backbone.
+    """
+    from autopeft.training.proxy import memory_model
+
+    training = spec.what.training
+    shape = training.memory_shape(spec.what.memory_shape)
+    cache = RunsDir.at(spec.where.runs_dir).memory_cache
+    return memory_model(spec.what.model, task.num_labels, training.settings(), shape, str(cache))
+
+
+def check_memory_budget(space: SearchSpace, memory: MemoryModel, most: int, limit: int) -> None:
+    """Cap the space at the memory budget; fail fast when even the least memory any configuration needs exceeds it.
+
+    Args:
+        space: the bound space.
+        memory: the memory model.
+        most: the budget in bytes.
+        limit: the parameter budget.
+    """
+    least = memory.shared(space.info) + min(memory.entry.values())
+    if least > most:
+        raise BudgetError(
+            f"--memory-budget {most / GIB:.2f} GiB is below what every configuration needs at {memory.shape} "
+            f"({least / GIB:.2f} GiB: the backbone, the head and the top layer's activations)"
+        )
+    space.cap_memory(lambda config: memory.predict(config, space.info, space.count(config)), most)
+
+
+def _stored_memory_model(study: optuna.Study, binding: Binding) -> Binding:
+    """The binding with the memory model its study stores (a continued study predicts as it always did, whatever
+    this machine's calibration); a new study stores the one it was bound with.
+
+    Args:
+        study: the created or loaded study.
+        binding: the spec as bound here.
+    """
+    if binding.memory is None:
+        return binding
+    stored = study.user_attrs.get(keys.MEMORY_MODEL)
+    if stored is None:
+        study.set_user_attr(keys.MEMORY_MODEL, binding.memory.to_dict())
+        return binding
+    memory = MemoryModel.from_dict(stored)
+    if binding.memory_budget is not None:
+        check_memory_budget(binding.space, memory, binding.memory_budget, binding.limit)
+    return dataclasses.replace(binding, memory=memory)
 
 
 def open_study(spec: StudySpec) -> BoundStudy:
@@ -196,6 +279,7 @@ def _create_or_continue(
         study = optuna.load_study(study_name=spec.name, storage=storage)
         if wait_for_creator:
             _wait_for_settings(study)
+    binding = _stored_memory_model(study, binding)
     settings = study_settings(spec, binding)
     if keys.SPEC in study.user_attrs:
         _check_same_settings(study, settings)

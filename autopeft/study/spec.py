@@ -154,6 +154,16 @@ class Training(Section):
             }
         return data
 
+    def memory_shape(self, text: str | None):
+        """The batch shape memory is stated for: ``text`` (``--memory-shape``), else the batch size x max length.
+
+        Args:
+            text: the option's value, or ``None``.
+        """
+        from autopeft.training.memory import MemoryShape, parse_shape
+
+        return parse_shape(text) if text else MemoryShape(self.batch_size, self.max_length)
+
     def settings(self):
         """The trainer's settings (``ProxySettings``)."""
         from autopeft.training import ProxySettings
@@ -228,6 +238,19 @@ def _default_model() -> str:
     return default_model()
 
 
+def _memory_problem(value: str | None, shape: bool = False) -> str | None:
+    """The problem of a ``--memory-budget`` or ``--memory-shape`` value (``None`` when fine or not given)."""
+    if value is None:
+        return None
+    from autopeft.training.memory import parse_memory, parse_shape
+
+    try:
+        (parse_shape if shape else parse_memory)(value)
+    except AutopeftError as exc:
+        return str(exc).split(": ", 1)[1]
+    return None
+
+
 class What(Section):
     """What is searched: every field must be the same when a study continues."""
 
@@ -250,6 +273,22 @@ class What(Section):
             "add sparsity for a space that prunes; or a file under objectives/"
         ),
     ] = defaults.OBJECTIVES
+    memory_budget: Annotated[
+        str | None,
+        Option(
+            "max predicted peak training memory at --memory-shape, such as 6GiB: no configuration over it is trained "
+            "(add memory to --objectives to search it too)",
+            check=lambda v: _memory_problem(v),
+        ),
+    ] = None
+    memory_shape: Annotated[
+        str | None,
+        Option(
+            "the batch the memory objective and budget are stated for, BATCHxLENGTH such as 32x256 "
+            "(default: the batch size x max length)",
+            check=lambda v: _memory_problem(v, shape=True),
+        ),
+    ] = None
     scored_on: Annotated[
         Literal["selection", "validation"],
         Option(

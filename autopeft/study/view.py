@@ -334,7 +334,8 @@ def trial_record(
         record["validation"] = validation
     if keys.FAIL_REASON in attrs:
         record["fail_reason"] = attrs[keys.FAIL_REASON]
-    for key in (keys.TARGET_SPARSITY, "sparsity", "seconds", "steps", "rung_metrics", "rung_scores"):
+    shown = (keys.TARGET_SPARSITY, "sparsity", "seconds", "steps", "rung_metrics", "rung_scores")
+    for key in (*shown, keys.PREDICTED_MEMORY, "measured_memory_gib"):
         if key in attrs:
             record[key] = attrs[key]
     return record

@@ -16,11 +16,23 @@ import torch
 from autopeft import defaults
 from autopeft.attention import use_fast_dropout
 from autopeft.errors import TrialFailed
-from autopeft.methods.build import apply_config, count_trainable, target_sparsity
+from autopeft.methods.build import AdaptedModel, apply_config, count_trainable, target_sparsity
 from autopeft.methods.config import TrialConfig
 from autopeft.models import backbone_info, initialise_fresh, load_pretrained
 from autopeft.tasks import compute_metrics, get_task
 from autopeft.training.data import collate, length_grouped_batches, scored_part, subset, training_and_evaluation
+from autopeft.training.memory import (
+    GIB,
+    MemoryModel,
+    MemoryShape,
+    cache_key,
+    cached,
+    calibrate,
+    measure_peak,
+    parse_shape,
+    resident_bytes,
+    synthetic_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,8 @@ class ProxyRequest:
         model_dir: keep the trained model in this folder (:mod:`autopeft.model_folder`'s format), when it ends.
         provenance: what ``autopeft.json``'s ``trained`` block records beside the seed, settings and metrics
             (the study, the trial).
+        memory_shape: measure the configuration's peak training memory at this batch shape (``32x128``) before
+            training (``measured_memory_gib``; on a copy of the model, so training is unchanged).
     """
 
     model: str
@@ -115,6 +129,7 @@ class ProxyRequest:
     predictions: bool = False
     model_dir: str | None = None
     provenance: dict | None = None
+    memory_shape: str | None = None
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -164,6 +179,43 @@ def _autocast(device: torch.device) -> torch.autocast:
     """The device's mixed-precision context (a no-op on CPUs)."""
     dtype = autocast_dtype(device)
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def training_step(
+    model, batch: dict, optimizer, scaler, params: list, hooks=(), step: int = 0
+) -> tuple[float, torch.Tensor]:
+    """One optimiser step as every training runs it: forward (mixed precision on GPUs), the hooks' regularisers,
+    backward, gradient clipping at norm 1, the optimiser's step. Gradients stay for the hooks.
+
+    Args:
+        model: the model, exactly its trained parameters requiring gradients.
+        batch: the batch, on the model's device.
+        optimizer: its optimiser.
+        scaler: the gradient scaler (a no-op without float16).
+        params: the trained parameters (their gradients are clipped).
+        hooks: the methods' training hooks (their loss terms).
+        step: steps done so far (for the message).
+
+    Returns:
+        The task loss (before regularisers) and the loss that was back-propagated.
+
+    Raises:
+        TrialFailed: the loss is not finite.
+    """
+    device = next(model.parameters()).device
+    with _autocast(device):
+        loss = model(**batch).loss
+        task_loss = float(loss.detach())
+        for term in filter(lambda t: t is not None, (hook.loss_term() for hook in hooks)):
+            loss = loss + term
+    if not torch.isfinite(loss):
+        raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    return task_loss, loss
 
 
 RungCallback = Callable[[dict[str, Any]], float | None]
@@ -310,6 +362,10 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     if predicted != actual:
         raise TrialFailed(f"trainable count mismatch: predicted {predicted}, built model has {actual}")
     params = [p for p in model.parameters() if p.requires_grad]
+    measured_memory = None
+    if request.memory_shape:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # training draws unchanged
+            measured_memory = measure_adapted(adapted, task.num_labels, parse_shape(request.memory_shape)) / GIB
     optimizer = adapted.optimizer(config.training["learning_rate"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -345,18 +401,8 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
     while step < total_steps and not pruned:
         for indices in length_grouped_batches(lengths, settings.batch_size, rng):
             batch = {k: v.to(device) for k, v in collate(train, indices, task.is_regression).items()}
-            with _autocast(device):
-                loss = model(**batch).loss
-                train_losses.append(float(loss.detach()))  # the task loss, before regularisers
-                for term in filter(lambda t: t is not None, (hook.loss_term() for hook in adapted.hooks)):
-                    loss = loss + term
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}")
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
+            task_loss, loss = training_step(model, batch, optimizer, scaler, params, adapted.hooks, step)
+            train_losses.append(task_loss)  # the task loss, before regularisers
             schedule.step()
             step += 1
             for hook in adapted.hooks:
@@ -425,9 +471,89 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
         "masks_path": request.masks_path if masks else None,
         "method_report": {k: v for hook in adapted.hooks for k, v in hook.report().items()},
     }
+    if measured_memory is not None:
+        result["measured_memory_gib"] = measured_memory
     if predictions is not None:
         result["predictions"] = predictions
     return result
+
+
+def measure_memory(
+    model: str, num_labels: int, settings: ProxySettings, config: TrialConfig | None, shape: MemoryShape
+) -> int:
+    """Peak training memory of a configuration at a batch shape, measured on this process's device
+    (:func:`autopeft.training.memory.measure_peak`), on a fresh copy of the backbone trained as a trial trains.
+
+    Args:
+        model: the backbone's id or folder.
+        num_labels: the head's outputs (1: regression).
+        settings: the training settings (attention dropout).
+        config: the configuration; ``None``: only the classification head trains.
+        shape: the batch shape.
+    """
+    info = backbone_info(model, num_labels)
+    net = _fresh_backbone(model, num_labels, settings.attention_dropout, 0)
+    if config is None:
+        head = {n for n, _ in net.named_parameters() if not n.startswith(f"{net.base_model_prefix}.")}
+        for name, p in net.named_parameters():
+            p.requires_grad_(name in head)
+        adapted = AdaptedModel(net)
+    else:
+        adapted = apply_config(net, config, info, total_steps=1000)
+    return measure_adapted(adapted, num_labels, shape)
+
+
+def measure_adapted(adapted: AdaptedModel, num_labels: int, shape: MemoryShape) -> int:
+    """Peak training memory of an adapted model at a batch shape (on a copy: the model is untouched).
+
+    Args:
+        adapted: the model with its configuration applied.
+        num_labels: the head's outputs (1: regression).
+        shape: the batch shape.
+    """
+    device = _device()
+    use_fast_dropout(adapted.model)
+    lr = adapted.config.training["learning_rate"] if adapted.config else 1e-4
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+
+    def make_optimizer(model):
+        return AdaptedModel(model, config=adapted.config).optimizer(lr)
+
+    def step(model, batch, optimizer):
+        training_step(model, batch, optimizer, scaler, [p for p in model.parameters() if p.requires_grad])
+        optimizer.zero_grad(set_to_none=True)
+
+    vocab = adapted.model.config.vocab_size
+    batch = synthetic_batch(shape, vocab, num_labels == 1, device)
+    return measure_peak(adapted.model, make_optimizer, step, batch, device)
+
+
+def memory_model(
+    model: str, num_labels: int, settings: ProxySettings, shape: MemoryShape, cache_dir: str | None
+) -> MemoryModel:
+    """The backbone's calibrated memory model at a batch shape on this process's device, cached in ``cache_dir``
+    (:func:`autopeft.training.memory.calibrate`; about ten measured steps the first time).
+
+    Args:
+        model: the backbone's id or folder.
+        num_labels: the head's outputs (1: regression).
+        settings: the training settings (attention dropout).
+        shape: the batch shape.
+        cache_dir: the calibration cache (``None``: calibrate every time).
+    """
+    device = _device()
+    info = backbone_info(model, num_labels)
+    facts = {"labels": num_labels, "attention_dropout": settings.attention_dropout, "torch": torch.__version__}
+
+    def build():
+        resident = resident_bytes(_fresh_backbone(model, num_labels, settings.attention_dropout, 0))
+
+        def measure(config):
+            return measure_memory(model, num_labels, settings, config, shape)
+
+        return calibrate(measure, resident, info, shape, device.type, 2 if autocast_dtype(device) else 4)
+
+    return cached(cache_dir, cache_key(model, shape, device.type, facts), build)
 
 
 def save_masks(path: str, masks: dict[str, np.ndarray]) -> None:
