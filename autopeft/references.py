@@ -33,12 +33,14 @@ class Baseline:
         label: how plots and tables show it.
         learning_rate: its usual learning rate.
         methods: builds the plans for a backbone and a parameter limit.
+        standard: whether ``baselines`` runs it by default (the seed methods' references run when named).
     """
 
     name: str
     label: str
     learning_rate: float
     methods: MethodsFn
+    standard: bool = True
 
     def config(self, info: BackboneInfo, limit: int, learning_rate: float | None = None) -> TrialConfig:
         """The baseline's configuration on a backbone within ``limit`` trainable parameters (where it has a size).
@@ -55,17 +57,20 @@ class Baseline:
 BASELINES: dict[str, Baseline] = {}
 
 
-def register_baseline(name: str, label: str, learning_rate: float) -> Callable[[MethodsFn], MethodsFn]:
+def register_baseline(
+    name: str, label: str, learning_rate: float, standard: bool = True
+) -> Callable[[MethodsFn], MethodsFn]:
     """Decorator adding a baseline.
 
     Args:
         name: its name on the command line.
         label: its label in plots and tables.
         learning_rate: its usual learning rate.
+        standard: run by default (else only when named with ``--only``).
     """
 
     def wrap(fn: MethodsFn) -> MethodsFn:
-        BASELINES[name] = Baseline(name, label, learning_rate, fn)
+        BASELINES[name] = Baseline(name, label, learning_rate, fn, standard)
         return fn
 
     return wrap
@@ -124,6 +129,36 @@ def prefix_tuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
 def full_finetuning(info: BackboneInfo, limit: int) -> dict[str, dict]:
     """Every backbone weight trains (the reference; not a PEFT method)."""
     return {"full_finetune": {}}
+
+
+def _every_layer(info: BackboneInfo, modules: tuple[str, ...]) -> list[list]:
+    return [[layer, module] for layer in range(info.num_layers) for module in modules]
+
+
+@register_baseline("side_tuning", "LST side network (w = hidden/12)", 1e-3, standard=False)
+def side_network(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """Side tuning fed by every layer, its width the hidden size over 12 (Sung et al., 2022 use 8 on T5)."""
+    return {"side_tuning": {"layers": list(range(info.num_layers)), "width": max(1, info.hidden_size // 12)}}
+
+
+@register_baseline("sparse_plus_lowrank", "LoRA r=8 (q, v) + 0.5% sparse", 5e-4, standard=False)
+def sparse_plus_lowrank(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """LoRA r=8 on query and value plus a sparse update of 0.5% of each weight on its largest entries (DSEE)."""
+    plan = {"rank": 8, "density": 0.005, "support": "magnitude", "alpha": 16.0}
+    return {"sparse_plus_lowrank": {"targets": _every_layer(info, ("query", "value")), **plan}}
+
+
+@register_baseline("incre_lora", "IncreLoRA (q, v) r2 to 8", 5e-4, standard=False)
+def incre_lora(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """Ranks growing from 2 to at most 8 on query and value, two sites a growth every 5% until 70% (IncreLoRA)."""
+    plan = {"max_rank": 8, "init_rank": 2, "grow": 2, "interval": 0.05, "until": 0.7, "alpha": 16.0}
+    return {"incre_lora": {"targets": _every_layer(info, ("query", "value")), **plan}}
+
+
+@register_baseline("subspace", "Random subspace d=5000 (q, v)", 1e-3, standard=False)
+def random_subspace(info: BackboneInfo, limit: int) -> dict[str, dict]:
+    """5,000 numbers projected into every query and value weight (intrinsic dimension, Fastfood projections)."""
+    return {"subspace": {"targets": _every_layer(info, ("query", "value")), "dim": 5000, "scale": 1.0, "seed": 0}}
 
 
 @dataclass(frozen=True)

@@ -286,7 +286,11 @@ class Baselines(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--budget", help="the budget the sizes follow (as for search)")
         parser.add_argument("--study", help="take task, model, budget, data and training settings from this study")
-        parser.add_argument("--only", help="comma-separated baselines (default: lora,houlsby,pfeiffer,prefix,full)")
+        parser.add_argument(
+            "--only",
+            help="comma-separated baselines (default: lora,houlsby,pfeiffer,prefix,full; the seed methods' references "
+            "side_tuning, sparse_plus_lowrank, incre_lora, subspace run when named)",
+        )
         parser.add_argument("--learning-rate", type=float, help="one learning rate for all (default: each its usual)")
         model_options(parser)
         training_options(parser, inherited="the study's")
@@ -310,7 +314,8 @@ class Baselines(Command):
         if not task_ref or not budget_text:
             raise AutopeftError("--task and --budget are required (or --study to take them from a study)")
         seeds = seeds_of(args)
-        names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(BASELINES)
+        standard = [name for name, baseline in BASELINES.items() if baseline.standard]
+        names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else standard
         settings = training_of(args, what.training if what else None)
         from autopeft.tasks import get_task
 

@@ -7,7 +7,20 @@ last.
 
 from __future__ import annotations
 
-from autopeft.methods import adalora, bottleneck, full, ia3, lora, prefix, pruning, vera  # noqa: F401  (registers them)
+from autopeft.methods import (  # noqa: F401  (registers them)
+    adalora,
+    bottleneck,
+    full,
+    ia3,
+    incre_lora,
+    lora,
+    prefix,
+    pruning,
+    side_tuning,
+    sparse_plus_lowrank,
+    subspace,
+    vera,
+)
 from autopeft.methods.base import METHODS, BuildContext, PeftMethod, TrainingHook, get_method, register_method
 
 __all__ = ["METHODS", "BuildContext", "PeftMethod", "TrainingHook", "get_method", "register_method"]
