@@ -133,8 +133,11 @@ class BoundStudy(Binding):
         }
 
     def worst_memory(self) -> float | None:
-        """The most memory (GiB) a feasible configuration may need: the memory budget, else ``None`` (unbounded)."""
-        return None if self.memory_budget is None else self.memory_budget / GIB
+        """The most memory (GiB) a feasible configuration may need: the memory budget, else the model's bound for any
+        configuration (the hypervolume's reference: one value for the whole study)."""
+        if self.memory is None:
+            return None
+        return (self.memory_budget or self.memory.upper_bound(self.info)) / GIB
 
     def objective_values(self, config: TrialConfig, result: dict[str, Any]) -> list[float]:
         """The values the study stores for a trained configuration: exact ones from the configuration,

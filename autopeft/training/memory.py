@@ -302,6 +302,17 @@ class MemoryModel:
         """
         return self.shared(info) + self.dependent(config, info, trainable)
 
+    def upper_bound(self, info: BackboneInfo) -> int:
+        """More than any configuration of this backbone can need: every layer kept, every Linear's input kept, and
+        optimiser memory for as many new parameters as the backbone has.
+
+        Args:
+            info: the backbone.
+        """
+        inputs = sum(site.in_features for site in info.sites.values()) * self.shape.tokens * self.activation_bytes
+        optimiser = info.backbone_params * (4 + OPTIMISER_BYTES_PER_PARAM)
+        return self.shared(info) + self.layer * self.num_layers + max(self.entry.values()) + inputs + optimiser
+
     def to_dict(self) -> dict:
         """JSON-able form (cached, and stored with a study)."""
         return {**asdict(self), "shape": str(self.shape)}

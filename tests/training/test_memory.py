@@ -9,7 +9,8 @@ import torch
 from conftest import REPO
 
 from autopeft.errors import AutopeftError
-from autopeft.methods.build import count_trainable
+from autopeft.methods.build import check_config, count_trainable
+from autopeft.methods.config import TrialConfig
 from autopeft.training.memory import LiveTensorBytes, MemoryShape, parse_memory, parse_shape
 from autopeft.training.proxy import ProxySettings, measure_memory, memory_model
 
@@ -56,6 +57,10 @@ def test_shapes_parse_and_refuse():
         parse_shape("32")
 
 
+def _config(info, methods: dict) -> TrialConfig:
+    return check_config(TrialConfig(methods, {"learning_rate": 1e-3}), info)
+
+
 def load_bench():
     spec = importlib.util.spec_from_file_location("memory_bench", REPO / "bench" / "memory.py")
     module = importlib.util.module_from_spec(spec)
@@ -90,3 +95,18 @@ def test_the_prediction_is_within_10_percent_of_the_measurement_on_held_out_conf
         errors[name] = round((predicted - measured) / (measured - shared), 3)
     assert len(errors) >= 8 and max(dependent) >= 3 * min(dependent), dependent
     assert max(map(abs, errors.values())) <= 0.10, errors
+
+
+def test_the_upper_bound_is_above_every_configuration_full_fine_tuning_included(tiny_model, tiny_info):
+    """The memory objective's hypervolume reference without a memory budget: one value no configuration passes."""
+    import numpy as np
+
+    from autopeft.space import SearchSpace
+
+    model = memory_model(tiny_model, 2, SETTINGS, SHAPE, None)
+    bound = model.upper_bound(tiny_info)
+    space = SearchSpace.load("full", tiny_info)
+    rng = np.random.default_rng(0)
+    configs = [c for c in (space.decode(space.sample(rng)) for _ in range(100)) if c is not None]
+    configs.append(_config(tiny_info, {"full_finetune": {}}))
+    assert all(model.predict(c, tiny_info, count_trainable(c, tiny_info)) < bound for c in configs)
