@@ -74,6 +74,21 @@ class Bottleneck(torch.nn.Module):
         """The adapter's output (without any residual)."""
         return self.up(self.act(self.down(x)))
 
+    # The hooks are bound methods, not closures: a deep copy of the model (the memory measurement's) calls its
+    # own copy of the adapter.
+    def serial(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook after a sub-layer's output projection: ``h + f(h)``, or ``f(h)`` without the residual."""
+        return output + self(output) if self.residual else self(output)
+
+    def remember_input(self, module: torch.nn.Module, args: tuple) -> None:
+        """Forward pre-hook on the sub-layer's first module: keep its input for :meth:`parallel`."""
+        self.seen = args[0]
+
+    def parallel(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook after the sub-layer's output projection: ``h + scale * f(x)``."""
+        seen, self.seen = self.seen, None
+        return output + self.scale * self(seen)
+
 
 class AdapterSection(MethodSection):
     """Keys shared by the ``serial_adapter`` and ``parallel_adapter`` sections."""
@@ -225,13 +240,9 @@ class SerialAdapter(_Adapters):
         return problem
 
     def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> None:
-        residual = bool(plan.get("residual", True))
         for layer, position, adapter in self._adapters(model, plan, context):
-
-            def serial(module, inputs, output, adapter=adapter):
-                return output + adapter(output) if residual else adapter(output)
-
-            _module_at(model, context.info, layer, _OUTPUT_OF[position]).register_forward_hook(serial)
+            adapter.residual = bool(plan.get("residual", True))
+            _module_at(model, context.info, layer, _OUTPUT_OF[position]).register_forward_hook(adapter.serial)
 
 
 @register_method
@@ -256,15 +267,8 @@ class ParallelAdapter(_Adapters):
         return ("input", layer, MODULE_INPUTS[_INPUT_OF[position]])
 
     def apply(self, model: torch.nn.Module, plan: dict, context: BuildContext) -> None:
-        scale = float(plan.get("scale", 1.0))
         for layer, position, adapter in self._adapters(model, plan, context):
-            seen: dict[str, torch.Tensor] = {}
-
-            def remember(module, args, seen=seen):
-                seen["x"] = args[0]
-
-            def add(module, inputs, output, adapter=adapter, seen=seen):
-                return output + scale * adapter(seen.pop("x"))
-
-            _module_at(model, context.info, layer, _INPUT_OF[position]).register_forward_pre_hook(remember)
-            _module_at(model, context.info, layer, _OUTPUT_OF[position]).register_forward_hook(add)
+            adapter.scale, adapter.seen = float(plan.get("scale", 1.0)), None
+            reads = _module_at(model, context.info, layer, _INPUT_OF[position])
+            reads.register_forward_pre_hook(adapter.remember_input)
+            _module_at(model, context.info, layer, _OUTPUT_OF[position]).register_forward_hook(adapter.parallel)

@@ -110,3 +110,19 @@ def test_the_upper_bound_is_above_every_configuration_full_fine_tuning_included(
     configs = [c for c in (space.decode(space.sample(rng)) for _ in range(100)) if c is not None]
     configs.append(_config(tiny_info, {"full_finetune": {}}))
     assert all(model.predict(c, tiny_info, count_trainable(c, tiny_info)) < bound for c in configs)
+
+
+@pytest.mark.parametrize("name", ["serial_adapter", "parallel_adapter", "side_tuning", "sparse_plus_lowrank", "lora"])
+def test_measuring_on_a_copy_leaves_the_trained_model_untouched(name, tiny_model, tiny_info):
+    """The measurement trains a deep copy: the model's own parameters get no gradient and no update (hooks are bound
+    to their copies, not closures over the originals)."""
+    from autopeft.methods import METHODS
+    from autopeft.methods.build import apply_config
+    from autopeft.models import load_model
+    from autopeft.training.proxy import measure_adapted
+
+    adapted = apply_config(load_model(tiny_model, 2), _config(tiny_info, {name: METHODS[name].example}), tiny_info)
+    before = {n: p.detach().clone() for n, p in adapted.model.named_parameters()}
+    assert measure_adapted(adapted, 2, SHAPE) > 0
+    for n, p in adapted.model.named_parameters():
+        assert p.grad is None and torch.equal(p, before[n]), n
