@@ -69,6 +69,7 @@ def export_trial(
         "trainable_fraction": record["trainable_fraction"],
         "head_params": record.get("head_params", info.head_params),
         "sparsity": record.get("sparsity"),
+        "method_report": record.get("method_report"),  # what the methods did in training (IncreLoRA's ranks reached)
         "objectives": dict(
             zip(
                 view.attrs.get(keys.OBJECTIVES, []),

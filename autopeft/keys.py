@@ -70,7 +70,7 @@ RUNGS = "rungs"
 RESULT = (
     "seconds", "train_seconds", "eval_seconds", "rung_eval_seconds", "steps", "total_steps", "threads",
     "train_tokens", "final_loss", "rung_metrics", "rung_scores", "train_losses", "sparsity", "masks_path",
-    "worker_rss_mb", "measured_memory_gib",
+    "worker_rss_mb", "measured_memory_gib", "method_report",
 )  # fmt: skip
 """Fields of a training's result kept as the trial's attributes."""
 STATUS_QUO_RUN = ("label", "source", "note", "seed")

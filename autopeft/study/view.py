@@ -335,7 +335,7 @@ def trial_record(
     if keys.FAIL_REASON in attrs:
         record["fail_reason"] = attrs[keys.FAIL_REASON]
     shown = (keys.TARGET_SPARSITY, "sparsity", "seconds", "steps", "rung_metrics", "rung_scores")
-    for key in (*shown, keys.PREDICTED_MEMORY, "measured_memory_gib"):
+    for key in (*shown, keys.PREDICTED_MEMORY, "measured_memory_gib", "method_report"):
         if key in attrs:
             record[key] = attrs[key]
     return record

@@ -441,6 +441,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
 
         trained = {"seed": request.seed, "scored_on": request.scored_on, "metric": metrics[task.metric]}
         trained |= {"metrics": metrics, "steps": step, "settings": asdict(settings), **(request.provenance or {})}
+        trained["method_report"] = {k: v for hook in adapted.hooks for k, v in hook.report().items()}
         record = {"task": request.task, "task_name": task.name, "label_names": list(task.class_names)}
         record["text_fields"] = list(task.text_fields)
         record |= {"metric_name": task.metric, "trained": trained}

@@ -97,3 +97,22 @@ def test_a_random_subspace_trains_exactly_d_numbers_and_repeats_from_its_seed(ti
     assert all(torch.equal(a.permutation, b.permutation) for a, b in zip(updates, regenerated, strict=True))
     assert not torch.equal(updates[0].gaussian[:16], updates[1].gaussian[:16])  # each site its own projection
     assert updates[0].weight_delta().abs().sum() > 0
+
+
+def test_a_trained_growing_rank_model_records_the_ranks_it_reached(tmp_path, tiny_model, data_dir):
+    """The production path (run_proxy_trial): the ranks reached are in the result and in the kept folder's record."""
+    import json
+
+    from autopeft.training import ProxyRequest, ProxySettings, run_proxy_trial
+
+    plan = {**METHODS["incre_lora"].example, "interval": 0.2, "until": 0.8}
+    settings = ProxySettings(epochs=1, max_train_samples=80, max_eval_samples=16, batch_size=8, max_length=64)
+    config = {"methods": {"incre_lora": plan}, "training": {"learning_rate": 5e-3}}
+    request = ProxyRequest(tiny_model, "rte", data_dir, config, settings, seed=1, model_dir=str(tmp_path / "m"))
+    result = run_proxy_trial(request)  # 10 steps: growths at steps 2, 4, 6 and 8
+    ranks = result["method_report"]["incre_lora_ranks"]
+    assert sum(ranks.values()) == 3 + 4 and result["method_report"]["incre_lora_growths"] == 4
+    document = json.loads((tmp_path / "m" / "autopeft.json").read_text())
+    assert document["trained"]["method_report"]["incre_lora_ranks"] == ranks
+    loaded = autopeft.load(tmp_path / "m")
+    assert sorted(int(u.mask.sum()) for u in loaded.model.bert.autopeft_incre_lora.values()) == sorted(ranks.values())
