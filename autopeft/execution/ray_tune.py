@@ -90,6 +90,8 @@ def proxy_trainable(config: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
         result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
     result["worker_rss_mb"] = resident_mb()  # a reused worker's memory, trial after trial
+    if "method_report" in result:  # travels as JSON: Tune would flatten it
+        result["method_report"] = json.dumps(result["method_report"])
     tune.report(result)
 
 
@@ -362,10 +364,9 @@ def finish_status_quo(bound: BoundStudy, job: StatusQuoRun, result: dict | None)
         trial.set_user_attr(keys.FAIL_REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
         return f"status quo ({label}) failed: {reason}"
-    metrics = result.get("metrics") or {
-        key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
-    }
-    values = bound.objective_values(bound.status_quo.config, {**result, "metrics": metrics})
+    result = trials.gathered(result)
+    metrics = result["metrics"]
+    values = bound.objective_values(bound.status_quo.config, result)
     trial.set_user_attr(keys.METRICS, metrics)
     trial.set_user_attr(keys.METRIC, result["metric"])
     for key in keys.RESULT:

@@ -7,6 +7,7 @@ the exact objectives by :meth:`BoundStudy.exact_values`, the measured ones from 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -105,6 +106,22 @@ def start(bound: BoundStudy, trial: optuna.Trial) -> StartedTrial | None:
     return StartedTrial(trial, config, count)
 
 
+def gathered(result: dict[str, Any]) -> dict[str, Any]:
+    """A training's result as Tune delivers it, made whole: the metrics gathered back (Tune flattens nested results,
+    ``metrics/accuracy``), the methods' report decoded (it travels as JSON, its keys being module paths).
+
+    Args:
+        result: the reported result.
+    """
+    metrics = result.get("metrics") or {
+        key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
+    }
+    whole = {**result, "metrics": metrics}
+    if isinstance(whole.get("method_report"), str):
+        whole["method_report"] = json.loads(whole["method_report"])
+    return whole
+
+
 def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | None) -> FrozenTrial:
     """Store a training's result as the trial's outcome: COMPLETE, PRUNED (stopped early) or FAIL.
 
@@ -122,11 +139,8 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
         reason = (result or {}).get("fail_reason") or "the worker process running the trial died"
         trial.set_user_attr(keys.FAIL_REASON, reason)
         return study.tell(trial, state=TrialState.FAIL)
-    # Tune flattens nested results ("metrics/accuracy"); gather them back.
-    metrics = result.get("metrics") or {
-        key.split("/", 1)[1]: value for key, value in result.items() if key.startswith("metrics/")
-    }
-    result = {**result, "metrics": metrics}
+    result = gathered(result)
+    metrics = result["metrics"]
     try:
         values = bound.objective_values(started.config, result)
     except KeyError as exc:
