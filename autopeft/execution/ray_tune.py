@@ -291,6 +291,8 @@ class StudySearcher(Searcher):
             trial.set_user_attr(key, value)
         trial.set_user_attr(keys.TRAINABLE_FRACTION, self.bound.info.fraction(status_quo.trainable_params))
         trial.set_user_attr(keys.SCORED_ON, self.bound.spec.what.scored_on)
+        if self.bound.memory is not None and status_quo.config is not None:
+            trial.set_user_attr(keys.PREDICTED_MEMORY, self.bound.exact_values(status_quo.config)["memory"])
         return StatusQuoRun(trial)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -364,6 +364,7 @@ def status_quo_record(run: FrozenTrial) -> dict[str, Any]:
         "seed": attrs.get("seed"),
         "rungs": attrs.get(keys.RUNGS, []),
         **({"objectives": list(run.values)} if run.values and len(run.values) > 2 else {}),
+        **{key: attrs[key] for key in (keys.PREDICTED_MEMORY, "measured_memory_gib") if key in attrs},
     }
 
 
