@@ -9,7 +9,7 @@ backbone's calibrated memory model and measured as a trial measures it. Every fi
     python bench/methods_table.py --data-dir ../shared/data/glue              # MRPC, 5 methods x 3 seeds
     python bench/methods_table.py --data-dir ../shared/data/glue --report     # the table of what is stored
 
-The last line is ``task=<t> seeds=<n> lora=<mean> best_new=<name> best_new_minus_lora=<points>
+The last line is ``task=<t> seeds=<n> runs=<done>/<all> lora=<mean> best_new=<name> best_new_minus_lora=<points>
 lowest_memory=<name> lowest_memory_vs_lora=<ratio>``.
 """
 
@@ -129,7 +129,8 @@ def report(task, info, names, configs, results, memory, seeds) -> None:
         else float("nan")
     )
     print(
-        f"task={task.name} seeds={len(seeds)} lora={means.get('lora', float('nan')):.4f} best_new={best} "
+        f"task={task.name} seeds={len(seeds)} runs={sum(f'{n}/s{x}' in results for n in names for x in seeds)}/"
+        f"{len(names) * len(seeds)} lora={means.get('lora', float('nan')):.4f} best_new={best} "
         f"best_new_minus_lora={100 * (means[best] - means.get('lora', float('nan'))):.2f} lowest_memory={lowest} "
         f"lowest_memory_vs_lora={ratio:.2f}"
     )
