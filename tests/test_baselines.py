@@ -11,8 +11,15 @@ from autopeft.models import load_model
 from autopeft.training import ProxySettings
 
 
-def test_the_standard_baselines_are_registered():
-    assert list(BASELINES) == ["lora", "houlsby", "pfeiffer", "prefix", "full"]
+def test_the_standard_baselines_are_registered_and_the_seed_methods_run_only_when_named():
+    standard = [name for name, baseline in BASELINES.items() if baseline.standard]
+    assert standard == ["lora", "houlsby", "pfeiffer", "prefix", "full"]
+    assert [n for n in BASELINES if n not in standard] == [
+        "side_tuning",
+        "sparse_plus_lowrank",
+        "incre_lora",
+        "subspace",
+    ]
 
 
 @pytest.mark.parametrize("name", ["houlsby", "pfeiffer", "prefix"])
