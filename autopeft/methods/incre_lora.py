@@ -21,7 +21,7 @@ from autopeft.methods.delta import PlacedKnobsMethod, SiteUpdate, at_least, atta
 from autopeft.methods.lora import check_low_rank, low_rank_kept
 from autopeft.methods.placement import PlacedSection
 from autopeft.models import BackboneInfo
-from autopeft.schema import Strict, ValueSpec
+from autopeft.schema import Strict, ValueSpec, numbers
 
 
 class IncreLoraSection(PlacedSection):
@@ -158,8 +158,6 @@ class IncreLora(PlacedKnobsMethod):
 
     def check(self, section: IncreLoraSection, info: BackboneInfo) -> str | None:
         problem = super().check(section, info)
-        from autopeft.schema import numbers
-
         if not problem and min(numbers(section.max_rank)) < max(numbers(section.init_rank)):
             problem = "init_rank: every init_rank must be at most the smallest max_rank"
         return problem
