@@ -19,9 +19,9 @@ import argparse
 import json
 import os
 import statistics
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from _pool import run_pool  # bench/, the script's own folder
 
 from autopeft.budget import parse_budget
 from autopeft.methods.build import count_trainable
@@ -86,22 +86,16 @@ def main() -> None:
                                          args.cache, scored_on="validation").to_dict())
         for seed in args.seeds for name in names if f"{name}/s{seed}" not in results
     ]  # fmt: skip
-    started = time.perf_counter()
     if jobs and not args.report:
         print(f"{len(jobs)} trainings to run ({len(results)} already in {out})", flush=True)
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(_train, job) for job in jobs]
-            for done, future in enumerate(as_completed(futures), 1):
-                key, result = future.result()
-                results[key] = result
-                out.write_text(json.dumps(state, indent=1))
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * (len(jobs) - done) / 60
-                where = f"[{done}/{len(jobs)} {elapsed:5.0f}s, about {eta:.0f} min left] {key}"
-                print(
-                    f"{where}: {task.metric}={result['metric']:.4f} ({result['train_seconds']:.0f}s training)",
-                    flush=True,
-                )
+
+        def store(landed: tuple[str, dict]) -> str:
+            key, result = landed
+            results[key] = result
+            out.write_text(json.dumps(state, indent=1))
+            return f"{key}: {task.metric}={result['metric']:.4f} ({result['train_seconds']:.0f}s training)"
+
+        run_pool(jobs, _train, args.jobs, store)
     report(task, info, names, configs, results, memory, args.seeds)
 
 

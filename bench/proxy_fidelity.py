@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +40,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _pool import run_pool  # noqa: E402  (bench/, the script's own folder)
 from scipy.stats import spearmanr  # noqa: E402
 
 from autopeft import defaults  # noqa: E402
@@ -175,22 +174,17 @@ def main() -> None:
             request = ProxyRequest(model, task.name, args.data_dir, config, schedule, RUNG_SEED, 1, cache,
                                    rungs=SNAPSHOTS, scored_on="selection", selection_seed=SELECTION_SEED)  # fmt: skip
             jobs.append((rung_key, index, request.to_dict()))
-    started = time.perf_counter()
     if jobs and not args.report:
         print(f"{len(jobs)} trainings to run ({len(results)} already in {out})", flush=True)
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(_train, job) for job in jobs]
-            for done, future in enumerate(as_completed(futures), 1):
-                name, index, result = future.result()
-                results[f"{name}/{index}"] = result
-                out.write_text(json.dumps(state, indent=1))
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * (len(jobs) - done)
-                print(
-                    f"[{done}/{len(jobs)} {elapsed:6.0f}s, about {eta / 60:.0f} min left] {name} config {index}: "
-                    f"{task.metric}={result['metric']:.4f} ({result['train_seconds']:.0f}s training)",
-                    flush=True,
-                )
+
+        def store(landed: tuple[str, int, dict]) -> str:
+            name, index, result = landed
+            results[f"{name}/{index}"] = result
+            out.write_text(json.dumps(state, indent=1))
+            score = f"{task.metric}={result['metric']:.4f} ({result['train_seconds']:.0f}s training)"
+            return f"{name} config {index}: {score}"
+
+        run_pool(jobs, _train, args.jobs, store)
     report(task, args, configs, results, full_keys, rung_key)
 
 
