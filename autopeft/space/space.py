@@ -441,8 +441,10 @@ class SearchSpace:
         """The nearest feasible values: change one choice at a time until within ``limit``.
 
         Each step takes the feasible neighbour with the most parameters (the smallest cut), or,
-        when no neighbour is feasible yet, the one that reduces the count most. Values that are
-        already feasible come back unchanged.
+        when no neighbour is feasible yet, the one that reduces the count most. When no single change
+        helps, it looks two changes away: under a memory budget, LoRA placed on one layer only moves to
+        a higher layer by switching one layer off and another on. Values that are already feasible come
+        back unchanged.
 
         Args:
             params: sampled values.
@@ -463,9 +465,13 @@ class SearchSpace:
         while current_v > limit:
             scored = [(violation(n), n) for n in self.neighbours(current)]
             feasible = [(v, n) for v, n in scored if v <= limit]
+            better = [(v, n) for v, n in scored if v < current_v]
+            if not feasible and not better:  # stuck: try two changes at once
+                scored = [(violation(m), m) for n in self.neighbours(current) for m in self.neighbours(n)]
+                feasible = [(v, n) for v, n in scored if v <= limit]
+                better = [(v, n) for v, n in scored if v < current_v]
             if feasible:
                 return max(feasible, key=lambda item: item[0])[1]
-            better = [(v, n) for v, n in scored if v < current_v]
             if not better:
                 raise ConfigError(f"no configuration near {current} fits {limit} trainable parameters")
             current_v, current = min(better, key=lambda item: item[0])

@@ -321,3 +321,30 @@ def test_the_per_configuration_caches_keep_their_most_recent_entries_only():
     assert cache.get("a") == "A"  # read: now the most recent
     cache["d"] = "D"
     assert list(cache) == ["c", "a", "d"] and cache.get("b") is None and len(cache) == 3
+
+
+def test_repair_under_a_memory_budget_moves_a_single_low_layer_up(tiny_model, tiny_info):
+    # Memory follows the lowest trained layer: LoRA on layer 0 alone fits no memory budget below its own
+    # depth, and no single change helps (switching layer 0 off places nothing; switching another on keeps
+    # layer 0). Repair looks two changes away and moves it up.
+    from autopeft.study.binding import check_memory_budget
+    from autopeft.training.memory import MemoryShape
+    from autopeft.training.proxy import ProxySettings, memory_model
+
+    space = SearchSpace.load("default", tiny_info)
+    limit = 10**6
+    memory = memory_model(tiny_model, 2, ProxySettings(), MemoryShape(8, 64), None)
+    params = space.sample(np.random.default_rng(0))
+    params.update({name: name in ("lora.layer.0", "lora.module.query") for name in params if ".layer." in name})
+    params.update({name: name == "lora.module.query" for name in params if ".module." in name})
+    on_top = {**params, "lora.layer.0": False, f"lora.layer.{tiny_info.num_layers - 1}": True}
+
+    def predicted(values):
+        config = space.decode(values)
+        return memory.predict(config, tiny_info, space.count(config))
+
+    assert predicted(on_top) < predicted(params)
+    check_memory_budget(space, memory, (predicted(on_top) + predicted(params)) // 2, limit)
+    assert not space.is_feasible(params, limit)
+    repaired = space.repair(params, limit)
+    assert space.is_feasible(repaired, limit) and not repaired["lora.layer.0"]
