@@ -30,6 +30,8 @@ study, ``retrain`` and ``baselines`` skip the seeds they hold), so a run spannin
     python bench/quality.py --task mrpc --data-dir ../shared/data/glue
     python bench/quality.py --task mrpc --name mrpc-seed1 --search-args "--seed 1" --data-dir ../shared/data/glue
     python bench/quality.py --task mrpc --name mrpc-random --search-args "--sampler random" --data-dir ...
+    python bench/quality.py --task mrpc --name mrpc-upper --search-args "--start-load 0.5" --data-dir ...
+                            # the design change: the quasi-random start fills at least half the budget
     python bench/quality.py --summary mrpc,cola,stsb,rte,mrpc-seed1   # train nothing: every table, the last line
 
 Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings.

@@ -42,9 +42,9 @@ def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
 
 @register_sampler("botorch")
 def _botorch(
-    space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None
+    space: SearchSpace, limit: int, seed: int | None, known: dict, observe=None, start_load: float = 0.0
 ) -> optuna.samplers.BaseSampler:
-    return BoTorchMOSampler(space, limit, known=known, observe=observe, seed=seed)
+    return BoTorchMOSampler(space, limit, known=known, observe=observe, seed=seed, start_load=start_load)
 
 
 @register_sampler("random")
@@ -75,6 +75,7 @@ def create_sampler(
     seed: int | None,
     known: dict[int, KnownObjective],
     observe: Callable[[optuna.trial.FrozenTrial], list[float] | None] | None = None,
+    start_load: float = 0.0,
 ) -> optuna.samplers.BaseSampler:
     """Build a registered sampler.
 
@@ -88,7 +89,12 @@ def create_sampler(
         observe: what a model may learn of a trial: its measured objectives' values
             (``BoundStudy.observed_values``: at the first rung); Optuna's own samplers read the stored values
             of finished trials instead.
+        start_load: ``botorch`` only: the least share of the budget its quasi-random start fills.
     """
     if name not in SAMPLERS:
         raise AutopeftError(f"--sampler {name!r} is unknown; choose one of {', '.join(SAMPLERS)}")
+    if start_load:
+        if name != "botorch":
+            raise AutopeftError(f"--start-load is botorch's quasi-random start; --sampler {name} has none")
+        return SAMPLERS[name](space, limit, seed, known, observe, start_load=start_load)
     return SAMPLERS[name](space, limit, seed, known, observe)

@@ -78,6 +78,8 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
             finished trial. A search passes what its trials scored at the first rung (every trial reaches
             it; few reach the last).
         n_startup_trials: quasi-random (Sobol, repaired to the budget) trials before the GP is used.
+        start_load: the least share of the budget (:meth:`SearchSpace.budget_load` over ``limit``) a start
+            trial's configuration fills: Sobol points below it are passed over (0: none is).
         pool_size: random feasible candidates scored per suggestion.
         seed: random seed.
     """
@@ -91,6 +93,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         n_startup_trials: int = 8,
         pool_size: int = 256,
         seed: int | None = None,
+        start_load: float = 0.0,
     ) -> None:
         self._space = space
         self._limit = limit
@@ -98,6 +101,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         self._observe = observe
         self._n_obj = 0
         self._n_startup = n_startup_trials
+        self._start_load = start_load
         self._pool_size = pool_size
         self._seed = seed
         self._rng = np.random.default_rng(seed)
@@ -169,17 +173,24 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         return key
 
     def _sobol(self, index: int, seen: set[tuple]) -> dict[str, Any]:
-        """Point ``index`` of the scrambled Sobol sequence, repaired; the next unseen one if taken."""
+        """Point ``index`` of the scrambled Sobol sequence, repaired; the next unseen one if taken, or if it
+        fills less than ``start_load`` of the budget (after 64 draws, the fullest unseen one drawn)."""
         engine = torch.quasirandom.SobolEngine(len(self._space.dimensions), scramble=True, seed=self._seed or 0)
         engine.fast_forward(index)
+        fullest: tuple[float, dict[str, Any]] | None = None
         values: dict[str, Any] = {}
         for _ in range(64):
             point = engine.draw(1)[0].numpy()
             units = zip(self._space.dimensions, point, strict=True)
             values = self._space.repair({name: self._space.from_unit(name, u) for name, u in units}, self._limit)
-            if self._space.key(values) not in seen:
-                break
-        return values
+            if self._space.key(values) in seen:
+                continue
+            load = self._space.budget_load(values, self._limit) / self._limit
+            if load >= self._start_load:
+                return values
+            if fullest is None or load > fullest[0]:
+                fullest = (load, values)
+        return fullest[1] if fullest is not None else values
 
     def _random_feasible(self, seen: set[tuple] = frozenset()) -> dict[str, Any]:
         values: dict[str, Any] = {}

@@ -155,7 +155,9 @@ class BoundStudy(Binding):
         and the first-rung scores it learns from)."""
         known = self.known_objectives()
         how = self.spec.how
-        return create_sampler(how.sampler, self.space, self.limit, how.seed, known, self.observed_values)
+        return create_sampler(
+            how.sampler, self.space, self.limit, how.seed, known, self.observed_values, start_load=how.start_load
+        )
 
     def observed_values(self, trial: optuna.trial.FrozenTrial) -> list[float] | None:
         """What the sampler learns of a trial (``None`` while nothing: it is pending while it runs): the measured

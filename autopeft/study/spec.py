@@ -69,6 +69,11 @@ def positive(v: Any) -> str | None:
     return None if v is None or v > 0 else "must be positive"
 
 
+def within_unit(v: Any) -> str | None:
+    """A check that a number lies in [0, 1] (``None`` values pass)."""
+    return None if v is None or 0 <= v <= 1 else "must be between 0 and 1"
+
+
 def fraction(text: Any) -> float:
     """A fraction written as ``1/9``, ``0.11`` or a number; an error naming what is wrong.
 
@@ -335,6 +340,14 @@ class How(Section):
     )
     workers: Annotated[int, Option("trainings at the same time", check=at_least(1))] = defaults.WORKERS
     seed: Annotated[int, Option("random seed of the sampler and of each trial's training (plus its number)")] = 0
+    start_load: Annotated[
+        Fractional,
+        Option(
+            "botorch only: the quasi-random start's configurations fill at least this share of the parameter budget "
+            "(0: anywhere; the model's later proposals are not held to it)",
+            check=within_unit,
+        ),
+    ] = 0.0
     confirm: Annotated[
         int,
         Option(

@@ -72,6 +72,8 @@ def bad_search(tmp_path, tiny_model, data_dir, capsys, **overrides):
         ({"--first-rung": "1/2", "--first-rung-cap": "1/3"}, "--first-rung-cap must lie in [--first-rung, 1)"),
         ({"--status-quo": "nonsense"}, "--status-quo 'nonsense': not a baseline"),
         ({"--heartbeat-grace": "1"}, "--heartbeat-grace must be at least 3 seconds"),
+        ({"--start-load": "2"}, "--start-load must be between 0 and 1"),
+        ({"--start-load": "0.5", "--sampler": "random"}, "--start-load is botorch's quasi-random start"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(tmp_path, tiny_model, data_dir, capsys, overrides, message):

@@ -31,7 +31,7 @@ def space(tiny_info):
 def open_bound(tiny_model, tmp_path):
     """Open a fresh study of the default space on the tiny model, with its sampler built as a search builds it."""
 
-    def make(sampler="botorch", budget=None, seed=0, name="s", space="default", objectives=None):
+    def make(sampler="botorch", budget=None, seed=0, name="s", space="default", objectives=None, **how):
         spec = StudySpec.from_dict(
             dict(
                 task="rte",
@@ -44,6 +44,7 @@ def open_bound(tiny_model, tmp_path):
                 runs_dir=str(tmp_path),
                 study=name,
                 **({"objectives": objectives} if objectives else {}),
+                **how,
             )
         )
         bound = open_study(spec)
@@ -88,6 +89,17 @@ def test_botorch_proposes_from_its_model_after_the_quasi_random_start(open_bound
     bound = open_bound()
     kinds = [t.user_attrs["proposal"]["kind"] for t in run_trials(bound, 14)]
     assert kinds == ["sobol"] * 8 + ["bayes"] * 6
+
+
+def test_the_start_fills_the_load_it_is_asked_for_and_only_the_start_is_held_to_it(space, open_bound):
+    def start_loads(**options):
+        bound = open_bound(budget=str(20 * space.minimal_count()), **options)
+        stored = run_trials(bound, 10)
+        assert [t.user_attrs["proposal"]["kind"] for t in stored] == ["sobol"] * 8 + ["bayes"] * 2
+        return [bound.space.budget_load(t.params, bound.limit) / bound.limit for t in stored[:8]]
+
+    assert min(start_loads(name="anywhere")) < 0.5  # the plain start has small configurations ...
+    assert min(start_loads(name="upper", start_load=0.5)) >= 0.5  # ... this one none
 
 
 def test_the_reference_point_is_in_the_units_the_study_stores(open_bound):
