@@ -32,6 +32,9 @@ study, ``retrain`` and ``baselines`` skip the seeds they hold), so a run spannin
     python bench/quality.py --task mrpc --name mrpc-random --search-args "--sampler random" --data-dir ...
     python bench/quality.py --task mrpc --name mrpc-upper --search-args "--start-load 0.5" --data-dir ...
                             # the design change: the quasi-random start fills at least half the budget
+    python bench/quality.py --task mrpc --name mrpc-space --data-dir ...
+                            # the second: the default space's learning rate at 1e-4..2e-3 (since a307faf;
+                            # the committed `mrpc` run searched the old 5e-4..1e-2)
     python bench/quality.py --summary mrpc,cola,stsb,rte,mrpc-seed1   # train nothing: every table, the last line
 
 Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings.
