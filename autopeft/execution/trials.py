@@ -165,7 +165,7 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
 
 def record_rungs(trial: optuna.Trial, rungs: list[dict[str, Any]]) -> None:
     """Store a running trial's rungs so far (each rung's record, its ``level`` on the study's ladder), so the
-    sampler learns its first-rung score while it trains on.
+    sampler learns its last rung's score while it trains on.
 
     Args:
         trial: the running trial.

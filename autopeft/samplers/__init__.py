@@ -7,7 +7,7 @@ from collections.abc import Callable
 import optuna
 
 from autopeft.errors import AutopeftError
-from autopeft.samplers._botorch import BoTorchMOSampler, KnownObjective
+from autopeft.samplers._botorch import BoTorchMOSampler, KnownObjective, Observation
 from autopeft.samplers._feasible import FeasibleSampler
 from autopeft.samplers._proposals import Proposal, ProposalLog
 from autopeft.space import SearchSpace
@@ -17,6 +17,7 @@ __all__ = [
     "BoTorchMOSampler",
     "FeasibleSampler",
     "KnownObjective",
+    "Observation",
     "Proposal",
     "ProposalLog",
     "create_sampler",
@@ -25,8 +26,8 @@ __all__ = [
 
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 """``factory(space, limit, seed, known, observe) -> sampler``; ``known`` maps objective indices to
-:class:`KnownObjective`, ``observe`` gives what a model may learn of a trial (its measured objectives' values,
-or ``None``)."""
+:class:`KnownObjective`, ``observe`` gives what a model may learn of a trial (an :class:`Observation`: its
+measured objectives' values and the fidelity they were measured at, or ``None``)."""
 SAMPLERS: dict[str, SamplerFactory] = {}
 
 
@@ -74,7 +75,7 @@ def create_sampler(
     limit: int,
     seed: int | None,
     known: dict[int, KnownObjective],
-    observe: Callable[[optuna.trial.FrozenTrial], list[float] | None] | None = None,
+    observe: Callable[[optuna.trial.FrozenTrial], Observation | None] | None = None,
     start_load: float = 0.0,
 ) -> optuna.samplers.BaseSampler:
     """Build a registered sampler.
@@ -86,9 +87,9 @@ def create_sampler(
         seed: random seed.
         known: objective index -> the objective's exact value from sampled values, in the units
             the study stores (``BoundStudy.known_objectives`` gives them for a study).
-        observe: what a model may learn of a trial: its measured objectives' values
-            (``BoundStudy.observed_values``: at the first rung); Optuna's own samplers read the stored values
-            of finished trials instead.
+        observe: what a model may learn of a trial: its measured objectives' values at the highest fidelity it
+            reached (``BoundStudy.observed_values``); Optuna's own samplers read the stored values of finished
+            trials instead.
         start_load: ``botorch`` only: the least share of the budget its quasi-random start fills.
     """
     if name not in SAMPLERS:

@@ -16,8 +16,11 @@ dimensions without effect (the rank of a module type that is off) are one point 
 configuration to the pool, so the search never spends a trial on a configuration it has already
 measured (re-measuring the picks is the confirmations' job), and proposals are stored canonical.
 
-Trials stopped early (pruned) are kept out of the GP: their values were measured at a lower
-fidelity (a rung subset, part of the training). They, failed trials and running ones are never
+The model learns each trial at the highest fidelity it has reached (:class:`Observation`: what
+a search's successive halving scored at its last rung so far, or at the end), with that fidelity (the
+fraction of the full schedule) as one more input column; candidates and the hypervolume's baseline are
+scored at fidelity 1, full training. So a configuration that led at the first rung and fell behind at
+the end is modelled by its end. Failed and running trials, and those stopped at a rung, are never
 proposed again. A proposal falls back to a random feasible one only when the model cannot be
 fitted or evaluated (numerical errors); the fallback is recorded with its reason.
 """
@@ -57,6 +60,19 @@ class KnownObjective:
     worst: float | None = None
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the model learns of one trial.
+
+    Attributes:
+        values: its measured objectives' values, in the study's order and units.
+        fidelity: the fraction of the full training schedule at which they were measured (1: the end).
+    """
+
+    values: list[float]
+    fidelity: float = 1.0
+
+
 def _model_errors() -> tuple[type[BaseException], ...]:
     """Exceptions of fitting or evaluating a GP that justify a random proposal (numerical trouble only)."""
     from botorch.exceptions.errors import ModelFittingError
@@ -73,10 +89,9 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         limit: the largest allowed trainable-parameter count.
         known: objective index -> its exact value from sampled values; the other objective (the first, the
             score) is modelled.
-        observe: what the model learns of a trial: its measured objectives' values, in order (``None`` while
-            there is nothing to learn: the trial is pending while it runs); default: the stored values of a
-            finished trial. A search passes what its trials scored at the first rung (every trial reaches
-            it; few reach the last).
+        observe: what the model learns of a trial (``None`` while there is nothing to learn: the trial is
+            pending while it runs); default: the stored values of a finished trial, at fidelity 1. A search
+            passes each trial's scores at the highest rung it has reached (``Binding.observed_values``).
         n_startup_trials: quasi-random (Sobol, repaired to the budget) trials before the GP is used.
         start_load: the least share of the budget (:meth:`SearchSpace.budget_load` over ``limit``) a start
             trial's configuration fills: Sobol points below it are passed over (0: none is).
@@ -98,7 +113,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         self._space = space
         self._limit = limit
         self._known = dict(known or {})
-        self._observe = observe
+        self._observe: Callable[[FrozenTrial], Observation | None] | None = observe
         self._n_obj = 0
         self._n_startup = n_startup_trials
         self._start_load = start_load
@@ -141,7 +156,9 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         self._n_obj = len(study.directions)
         if self._observe is None:
             modelled = [i for i in range(self._n_obj) if i not in self._known]
-            self._observe = lambda t: [t.values[i] for i in modelled] if t.state == TrialState.COMPLETE else None
+            self._observe = lambda t: (
+                Observation([t.values[i] for i in modelled]) if t.state == TrialState.COMPLETE else None
+            )
         trials = [
             t for t in study.get_trials(deepcopy=False) if t.number != trial.number and self._space.covers(t.params)
         ]
@@ -162,7 +179,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     # -- proposals -----------------------------------------------------------------------------
     def _values(self, trial: FrozenTrial) -> list[float]:
         """What the model learns from an observed trial: its measured objectives as observed, the known ones exact."""
-        observed = iter(self._observe(trial) or ())
+        observed = iter(self._observe(trial).values)
         return [self._known[i].value(trial.params) if i in self._known else next(observed) for i in range(self._n_obj)]
 
     def _key_of(self, trial: FrozenTrial) -> tuple:
@@ -246,8 +263,12 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         pool = [c for c in self._candidates(observed, signs) if self._space.key(c) not in seen]
         if not pool:
             return self._random_feasible(seen), Proposal("fallback", "no unseen feasible candidate in the pool")
-        x_train = torch.tensor(np.stack([self._features(t.params) for t in observed]), dtype=torch.double)
-        x_pool = torch.tensor(np.stack([self._features(c) for c in pool]), dtype=torch.double)
+        # The first column is the fidelity: as observed for the trials, 1 (full training) for what is predicted.
+        fidelities = [[self._observe(t).fidelity] for t in observed]
+        x_train = torch.tensor(np.hstack([fidelities, [self._features(t.params) for t in observed]])).double()
+        x_pool = torch.tensor(np.stack([np.append(1.0, self._features(c)) for c in pool]), dtype=torch.double)
+        x_full = x_train.clone()
+        x_full[:, 0] = 1.0
         width = x_train.shape[-1] - len(known)
         y_all = torch.tensor([[s * v for s, v in zip(signs, self._values(t), strict=True)] for t in observed]).double()
 
@@ -285,15 +306,16 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
 
         x_pending = None
         if pending:
-            x_pending = torch.tensor(np.stack([self._features(t.params) for t in pending]), dtype=torch.double)
+            x_pending = torch.tensor(np.stack([np.append(1.0, self._features(t.params)) for t in pending])).double()
         objective = GenericMCMultiOutputObjective(objectives)
         ref_point = self.reference_point(y_all, signs)
-        # Baseline points that are almost surely dominated add cost, not information (BoTorch's
-        # pruning, with fewer posterior samples than its default 2048: its Pareto loop dominated the time).
+        # The measured configurations, predicted at full training (as candidates are). Those almost surely
+        # dominated add cost, not information (BoTorch's pruning, with fewer posterior samples than its
+        # default 2048: its Pareto loop dominated the time).
         with torch.random.fork_rng():
             torch.manual_seed(len(observed))
             x_baseline = prune_inferior_points_multi_objective(
-                gp, x_train, ref_point, objective=objective, num_samples=self.PRUNE_SAMPLES
+                gp, x_full, ref_point, objective=objective, num_samples=self.PRUNE_SAMPLES
             )
         acqf = qLogNoisyExpectedHypervolumeImprovement(
             model=gp,

@@ -24,7 +24,7 @@ from autopeft.models import BackboneInfo, backbone_info
 from autopeft.objectives import Objective, parse_objectives
 from autopeft.references import StatusQuo, resolve_status_quo
 from autopeft.runs_dir import RunsDir
-from autopeft.samplers import KnownObjective, create_sampler
+from autopeft.samplers import KnownObjective, Observation, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.study.spec import StudySpec, What, flag_of, option_of
 from autopeft.study.storage import connect_storage
@@ -152,30 +152,39 @@ class BoundStudy(Binding):
 
     def create_sampler(self) -> optuna.samplers.BaseSampler:
         """The study's sampler, built as every search builds it (the spec's sampler and seed, the exact objectives,
-        and the first-rung scores it learns from)."""
+        and what it learns of each trial: its scores at the highest fidelity it reached)."""
         known = self.known_objectives()
         how = self.spec.how
         return create_sampler(
             how.sampler, self.space, self.limit, how.seed, known, self.observed_values, start_load=how.start_load
         )
 
-    def observed_values(self, trial: optuna.trial.FrozenTrial) -> list[float] | None:
-        """What the sampler learns of a trial (``None`` while nothing: it is pending while it runs): the measured
-        objectives at the study's first rung, the first as the rung score (what rungs rank on, the stand-in for
-        the first objective while metrics still tie), the others as measured there. Every trial reaches the
-        first rung; few reach the end. A finished trial scored at no rung gives its stored values.
+    def observed_values(self, trial: optuna.trial.FrozenTrial) -> Observation | None:
+        """What the sampler learns of a trial (``None`` while nothing: it is pending while it runs): its measured
+        objectives at the highest fidelity it has reached, with that fidelity. The first objective is the rung
+        score there (what rungs rank on: the stand-in for the metric while metrics still tie), the others as
+        measured there. A trial trained to the end is learnt at the end (fidelity 1); one still running, or
+        stopped at a rung, at its last rung. A finished trial scored at no rung gives its stored values.
 
         Args:
             trial: a trial of the study.
         """
-        from autopeft.study.view import first_rung
+        from autopeft.training.proxy import rung_score
 
-        record = first_rung(trial)
+        records = trial.user_attrs.get(keys.RUNGS) or ()
         measured = [i for i, o in enumerate(self.objectives) if not o.known_before_training]
-        if record is None:
-            done = trial.state == optuna.trial.TrialState.COMPLETE and trial.values
-            return [trial.values[i] for i in measured] if done else None
-        return [record["score"] if i == 0 else self.objectives[i].measured(record) for i in measured]
+        done = trial.state == optuna.trial.TrialState.COMPLETE and trial.values
+        if done:
+            metrics = trial.user_attrs.get("metrics")
+            if not records or metrics is None:
+                return Observation([trial.values[i] for i in measured])
+            score = rung_score(metrics, self.task.metric, self.spec.what.rungs.score)
+            return Observation([score if i == 0 else trial.values[i] for i in measured])
+        if not records:
+            return None
+        last = records[-1]
+        values = [last["score"] if i == 0 else self.objectives[i].measured(last) for i in measured]
+        return Observation(values, float(last["fraction"]))
 
 
 def bind(spec: StudySpec) -> Binding:

@@ -237,6 +237,12 @@ def static_rungs(fractions: tuple[float, ...]) -> RungCallback:
     return next_fraction
 
 
+def rung_score(metrics: dict[str, float], task_metric: str, name: str) -> float:
+    """What rungs rank on, read from an evaluation's ``metrics``: ``name`` is ``metric`` (the task's main
+    metric, ``task_metric``) or a key of ``metrics`` (``neg_loss``)."""
+    return float(metrics[task_metric if name == "metric" else name])
+
+
 def rung_step(fraction: float, total_steps: int) -> int:
     """The optimiser step at which a rung at ``fraction`` of a ``total_steps`` training is scored."""
     return min(total_steps, max(1, math.ceil(fraction * total_steps - 1e-9)))
@@ -412,7 +418,7 @@ def run_proxy_trial(request: ProxyRequest, at_rung: RungCallback | None = None) 
             if step == next_step and step < total_steps:
                 rung_started = time.perf_counter()
                 metrics = scored_on(rung_dev)
-                score = metrics[task.metric if request.rung_score == "metric" else request.rung_score]
+                score = rung_score(metrics, task.metric, request.rung_score)
                 record = {"rung": len(rungs), "fraction": next_fraction, "step": step, "metric": metrics[task.metric]}
                 record["metrics"] = metrics
                 rungs.append({**record, "score": score})

@@ -118,15 +118,21 @@ def test_a_promoted_trial_continued_its_own_training_to_the_end(trial_wins, tiny
     assert trial.user_attrs["metrics"] == pytest.approx(uninterrupted["metrics"])
 
 
-def test_the_sampler_learns_each_trials_first_rung_score_as_stored(trial_wins):
+def test_the_sampler_learns_each_trial_at_the_highest_fidelity_it_reached_as_stored(trial_wins):
+    from autopeft.samplers import Observation
     from autopeft.study import open_study
 
     runs, done, study, storage = trial_wins
     bound = open_study(StudyView(study).spec)  # the stored spec continues the same study
-    for trial in study.get_trials(states=(COMPLETE, PRUNED)):
-        record = first_rung(trial)
-        assert record is not None
-        assert bound.observed_values(trial) == [record["score"]]  # neg_loss at the first rung, as stored
+    ended = study.get_trials(states=(COMPLETE,))
+    stopped = study.get_trials(states=(PRUNED,))
+    assert ended and stopped
+    for trial in ended:  # neg_loss at the end of training, as stored
+        assert bound.observed_values(trial) == Observation([trial.user_attrs["metrics"]["neg_loss"]], 1.0)
+    for trial in stopped:  # its score at the rung it was stopped at, and that rung's fraction
+        last = trial.user_attrs["rungs"][-1]
+        assert first_rung(trial) is not None and last["fraction"] < 1
+        assert bound.observed_values(trial) == Observation([last["score"]], last["fraction"])
 
 
 def test_a_task_nothing_can_learn_raises_the_first_rung_to_its_cap_and_says_so(tmp_path_factory, tiny_model):

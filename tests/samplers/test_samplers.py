@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autopeft.execution import trials as study_trials
-from autopeft.samplers import SAMPLERS, KnownObjective, create_sampler
+from autopeft.samplers import SAMPLERS, KnownObjective, Observation, create_sampler
 from autopeft.space import SearchSpace
 from autopeft.study import StudySpec, open_study
 
@@ -244,3 +244,23 @@ def test_a_failed_trial_with_part_of_its_values_is_skipped_by_every_sampler(name
     for trial in run_trials(bound, 6 if name == "gp" else 7):  # past the samplers' start-up trials
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert bound.space.covers(trial.params)
+
+
+def test_the_model_learns_each_trial_at_the_end_of_its_training_not_at_its_first_rung(open_bound):
+    """A response whose first rung ranks configurations against their end (as the rungs of MRPC's searches
+    did): proposals must follow what the trials scored at the end of training, where they reached it."""
+    bound = open_bound(budget="10%")
+    stored = []
+    for _ in range(16):  # each scored at a first rung as it trains, then trained to the end
+        trial = study_trials.ask(bound)
+        started = study_trials.start(bound, trial)
+        end = synthetic_result(bound.space, trial.params)
+        score = -end["metric"] - 1  # neg_loss at the rung: the better it ends, the worse it starts
+        first = {"metric": -end["metric"], "metrics": {"neg_loss": score}, "score": score}
+        study_trials.record_rungs(trial, [{"rung": 0, "fraction": 1 / 3, "step": 10, "level": 0, **first}])
+        stored.append(study_trials.finish(bound, started, end))
+    assert bound.observed_values(stored[0]) == Observation([stored[0].user_attrs["metrics"]["neg_loss"]], 1.0)
+    assert [t.user_attrs["proposal"]["kind"] for t in stored[8:]] == ["bayes"] * 8
+    ends = [t.user_attrs["metric"] for t in stored]
+    # learning the first rung, the model chased its best: the configurations that end worst
+    assert np.mean(ends[8:]) > np.mean(ends[:8]) + 0.1, ends
