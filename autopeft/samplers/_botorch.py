@@ -162,14 +162,16 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         trials = [
             t for t in study.get_trials(deepcopy=False) if t.number != trial.number and self._space.covers(t.params)
         ]
-        observed = [t for t in trials if t.state != TrialState.FAIL and self._observe(t) is not None]
-        pending = [t for t in trials if t.state == TrialState.RUNNING and self._observe(t) is None]
+        observations = {t.number: o for t in trials if t.state != TrialState.FAIL and (o := self._observe(t))}
+        observed = [t for t in trials if t.number in observations]
+        pending = [t for t in trials if t.state == TrialState.RUNNING and t.number not in observations]
         seen = {self._key_of(t) for t in trials if not t.user_attrs.get("withdrawn")}
         if len(observed) < self._n_startup:
             values, proposal = self._sobol(trial.number, seen), Proposal("sobol")
         else:
             try:
-                values, proposal = self._bayes(study, observed, pending, seen)
+                learnt = [observations[t.number] for t in observed]
+                values, proposal = self._bayes(study, observed, learnt, pending, seen)
             except _model_errors() as exc:
                 reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
                 values, proposal = self._random_feasible(seen), Proposal("fallback", reason)
@@ -177,9 +179,9 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         return self._space.canonical(values)
 
     # -- proposals -----------------------------------------------------------------------------
-    def _values(self, trial: FrozenTrial) -> list[float]:
+    def _values(self, trial: FrozenTrial, observation: Observation) -> list[float]:
         """What the model learns from an observed trial: its measured objectives as observed, the known ones exact."""
-        observed = iter(self._observe(trial).values)
+        observed = iter(observation.values)
         return [self._known[i].value(trial.params) if i in self._known else next(observed) for i in range(self._n_obj)]
 
     def _key_of(self, trial: FrozenTrial) -> tuple:
@@ -243,7 +245,12 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         return infer_reference_point(y[is_non_dominated(y)], max_ref_point=cap if not cap.isnan().all() else None)
 
     def _bayes(
-        self, study: Study, observed: list[FrozenTrial], pending: list[FrozenTrial], seen: set[tuple]
+        self,
+        study: Study,
+        observed: list[FrozenTrial],
+        observations: list[Observation],
+        pending: list[FrozenTrial],
+        seen: set[tuple],
     ) -> tuple[dict[str, Any], Proposal]:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
@@ -260,17 +267,18 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         modelled = [i for i in range(n_obj) if i not in self._known]
         known = list(self._known)
 
-        pool = [c for c in self._candidates(observed, signs) if self._space.key(c) not in seen]
+        rows = [self._values(t, o) for t, o in zip(observed, observations, strict=True)]
+        pool = [c for c in self._candidates(observed, rows, signs) if self._space.key(c) not in seen]
         if not pool:
             return self._random_feasible(seen), Proposal("fallback", "no unseen feasible candidate in the pool")
         # The first column is the fidelity: as observed for the trials, 1 (full training) for what is predicted.
-        fidelities = [[self._observe(t).fidelity] for t in observed]
+        fidelities = [[o.fidelity] for o in observations]
         x_train = torch.tensor(np.hstack([fidelities, [self._features(t.params) for t in observed]])).double()
         x_pool = torch.tensor(np.stack([np.append(1.0, self._features(c)) for c in pool]), dtype=torch.double)
         x_full = x_train.clone()
         x_full[:, 0] = 1.0
         width = x_train.shape[-1] - len(known)
-        y_all = torch.tensor([[s * v for s, v in zip(signs, self._values(t), strict=True)] for t in observed]).double()
+        y_all = torch.tensor([[s * v for s, v in zip(signs, row, strict=True)] for row in rows]).double()
 
         # Encoded columns lie in [0, 1]; the known objectives' columns are scaled over the points in play.
         both = torch.cat([x_train, x_pool])
@@ -331,7 +339,9 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
             raise torch.linalg.LinAlgError("the acquisition function is not finite on any candidate")
         return pool[int(torch.nan_to_num(scores, nan=-torch.inf).argmax())], Proposal("bayes")
 
-    def _candidates(self, observed: list[FrozenTrial], signs: list[float]) -> list[dict[str, Any]]:
+    def _candidates(
+        self, observed: list[FrozenTrial], rows: list[list[float]], signs: list[float]
+    ) -> list[dict[str, Any]]:
         """Random feasible values, and the feasible one-change neighbours of the best trials.
 
         Random values are drawn at random densities of switched-on modules (sparse and dense
@@ -349,8 +359,8 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         drawn.extend(self._random_feasible() for _ in range(max(0, min(32, fresh - len(drawn)))))
         self._pool = (self._pool + drawn)[-self._pool_size :]
         pool = list(self._pool)
-        best = sorted(observed, key=lambda t: -signs[0] * self._values(t)[0])[: self.NEIGHBOURHOODS]
-        for trial in best:
+        ranked = sorted(zip(observed, rows, strict=True), key=lambda pair: -signs[0] * pair[1][0])
+        for trial, _ in ranked[: self.NEIGHBOURHOODS]:
             neighbours = self._space.neighbours(self._space.canonical(trial.params), range_step=self.RANGE_STEP)
             pool.extend(n for n in neighbours if self._space.is_feasible(n, self._limit))
         return pool

@@ -175,7 +175,7 @@ class BoundStudy(Binding):
         measured = [i for i, o in enumerate(self.objectives) if not o.known_before_training]
         done = trial.state == optuna.trial.TrialState.COMPLETE and trial.values
         if done:
-            metrics = trial.user_attrs.get("metrics")
+            metrics = trial.user_attrs.get(keys.METRICS)
             if not records or metrics is None:
                 return Observation([trial.values[i] for i in measured])
             score = rung_score(metrics, self.task.metric, self.spec.what.rungs.score)
