@@ -35,9 +35,12 @@ study, ``retrain`` and ``baselines`` skip the seeds they hold), so a run spannin
     python bench/quality.py --task mrpc --name mrpc-space --data-dir ...
                             # the second: the default space's learning rate at 1e-4..2e-3 (since a307faf;
                             # the committed `mrpc` run searched the old 5e-4..1e-2)
+    python bench/quality.py --task mrpc --name mrpc-axes --runs-root runs/axes --baselines-from runs/quality ...
+                            # an arm pinned to other code, in its own runs root, with the LoRA runs copied
     python bench/quality.py --summary mrpc,cola,stsb,rte,mrpc-seed1   # train nothing: every table, the last line
 
-Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings.
+Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings
+(``--baselines-from`` copies them from another runs root).
 
 The summary's last line is over the named runs, one figure per task (the mean over that task's search seeds):
 ``tasks=<n> mean_best_minus_lora=<points> worst_best_minus_lora=<points> mean_knee_minus_lora=<points>
@@ -50,6 +53,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -191,6 +195,35 @@ def baseline_runs(view: StudyView, storage: str) -> list:
         return []
 
 
+def share_baselines(view: StudyView, runs_dir: str, source: str) -> None:
+    """Copy the baselines beside a study from another runs folder of its task: their study and per-example predictions.
+
+    Arms of one task (a design change, a search seed) then compare with the same LoRA r=8 runs. Trained again, those
+    runs would repeat bit for bit (the same configuration, seeds and schedule) at three fine-tunes each time. A runs
+    folder that holds them already is left as it is; the baselines step then trains only what neither holds.
+
+    Args:
+        view: the study the baselines stand beside.
+        runs_dir: its runs folder.
+        source: the runs folder to copy them from.
+    """
+    what = view.spec.what
+    name = baselines_study_name(get_task(what.task).name, what.model, what.budget)
+    target, origin = RunsDir.at(Path(runs_dir).resolve()), RunsDir.at(Path(source).resolve())
+    if not (origin.root / "optuna.db").is_file():
+        raise SystemExit(f"--baselines-from: {origin.root} holds no study store")
+    if name in optuna.get_all_study_names(connect_storage(target.storage)):
+        return
+    if name not in optuna.get_all_study_names(connect_storage(origin.storage)):
+        raise SystemExit(f"--baselines-from: {origin.root} holds no baselines study {name}")
+    if origin.predictions(name).is_dir():
+        shutil.copytree(origin.predictions(name), target.predictions(name), dirs_exist_ok=True)
+    optuna.copy_study(
+        from_study_name=name, from_storage=connect_storage(origin.storage), to_storage=connect_storage(target.storage)
+    )
+    print(f"baselines: {name} copied from {origin.root}")
+
+
 def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
     """Print one run's table and final line; return its figures (``None`` until knee, best and LoRA hold every seed).
 
@@ -316,6 +349,10 @@ def main(argv: list[str] | None = None) -> str:
         default="runs/quality",
         help="folder of the runs folders, one per task (its runs share baselines)",
     )
+    parser.add_argument(
+        "--baselines-from",
+        help="another runs root whose runs folder of this task holds the baselines: copied, not trained again",
+    )
     parser.add_argument("--full", action="store_true", help="also full fine-tuning (slow on CPUs)")
     parser.add_argument("--search-args", default="", help="further search options, e.g. '--seed 1'")
     parser.add_argument("--retrain-args", default="", help="further retrain/baselines options (smoke runs)")
@@ -359,8 +396,10 @@ def main(argv: list[str] | None = None) -> str:
                 *args.search_args.split(),
             ]
         )
-        _run(["baselines", "--study", study, "--only", only, *common, *schedule])
         storage = RunsDir.at(Path(runs_dir).resolve()).storage
+        if args.baselines_from:
+            share_baselines(StudyView.load(study, storage), runs_dir, str(Path(args.baselines_from) / task.name))
+        _run(["baselines", "--study", study, "--only", only, *common, *schedule])
         stored = StudyView.load(study, storage)
         picks = ["knee"] + ([] if is_lora(stored.pick("best"), baseline_runs(stored, storage)) else ["best"])
         _run(["retrain", "--study", study, "--pick", *picks, *common, *schedule])

@@ -8,6 +8,7 @@ per layer or shared by all layers. Each method names its own dimensions ``<metho
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt
@@ -141,13 +142,49 @@ def placement_dimensions(prefix: str, layers: Layers, modules: ModuleChoice, inf
     dims: dict[str, BaseDistribution] = {}
     indices = layer_indices(layers, info)
     if layers == "searched":
-        dims.update({f"{prefix}.layer.{i}": on_off() for i in indices})
+        dims.update({layer_switch(prefix, i): on_off() for i in indices})
     if modules.searched:
-        if modules.per_layer:
-            dims.update({f"{prefix}.module.{i}.{m}": on_off() for i in indices for m in modules.choices})
-        else:
-            dims.update({f"{prefix}.module.{m}": on_off() for m in modules.choices})
+        layers_of_modules = indices if modules.per_layer else [None]
+        dims.update({module_switch(prefix, m, i): on_off() for i in layers_of_modules for m in modules.choices})
     return dims
+
+
+def layer_switch(prefix: str, layer: int) -> str:
+    """The name of the on/off dimension of a method in one layer.
+
+    Args:
+        prefix: the method's name.
+        layer: the layer's index.
+    """
+    return f"{prefix}.{_LAYER}.{layer}"
+
+
+def module_switch(prefix: str, module: str, layer: int | None = None) -> str:
+    """The name of the on/off dimension of a method on one module type: in every layer (``layer`` is ``None``), or
+    in one layer (modules searched per layer).
+
+    Args:
+        prefix: the method's name.
+        module: the generic module name (or position).
+        layer: the layer's index, when modules are searched per layer.
+    """
+    return f"{prefix}.{_MODULE}.{module}" if layer is None else f"{prefix}.{_MODULE}.{layer}.{module}"
+
+
+_LAYER, _MODULE = "layer", "module"
+_AXIS = re.compile(rf"^(?P<axis>.+\.(?:{_LAYER}|{_MODULE}))(?:\.\d+)?\.[^.]+$")
+
+
+def placement_axis(dimension: str) -> str | None:
+    """The placement axis an on/off dimension switches one member of: ``<method>.layer`` (its layers) or
+    ``<method>.module`` (its module types, shared by all layers, or its (layer, module) sites when modules are
+    searched per layer); ``None`` for any other dimension.
+
+    Args:
+        dimension: a dimension's name, as :func:`placement_dimensions` names it.
+    """
+    match = _AXIS.match(dimension)
+    return match["axis"] if match else None
 
 
 def placement_table(prefix: str, layers: Layers, modules: ModuleChoice, info: BackboneInfo) -> list[tuple]:
@@ -162,11 +199,11 @@ def placement_table(prefix: str, layers: Layers, modules: ModuleChoice, info: Ba
     module_searched = modules.searched
     table = []
     for layer in layer_indices(layers, info):
-        layer_dim = f"{prefix}.layer.{layer}" if layers == "searched" else None
+        layer_dim = layer_switch(prefix, layer) if layers == "searched" else None
         for module in modules.choices:
             module_dim = None
             if module_searched:
-                module_dim = f"{prefix}.module.{layer}.{module}" if modules.per_layer else f"{prefix}.module.{module}"
+                module_dim = module_switch(prefix, module, layer if modules.per_layer else None)
             table.append((layer, module, layer_dim, module_dim))
     return table
 

@@ -30,6 +30,7 @@ from autopeft.methods.placement import (
     Sizes,
     check_layers,
     layer_indices,
+    layer_switch,
     on_off,
     size_dimension,
     size_dimensions,
@@ -148,7 +149,7 @@ class Prefix(PeftMethod):
         layers = layer_indices(section.layers, info)
         dims: dict[str, BaseDistribution] = {}
         if section.layers == "searched":
-            dims.update({f"{self.name}.layer.{i}": on_off() for i in layers})
+            dims.update({layer_switch(self.name, i): on_off() for i in layers})
         dims.update(size_dimensions(self.name, "length", section.length, [(i, "") for i in layers]))
         dist = distribution(section.reparameterize)
         if dist is not None:
@@ -159,7 +160,7 @@ class Prefix(PeftMethod):
         fixed = section.length.choices[0]
         targets = []
         for layer in layer_indices(section.layers, info):
-            if section.layers == "searched" and not value_of(f"{self.name}.layer.{layer}", True):
+            if section.layers == "searched" and not value_of(layer_switch(self.name, layer), True):
                 continue
             name = size_dimension(self.name, "length", section.length.per, layer, "")
             targets.append([layer, int(value_of(name, fixed))])

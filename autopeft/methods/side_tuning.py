@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from autopeft.methods.base import BuildContext, MethodSection, PeftMethod, ValueOf, register_method
-from autopeft.methods.placement import Layers, check_layers, on_off
+from autopeft.methods.placement import Layers, check_layers, layer_switch, on_off
 from autopeft.models import MODULE_MAPS, BackboneInfo
 from autopeft.schema import Strict, ValueSpec, all_numbers, distribution, numbers
 
@@ -117,14 +117,14 @@ class SideTuning(PeftMethod):
     def dimensions(self, section: SideSection, info: BackboneInfo) -> dict[str, BaseDistribution]:
         dims = {}
         if section.layers == "searched":
-            dims = {f"{self.name}.layer.{i}": on_off() for i in range(info.num_layers)}
+            dims = {layer_switch(self.name, i): on_off() for i in range(info.num_layers)}
         dist = distribution(section.width)
         if dist is not None:
             dims[f"{self.name}.width"] = dist
         return dims
 
     def decode(self, section: SideSection, value_of: ValueOf, info: BackboneInfo) -> dict | None:
-        layers = [i for i in self._candidates(section, info) if value_of(f"{self.name}.layer.{i}", True)]
+        layers = [i for i in self._candidates(section, info) if value_of(layer_switch(self.name, i), True)]
         if not layers:
             return None
         return {"layers": layers, "width": int(value_of(f"{self.name}.width", section.width))}

@@ -199,9 +199,7 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
         fullest: tuple[float, dict[str, Any]] | None = None
         values: dict[str, Any] = {}
         for _ in range(64):
-            point = engine.draw(1)[0].numpy()
-            units = zip(self._space.dimensions, point, strict=True)
-            values = self._space.repair({name: self._space.from_unit(name, u) for name, u in units}, self._limit)
+            values = self._space.repair(self._space.from_units(engine.draw(1)[0].tolist()), self._limit)
             if self._space.key(values) in seen:
                 continue
             load = self._space.budget_load(values, self._limit) / self._limit
@@ -344,14 +342,15 @@ class BoTorchMOSampler(ProposalLog, BaseSampler):
     ) -> list[dict[str, Any]]:
         """Random feasible values, and the feasible one-change neighbours of the best trials.
 
-        Random values are drawn at random densities of switched-on modules (sparse and dense
-        placements alike) and kept when feasible; repair, which is costlier, only tops the pool up.
+        Random values (:meth:`SearchSpace.sample`: how many layers and module types are on is uniform, so
+        sparse placements and every-layer ones alike) are kept when feasible; repair, which is costlier,
+        only tops the pool up.
         The random part is kept between suggestions and a quarter of it is renewed each time.
         """
         fresh = self._pool_size if not self._pool else self._pool_size // 4
         drawn = []
         for _ in range(4 * fresh):
-            values = self._space.sample(self._rng, density=float(self._rng.uniform(0.05, 0.7)))
+            values = self._space.sample(self._rng)
             if self._space.is_feasible(values, self._limit):
                 drawn.append(values)
                 if len(drawn) == fresh:

@@ -117,3 +117,25 @@ def test_the_committed_stores_of_earlier_turns_still_report(tmp_path, name):
     line, out = run_bench(["--report", "--task", name, "--runs-root", str(tmp_path)])
     assert line.startswith(f"task={name} knee_minus_lora=") and "best_ci90=n/a" in line, out
     assert "| autopeft knee (trial" in out
+
+
+def test_an_arm_in_another_runs_root_shares_the_baselines_it_copies(tmp_path):
+    """``--baselines-from``: the baselines study and its per-example predictions come across once, and read back the
+    same, digests included; a missing source is one line."""
+    import shutil
+
+    bench = load_bench()
+    source = tmp_path / "quality" / "mrpc"
+    shutil.copytree(REPO / "bench" / "results" / "stores" / "full-fidelity" / "mrpc", source)
+    origin = f"sqlite:///{source}/optuna.db"
+    view = StudyView.load("quality-mrpc", origin)
+    arm = tmp_path / "arm" / "mrpc"
+    arm.mkdir(parents=True)
+    bench.share_baselines(view, str(arm), str(source))
+    bench.share_baselines(view, str(arm), str(source))  # held already: nothing is copied twice
+    copied, original = bench.baseline_runs(view, f"sqlite:///{arm}/optuna.db"), bench.baseline_runs(view, origin)
+    assert [r.user_attrs for r in copied] == [r.user_attrs for r in original] and len(copied) == 6
+    for run in copied:
+        assert bench.read_predictions(run.user_attrs, arm).equals(bench.read_predictions(run.user_attrs, source))
+    with pytest.raises(SystemExit, match="holds no study store"):
+        bench.share_baselines(view, str(arm), str(tmp_path / "nowhere" / "mrpc"))

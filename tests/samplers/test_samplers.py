@@ -93,7 +93,7 @@ def test_botorch_proposes_from_its_model_after_the_quasi_random_start(open_bound
 
 def test_the_start_fills_the_load_it_is_asked_for_and_only_the_start_is_held_to_it(space, open_bound):
     def start_loads(**options):
-        bound = open_bound(budget=str(20 * space.minimal_count()), **options)
+        bound = open_bound(budget=str(50 * space.minimal_count()), **options)
         stored = run_trials(bound, 10)
         assert [t.user_attrs["proposal"]["kind"] for t in stored] == ["sobol"] * 8 + ["bayes"] * 2
         return [bound.space.budget_load(t.params, bound.limit) / bound.limit for t in stored[:8]]

@@ -262,7 +262,7 @@ def test_canonical_values_train_the_same_model_and_are_a_fixed_point(name, tiny_
     rng = np.random.default_rng(0)
     changed = 0
     for _ in range(40):
-        values = space.sample(rng, density=float(rng.uniform(0.1, 0.6)))
+        values = space.sample(rng)
         config = space.decode(values)
         canonical = space.canonical(values)
         if config is None:
@@ -348,3 +348,50 @@ def test_repair_under_a_memory_budget_moves_a_single_low_layer_up(tiny_model, ti
     assert not space.is_feasible(params, limit)
     repaired = space.repair(params, limit)
     assert space.is_feasible(repaired, limit) and not repaired["lora.layer.0"]
+
+
+def _switched_on(values: dict, prefix: str) -> int:
+    return sum(bool(v) for name, v in values.items() if name.startswith(prefix))
+
+
+def test_how_many_layers_and_module_types_are_on_is_uniform_and_no_switch_is_favoured(tiny_info):
+    # Independent switches at 1/2 reach every layer of a 6-layer model once in 64 draws (the status quo's
+    # placement); drawn by placement axis, every count of layers (and of module types) is equally likely.
+    space = SearchSpace.load("default", tiny_info)
+    rng = np.random.default_rng(0)
+    draws = [space.sample(rng) for _ in range(3000)]
+    for prefix, n in (("lora.layer.", tiny_info.num_layers), ("lora.module.", 6)):
+        counts = np.bincount([_switched_on(v, prefix) for v in draws], minlength=n + 1)
+        assert counts[0] == 0  # an axis with nothing on places nothing
+        assert np.allclose(counts[1:] / len(draws), 1 / n, atol=0.03), counts
+        on = [name for name in space.dimensions if name.startswith(prefix)]
+        share = np.array([np.mean([v[name] for v in draws]) for name in on])
+        assert np.allclose(share, (n + 1) / (2 * n), atol=0.03), share  # the first switch as likely as the others
+    rates = np.log([v["train.learning_rate"] for v in draws])
+    dist = space.dimensions["train.learning_rate"]
+    assert np.log(dist.low) <= rates.min() and rates.max() <= np.log(dist.high)
+
+
+def test_modules_searched_per_layer_are_one_axis_of_sites(tiny_info):
+    # lora.yaml: every layer may carry LoRA and each layer chooses its modules: how many (layer, module) sites are
+    # on is uniform, so some draws leave whole layers out and some place every site.
+    from autopeft.methods.placement import layer_switch, module_switch, placement_axis
+
+    assert placement_axis(layer_switch("lora", 2)) == "lora.layer"
+    assert placement_axis(module_switch("lora", "query")) == "lora.module"
+    assert placement_axis(module_switch("lora", "query", 2)) == "lora.module"
+    assert placement_axis("lora.rank.query") is None and placement_axis("train.learning_rate") is None
+    space = SearchSpace.load("lora", tiny_info)
+    rng = np.random.default_rng(0)
+    draws = [space.sample(rng) for _ in range(2000)]
+    sites = 6 * tiny_info.num_layers
+    counts = np.bincount([_switched_on(v, "lora.module.") for v in draws], minlength=sites + 1)
+    assert counts[0] == 0 and np.allclose(counts[1:] / len(draws), 1 / sites, atol=0.02), counts
+    layers_out = [
+        sum(
+            not any(v[module_switch("lora", m, i)] for m in "query key value attn_out ffn_in ffn_out".split())
+            for i in range(tiny_info.num_layers)
+        )
+        for v in draws
+    ]
+    assert 0.2 < np.mean(np.array(layers_out) > 0) < 0.8

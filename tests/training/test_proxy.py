@@ -49,7 +49,9 @@ def test_proxy_trial_trains_and_evaluates(task, tmp_path, tiny_model, tiny_info,
 
 def test_diverging_training_fails_the_trial(tmp_path, tiny_model, tiny_info, data_dir):
     space = SearchSpace.load("default", tiny_info)
-    config = space.decode(space.repair(space.sample(np.random.default_rng(0)), 10**6)).to_dict()
+    values = space.sample(np.random.default_rng(0))
+    values.update({name: True for name in space.dimensions if name.startswith(("lora.layer.", "lora.module."))})
+    config = space.decode(space.repair(values, 10**6)).to_dict()  # LoRA on every site: updates reach the residual
     config["training"]["learning_rate"] = 1e30  # the first update blows the weights up
     request = ProxyRequest(tiny_model, "rte", data_dir, config, SETTINGS, cache_dir=str(tmp_path))
     with pytest.raises(TrialFailed, match="non-finite loss"):
