@@ -17,8 +17,9 @@ from autopeft import keys
 from autopeft.execution.trials import fallback_reason, incomplete_trials
 from autopeft.methods.build import describe
 from autopeft.pareto import mean_metric, mean_values
+from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import SPLIT_LABELS, BoundStudy, StudyView, mask_url, trial_record
-from autopeft.timing import seconds_left
+from autopeft.timing import confirmation_units, seconds_left
 
 
 def pareto_table(view: StudyView, title: str) -> Table:
@@ -66,7 +67,7 @@ def pareto_table(view: StudyView, title: str) -> Table:
                 "status quo",
                 *((f"{values[0]:.4f}",) if own_score else ()),
                 f"{record['metric']:.4f}",
-                *(("",) if confirmed else ()),
+                *((_mean_text(record.get("metric_mean"), record.get("metric_seeds", 1)),) if confirmed else ()),
                 *(("",) if retrained else ()),
                 f"{record['trainable_params']:,}",
                 f"{100 * record['trainable_fraction']:.3f}",
@@ -78,7 +79,7 @@ def pareto_table(view: StudyView, title: str) -> Table:
             continue
         record = trial_record(trial, validation.get(trial.number))
         metric_mean, _ = mean_metric(trial, confirmations.get(trial.number)) if seeds > 1 else (None, 1)
-        mean = (f"{metric_mean:.4f} (n={seeds})" if seeds > 1 else "",) if confirmed else ()
+        mean = (_mean_text(metric_mean, seeds),) if confirmed else ()
         scored = (f"{values[0]:.4f}" + (f" (mean, n={seeds})" if seeds > 1 else ""),) if own_score else ()
         sparsity = (f"{record.get('sparsity') or 0:.3f}",) if sparse else ()
         found = record.get("validation")
@@ -97,6 +98,11 @@ def pareto_table(view: StudyView, title: str) -> Table:
             describe(record["params"]),
         )
     return table
+
+
+def _mean_text(metric_mean: float | None, seeds: int) -> str:
+    """``0.8312 (n=2)``: a confirmed metric's mean over its seeds (empty for one seed)."""
+    return f"{metric_mean:.4f} (n={seeds})" if seeds > 1 and metric_mean is not None else ""
 
 
 def memory_text(record: dict) -> str:
@@ -170,7 +176,8 @@ def bound_seconds_left(bound: BoundStudy) -> float | None:
     view, how = StudyView(bound.study), bound.spec.how
     first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
     owed = view.status_quo is None
-    return seconds_left(bound.study, bound.spec.what.rungs, how.trials, how.workers, how.confirm, owed, first)
+    confirm = confirmation_units(how.confirm, bound.status_quo.config is not None)
+    return seconds_left(bound.study, bound.spec.what.rungs, how.trials, how.workers, confirm, owed, first)
 
 
 class SearchDisplay:
@@ -268,17 +275,20 @@ class SearchDisplay:
         """Show a line of the search's (the first rung raised or settled, the status quo's end)."""
         self.console.print(line)
 
-    def confirmed(self, bound: BoundStudy, number: int, run: dict) -> None:
-        """Say what a confirmation run found: the trial's metric, this seed's, and the mean over its seeds."""
+    def confirmed(self, bound: BoundStudy, number: int | str, run: dict) -> None:
+        """Say what a confirmation run found: the trial's (or the status quo's) metric, this seed's, and the mean
+        over its seeds."""
+        what = "the status quo" if number == STATUS_QUO_KEY else f"trial {number}"
         if "fail_reason" in run:
-            self.console.print(f"[red]confirmation of trial {number} failed[/]: {run['fail_reason']}")
+            self.console.print(f"[red]confirmation of {what} failed[/]: {run['fail_reason']}")
             return
-        trial = bound.study.get_trials(deepcopy=False)[number]
-        values, seeds = mean_values(trial, StudyView(bound.study).confirmations.get(number))
+        view = StudyView(bound.study)
+        trial = view.status_quo if number == STATUS_QUO_KEY else view.trial(number)
+        values, seeds = mean_values(trial, view.confirmations.get(number))
         score = bound.objectives[0].name
         metric = "" if score == "metric" else f" ({bound.task.metric} {run['metric']:.4f})"
         self.console.print(
-            f"confirmed trial {number} with seed {run['seed']}: {score} {trial.values[0]:.4f} in the "
+            f"confirmed {what} with seed {run['seed']}: {score} {trial.values[0]:.4f} in the "
             f"search, {run['values'][0]:.4f} now{metric}; mean {values[0]:.4f} over {seeds} seeds"
         )
         if self.live is not None:

@@ -33,7 +33,8 @@ FIRST_RUNG = "autopeft.first_rung"
 CONFIRMING = "autopeft.confirming"
 """The trials whose confirmation runs are in flight (empty when none)."""
 CONFIRM_PREFIX = "autopeft.confirm."
-"""``autopeft.confirm.<trial>``: a trial's confirmation runs (``{"seed", "values", "metric", ...}``)."""
+"""``autopeft.confirm.<trial>`` (or ``.status_quo``): a trial's confirmation runs (``{"seed", "values", "metric",
+...}``); the status quo's match the seeds of the trial ``best`` picks."""
 RETRAIN_PREFIX = "autopeft.retrain."
 """``autopeft.retrain.<trial>`` (or ``.status_quo``): a trial's full-fidelity retrain runs, one per seed."""
 BASELINES = "autopeft.baselines"
@@ -122,7 +123,7 @@ LEGACY = {"evaluated_on": SCORED_ON}
 """Names earlier versions stored, and what they are read as."""
 
 _PATTERNS = {
-    "study": [re.escape(CONFIRM_PREFIX) + r"\d+", re.escape(RETRAIN_PREFIX) + r"(\d+|status_quo)"],
+    "study": [re.escape(CONFIRM_PREFIX) + r"(\d+|status_quo)", re.escape(RETRAIN_PREFIX) + r"(\d+|status_quo)"],
     "param": [re.escape(PARAM_SPEC) + r".+", re.escape(PARAM_SPACE) + r".+"],
 }
 

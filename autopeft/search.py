@@ -20,8 +20,9 @@ from autopeft.errors import SearchAborted
 from autopeft.methods.config import TrialConfig
 from autopeft.objectives import prior_neg_loss
 from autopeft.pareto import hypervolume, mean_metric
+from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import DONE, BoundStudy, StudySpec, StudyView, fail_stale_trials, open_study, trial_record
-from autopeft.timing import DataStatistics, search_units, unit_seconds
+from autopeft.timing import DataStatistics, confirmation_units, search_units, unit_seconds
 from autopeft.tracking import StudyTracker
 from autopeft.training import ProxyRequest
 from autopeft.training.data import scored_part, training_and_evaluation
@@ -177,7 +178,7 @@ def run_search(
     import torch
 
     from autopeft.execution import StudySearcher, init_ray, run_with_ray
-    from autopeft.execution.confirmations import confirm_picks, unconfirmed_picks
+    from autopeft.execution.confirmations import confirm_picks, status_quo_behind, unconfirmed_picks
     from autopeft.execution.trials import fallback_reason, incomplete_trials
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
@@ -248,11 +249,13 @@ def run_search(
     def to_confirm() -> bool:
         done = bound.study.get_trials(deepcopy=False, states=DONE)
         complete = any(t.state == TrialState.COMPLETE for t in done)
-        return bool(how.confirm) and len(done) >= how.trials and complete and bool(unconfirmed_picks(bound))
+        owed = bool(unconfirmed_picks(bound)) or status_quo_behind(bound)
+        return bool(how.confirm) and len(done) >= how.trials and complete and owed
 
     owed = searcher.status_quo_owed()
     first = (bound.study.user_attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
-    units = search_units(what.rungs, remaining, how.confirm if remaining or to_confirm() else 0, owed, first)
+    confirm = confirmation_units(how.confirm, bound.status_quo.config is not None) if remaining or to_confirm() else 0
+    units = search_units(what.rungs, remaining, confirm, owed, first)
     one = unit_seconds(settings, data, bound.info.backbone_params, threads, rungs=len(what.rungs.ladder()) - 1)
     estimate = units * one / how.workers + (20 if remaining or owed else 0)
     if on_start is not None:
@@ -280,12 +283,16 @@ def run_search(
         )
     if to_confirm():
 
-        def confirmed(number: int, run: dict[str, Any]) -> None:
+        def confirmed(number: int | str, run: dict[str, Any]) -> None:
             if "values" in run:
                 record = {**run, "settings": "full"}
-                config = bound.study.get_trials(deepcopy=False)[number].user_attrs[keys.CONFIG]
+                if number == STATUS_QUO_KEY:
+                    config, name = bound.status_quo.config.to_dict(), "confirm-status-quo"
+                else:
+                    config = bound.study.get_trials(deepcopy=False)[number].user_attrs[keys.CONFIG]
+                    name = f"confirm-trial-{number}"
                 tags = {keys.TAG_TRIAL: str(number)}
-                tracker.log_run("confirm", f"confirm-trial-{number}-seed{run['seed']}", record, config, tags)
+                tracker.log_run("confirm", f"{name}-seed{run['seed']}", record, config, tags)
             if on_confirmation is not None:
                 on_confirmation(bound, number, run)
 

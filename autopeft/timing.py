@@ -108,6 +108,17 @@ def confirmation_rounds(confirm: int, workers: int) -> int:
     return math.ceil(first / max(1, workers)) + math.ceil((confirm - first) / max(1, workers))
 
 
+def confirmation_units(confirm: int, status_quo: bool) -> int:
+    """The confirmation runs a search expects at its end: ``confirm`` of the picks' and, with a status quo, one of
+    the status quo's (matched to ``best``'s seeds; more only when a confirmation moves ``best``).
+
+    Args:
+        confirm: the spec's confirmation budget.
+        status_quo: whether the search trains a status quo.
+    """
+    return confirm + int(bool(confirm) and status_quo)
+
+
 def search_units(policy: SuccessiveHalving, trials_left: int, confirm: int, status_quo: bool, first=None) -> float:
     """The units a search still has to train: its trials left, the status quo when owed, the confirmations.
 

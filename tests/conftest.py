@@ -219,6 +219,24 @@ def ray_cluster():
         yield f"127.0.0.1:{port}"
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its fault tally to the controller, which prints the sum."""
+    from faults.tally import TALLY
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_tally"] = dict(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """The controller adds up what each xdist worker's faults did (see ``pytest_sessionfinish``)."""
+    from faults.tally import TALLY
+
+    for key, value in getattr(node, "workeroutput", {}).get("fault_tally", {}).items():
+        TALLY[key] += value
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """The fault-injection suite's line (``tests/faults``): what its faults did to the stores, summed up."""
     from faults.tally import TALLY

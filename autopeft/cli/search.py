@@ -91,7 +91,9 @@ class Search(Command):
         view = StudyView(summary.bound.study)
         print_pareto(Console(), view, title=f"Pareto set of {view.name}")
         if summary.unconfirmed:
-            runs = len(summary.confirmations)
+            from autopeft.results import STATUS_QUO_KEY
+
+            runs = sum(1 for run in summary.confirmations if run["trial"] != STATUS_QUO_KEY)  # the picks' runs
             picks = ", ".join(f"trial {n}" for n in summary.unconfirmed)
             verb = "picks {} are" if len(summary.unconfirmed) > 1 else "pick {} is"
             console.print(

@@ -9,6 +9,11 @@ picks to trials not yet confirmed, those are confirmed in turn, until both picks
 the confirmation budget (the spec's ``how.confirm`` runs) is spent. Each run is stored in the study as
 it ends (``autopeft.confirm.<trial>``), so an interrupted search resumes its confirmations; its
 training seconds count in the search's compute.
+
+The status quo is confirmed alongside, on as many seeds as the trial ``best`` picks has
+(``autopeft.confirm.status_quo``), so that ``best`` is weighed against the status quo mean for mean: a
+pick's mean over two seeds against one draw of the status quo let a single lucky or unlucky draw of the
+status quo decide. Its runs come on top of ``how.confirm`` (at most as many).
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from autopeft import keys
+from autopeft.pareto import mean_metric
+from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import BoundStudy, StudyView, trial_config
 from autopeft.training import ProxyRequest
 
 CONFIRM_SEED_OFFSET = 1_000_003
-"""Confirmation ``k`` of trial ``n`` trains with seed ``spec.seed + n + (k + 1) x offset`` (never a trial's own)."""
+"""Confirmation ``k`` of trial ``n`` trains with seed ``spec.seed + n + (k + 1) x offset`` (never a trial's own);
+the status quo's with ``spec.seed + (k + 1) x offset - 1``."""
 
 
 def unconfirmed_picks(bound: BoundStudy) -> list[FrozenTrial]:
@@ -42,8 +50,26 @@ def unconfirmed_picks(bound: BoundStudy) -> list[FrozenTrial]:
     return list(picks.values())
 
 
-def confirmation_seed(bound: BoundStudy, number: int, done: int) -> int:
-    """The seed of trial ``number``'s next confirmation, after ``done`` earlier ones."""
+def status_quo_behind(bound: BoundStudy, in_flight: list[FrozenTrial] | tuple = ()) -> bool:
+    """Whether the status quo has fewer seeds than the trial ``best`` picks (counting a confirmation of that
+    trial in flight), so that it is owed a confirmation.
+
+    Args:
+        bound: the study.
+        in_flight: trials whose confirmation is about to run.
+    """
+    view = StudyView(bound.study)
+    if view.status_quo is None or not view.pareto:
+        return False
+    best = view.pick_trial("best")
+    _, best_seeds = mean_metric(best, view.confirmations.get(best.number))
+    _, quo_seeds = view.status_quo_metric()
+    return quo_seeds < best_seeds + any(t.number == best.number for t in in_flight)
+
+
+def confirmation_seed(bound: BoundStudy, entry: int | str, done: int) -> int:
+    """The seed of trial ``entry``'s (or the status quo's) next confirmation, after ``done`` earlier ones."""
+    number = -1 if entry == STATUS_QUO_KEY else int(entry)
     return bound.spec.how.seed + number + (done + 1) * CONFIRM_SEED_OFFSET
 
 
@@ -55,18 +81,19 @@ def confirm_picks(
     resources: dict[str, float],
     on_run: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Confirm the picks with Ray tasks (``workers`` at a time), storing each run as it ends.
+    """Confirm the picks, and the status quo on as many seeds as ``best``, with Ray tasks (``workers`` trials
+    and the status quo at a time), storing each run as it ends.
 
-    A run that fails is stored with its reason and counted against ``max_runs`` (the trial stays
+    A run that fails is stored with its reason and counted against the budget (the trial stays
     unconfirmed and may be tried again while runs remain).
 
     Args:
         bound: the study (with at least one finished trial).
-        make_request: builds a trial's request (as the search's trials are built).
-        max_runs: confirmation runs this call may start.
-        workers: runs at the same time.
+        make_request: builds a trial's request (as the search's trials are built; ``-1`` for the status quo).
+        max_runs: the trials' confirmation runs this call may start (the status quo's as many again, at most).
+        workers: trials' runs at the same time.
         resources: Ray resources of one run (``{"num_cpus": 1, "num_gpus": 0}``).
-        on_run: called with ``(trial number, stored run)`` after each run.
+        on_run: called with ``(trial number or "status_quo", stored run)`` after each run.
 
     Returns:
         The runs stored by this call.
@@ -78,28 +105,32 @@ def confirm_picks(
 
     train = ray.remote(run_proxy_trial).options(**resources)
     made: list[dict[str, Any]] = []
-    while len(made) < max_runs:
-        targets = unconfirmed_picks(bound)[: min(workers, max_runs - len(made))]
-        if not targets:
+    trial_runs = quo_runs = 0
+    while True:
+        targets = unconfirmed_picks(bound)[: max(0, min(workers, max_runs - trial_runs))]
+        quo = quo_runs < max_runs and status_quo_behind(bound, targets)
+        entries: list[tuple[int | str, Any]] = [(t.number, trial_config(t)) for t in targets]
+        entries += [(STATUS_QUO_KEY, bound.status_quo.config)] if quo else []
+        if not entries:
             break
-        bound.study.set_user_attr(keys.CONFIRMING, [t.number for t in targets])  # in flight: status shows it
+        trial_runs, quo_runs = trial_runs + len(targets), quo_runs + int(quo)
+        bound.study.set_user_attr(keys.CONFIRMING, [key for key, _ in entries])  # in flight: status shows it
         pending = {}
-        for trial in targets:
-            done = len(StudyView(bound.study).confirmations.get(trial.number, []))
-            request = make_request(trial.number, trial_config(trial))
-            seed = confirmation_seed(bound, trial.number, done)
+        for key, config in entries:
+            done = len(StudyView(bound.study).confirmations.get(key, []))
+            request = make_request(-1 if key == STATUS_QUO_KEY else int(key), config)
+            seed = confirmation_seed(bound, key, done)
             request = dataclasses.replace(request, seed=seed, rungs=(), masks_path=None)
-            pending[train.remote(request)] = (trial, seed)
+            pending[train.remote(request)] = (key, config, seed)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            trial, seed = pending.pop(ready[0])
+            key, config, seed = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except RayError as exc:  # the run failed: stored with its reason, the search goes on
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
                 run = {"seed": seed, "fail_reason": first}
             else:
-                config = trial_config(trial)
                 run = {
                     "seed": seed,
                     "values": bound.objective_values(config, result),
@@ -109,10 +140,10 @@ def confirm_picks(
                     "threads": result["threads"],
                     "train_tokens": result["train_tokens"],
                 }
-            runs = StudyView(bound.study).confirmations.get(trial.number, [])
-            bound.study.set_user_attr(f"{keys.CONFIRM_PREFIX}{trial.number}", [*runs, run])
-            made.append({"trial": trial.number, **run})
+            runs = StudyView(bound.study).confirmations.get(key, [])
+            bound.study.set_user_attr(f"{keys.CONFIRM_PREFIX}{key}", [*runs, run])
+            made.append({"trial": key, **run})
             if on_run is not None:
-                on_run(trial.number, run)
+                on_run(key, run)
         bound.study.set_user_attr(keys.CONFIRMING, [])
     return made

@@ -143,21 +143,23 @@ class StudyView:
         return self.trials[number]
 
     @functools.cached_property
-    def confirmations(self) -> dict[int, list[dict[str, Any]]]:
-        """Trial number -> its confirmation runs (failed ones included)."""
-        prefix = keys.CONFIRM_PREFIX
-        return {int(k.removeprefix(prefix)): list(v) for k, v in self.attrs.items() if k.startswith(prefix)}
+    def confirmations(self) -> dict[int | str, list[dict[str, Any]]]:
+        """Trial number (or ``status_quo``) -> its confirmation runs (failed ones included)."""
+        return self._runs_by_key(keys.CONFIRM_PREFIX)
 
-    @functools.cached_property
-    def retrains(self) -> dict[int | str, list[dict[str, Any]]]:
-        """Trial number (or ``status_quo``) -> its retrain runs."""
-        prefix = keys.RETRAIN_PREFIX
-        found = {}
+    def _runs_by_key(self, prefix: str) -> dict[int | str, list[dict[str, Any]]]:
+        """``<prefix><trial number or status_quo>`` study attributes, keyed by trial number or ``status_quo``."""
+        found: dict[int | str, list[dict[str, Any]]] = {}
         for key, runs in self.attrs.items():
             if key.startswith(prefix):
                 name = key.removeprefix(prefix)
                 found[int(name) if name.isdigit() else name] = list(runs)
         return found
+
+    @functools.cached_property
+    def retrains(self) -> dict[int | str, list[dict[str, Any]]]:
+        """Trial number (or ``status_quo``) -> its retrain runs."""
+        return self._runs_by_key(keys.RETRAIN_PREFIX)
 
     def retrain_summary(self, key: int | str) -> tuple[SeedSummary, str] | None:
         """The summary over seeds of a trial's retrain runs at their latest settings, and that settings' label."""
@@ -248,14 +250,21 @@ class StudyView:
             return Pick(which, quo, True, "no trial reached full fidelity: the status quo stands")
         best = self.pareto[0][0]
         metric, seeds = mean_metric(best, self.confirmations.get(best.number))
-        ours = quo.user_attrs[keys.METRIC]
-        if metric is not None and metric < ours:
+        ours, our_seeds = self.status_quo_metric()
+        if metric is not None and ours is not None and metric < ours:
             verdict = (
-                f"nothing beat the status quo: the best trial, {best.number}, scores {metric:.4f} (mean of {seeds} "
-                f"seed{'s' * (seeds != 1)}) against the status quo's {ours:.4f} on the {self.scored_on} split"
+                f"nothing beat the status quo: the best trial, {best.number}, scores {metric:.4f} (mean of "
+                f"{_seeds(seeds)}) against the status quo's {ours:.4f} (mean of {_seeds(our_seeds)}) on the "
+                f"{self.scored_on} split"
             )
             return Pick(which, quo, True, verdict)
         return Pick(which, best)
+
+    def status_quo_metric(self) -> tuple[float | None, int]:
+        """The status quo's task metric, mean over its seeds (its run and its confirmations), and how many seeds."""
+        if self.status_quo is None:
+            return None, 0
+        return mean_metric(self.status_quo, self.confirmations.get(STATUS_QUO_KEY))
 
     # -- records ----------------------------------------------------------------------------------------------
     def record(self, number: int) -> dict[str, Any]:
@@ -265,7 +274,9 @@ class StudyView:
 
     def status_quo_record(self) -> dict[str, Any] | None:
         """The status quo's run as the record shown beside the Pareto set (``trial`` is ``"status_quo"``)."""
-        return None if self.status_quo is None else status_quo_record(self.status_quo)
+        if self.status_quo is None:
+            return None
+        return status_quo_record(self.status_quo, self.confirmations.get(STATUS_QUO_KEY))
 
     # -- did the first rung learn -------------------------------------------------------------------------------
     @property
@@ -341,13 +352,19 @@ def trial_record(
     return record
 
 
-def status_quo_record(run: FrozenTrial) -> dict[str, Any]:
-    """The status quo's run as the record shown beside the Pareto set (``trial`` is ``"status_quo"``).
+def status_quo_record(run: FrozenTrial, confirmations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The status quo's run as the record shown beside the Pareto set (``trial`` is ``"status_quo"``); when it was
+    confirmed, ``metric_mean`` and ``metric_seeds`` as a trial's record has them.
 
     Args:
         run: its run.
+        confirmations: its confirmation runs.
     """
     attrs = run.user_attrs
+    confirmed: dict[str, Any] = {}
+    if confirmations and run.values:
+        metric, seeds = mean_metric(run, confirmations)
+        confirmed = {"metric_mean": metric, "metric_seeds": seeds, "confirmations": confirmations}
     return {
         "trial": STATUS_QUO_KEY,
         "status_quo": True,
@@ -365,7 +382,12 @@ def status_quo_record(run: FrozenTrial) -> dict[str, Any]:
         "rungs": attrs.get(keys.RUNGS, []),
         **({"objectives": list(run.values)} if run.values and len(run.values) > 2 else {}),
         **{key: attrs[key] for key in (keys.PREDICTED_MEMORY, "measured_memory_gib") if key in attrs},
+        **confirmed,
     }
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed{'s' * (count != 1)}"
 
 
 def first_rung(trial: FrozenTrial) -> dict[str, Any] | None:

@@ -148,3 +148,39 @@ def test_a_task_nothing_can_learn_raises_the_first_rung_to_its_cap_and_says_so(t
     assert "first rung left at its cap 1/3 of the schedule without learning the task" in " ".join(printed.split())
     for trial in study.get_trials(states=(COMPLETE, PRUNED)):
         assert first_rung(trial)["fraction"] == pytest.approx(cap)  # every trial ranked at the raised rung
+
+
+@pytest.mark.parametrize("scenario", ["quo_wins", "trial_wins"])
+def test_the_status_quo_is_confirmed_on_as_many_seeds_as_best_and_weighed_mean_for_mean(scenario, request):
+    """``best`` stands on its mean over seeds; one draw of the status quo against it let that draw's luck decide."""
+    import statistics
+
+    from autopeft.pareto import mean_metric
+
+    runs, done, study, storage = request.getfixturevalue(scenario)
+    view = StudyView(study)
+    best = view.pick_trial("best")
+    _, best_seeds = mean_metric(best, view.confirmations.get(best.number))
+    quo_metric, quo_seeds = view.status_quo_metric()
+    assert best_seeds >= 2 and quo_seeds == best_seeds
+    confirmed = [run for run in view.confirmations["status_quo"] if "values" in run]
+    seeds = [view.status_quo.user_attrs["seed"], *(run["seed"] for run in confirmed)]
+    assert len(set(seeds)) == quo_seeds  # each run a seed of its own
+    assert quo_metric == pytest.approx(
+        statistics.fmean([view.status_quo.user_attrs["metric"]] + [r["metric"] for r in confirmed])
+    )
+    assert "confirmed the status quo with seed" in " ".join(done.stderr.split())
+    listed = json.loads(autopeft("pareto", "--study", study.study_name, "--runs-dir", str(runs), "--json").stdout)
+    (shown,) = [r for r in listed if r["trial"] == "status_quo"]
+    assert shown["metric_seeds"] == quo_seeds and shown["metric_mean"] == pytest.approx(quo_metric)
+    pick = view.pick("best")
+    if pick.is_status_quo:
+        assert f"against the status quo's {quo_metric:.4f} (mean of {quo_seeds} seeds)" in pick.verdict
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    experiment = client.get_experiment_by_name(study.study_name)
+    logged = client.search_runs(
+        [experiment.experiment_id], "tags.`autopeft.role` = 'confirm' and tags.`autopeft.trial` = 'status_quo'"
+    )
+    assert sorted(int(r.data.tags["autopeft.seed"]) for r in logged) == sorted(seeds[1:])

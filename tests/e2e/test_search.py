@@ -147,13 +147,14 @@ def test_the_picks_were_confirmed_with_other_seeds_and_picked_on_the_mean(search
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
     view = StudyView(study)
     confirmations = view.confirmations
-    assert 1 <= sum(map(len, confirmations.values())) <= CONFIRM
+    assert 1 <= sum(len(runs) for key, runs in confirmations.items() if key != "status_quo") <= CONFIRM
     unconfirmed = study.user_attrs["autopeft.search_runs"][0]["unconfirmed"]
     for pick in ("best", "knee"):
         trial = view.pick_trial(pick)
         done = [run for run in confirmations.get(trial.number, []) if "values" in run]
         if not done:  # confirmations moved the pick until none was left: an event, stored and printed
-            assert sum(map(len, confirmations.values())) == CONFIRM and trial.number in unconfirmed
+            assert sum(len(r) for k, r in confirmations.items() if k != "status_quo") == CONFIRM
+            assert trial.number in unconfirmed
             assert "unconfirmed" in first.stderr and f"trial {trial.number}" in " ".join(first.stderr.split())
             continue
         assert done[0]["seed"] == trial.number + CONFIRM_SEED_OFFSET  # spec seed 0: trial seeds are their numbers
@@ -204,10 +205,12 @@ def test_a_pick_left_unconfirmed_when_the_confirmations_ran_out_is_stored_printe
     study = optuna.load_study(study_name="few", storage=f"sqlite:///{tmp_path}/optuna.db")
     view = StudyView(study)
     runs = view.confirmations
-    assert list(runs) == [large.number] and len(runs[large.number]) == 1
+    assert sorted(runs, key=str) == [large.number, "status_quo"] and len(runs[large.number]) == 1
+    assert len(runs["status_quo"]) == 1  # beside best's confirmation: the two seeds it was about to have
     assert {view.pick_trial(pick).number for pick in ("best", "knee")} == {middle.number}
     record = study.user_attrs["autopeft.search_runs"][-1]
-    assert record["confirmations"] == 1 and record["unconfirmed"] == [middle.number]
+    assert record["confirmations"] == 2 and record["unconfirmed"] == [middle.number]
+    assert "after 1 confirmation run the pick" in " ".join(first.stderr.split())
     assert f"the pick trial {middle.number} is unconfirmed" in " ".join(first.stderr.split())
 
     again = autopeft(*args[:-4], "--confirm", "1", "--trials", "3")
