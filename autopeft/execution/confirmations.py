@@ -67,9 +67,8 @@ def status_quo_behind(bound: BoundStudy, in_flight: list[FrozenTrial] | tuple = 
     return quo_seeds < best_seeds + any(t.number == best.number for t in in_flight)
 
 
-def confirmation_seed(bound: BoundStudy, entry: int | str, done: int) -> int:
-    """The seed of trial ``entry``'s (or the status quo's) next confirmation, after ``done`` earlier ones."""
-    number = -1 if entry == STATUS_QUO_KEY else int(entry)
+def confirmation_seed(bound: BoundStudy, number: int, done: int) -> int:
+    """The seed of trial ``number``'s (``-1``: the status quo's) next confirmation, after ``done`` earlier ones."""
     return bound.spec.how.seed + number + (done + 1) * CONFIRM_SEED_OFFSET
 
 
@@ -118,8 +117,9 @@ def confirm_picks(
         pending = {}
         for key, config in entries:
             done = len(StudyView(bound.study).confirmations.get(key, []))
-            request = make_request(-1 if key == STATUS_QUO_KEY else int(key), config)
-            seed = confirmation_seed(bound, key, done)
+            number = -1 if key == STATUS_QUO_KEY else int(key)  # how requests and seeds name the status quo
+            request = make_request(number, config)
+            seed = confirmation_seed(bound, number, done)
             request = dataclasses.replace(request, seed=seed, rungs=(), masks_path=None)
             pending[train.remote(request)] = (key, config, seed)
         while pending:
