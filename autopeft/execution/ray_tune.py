@@ -188,7 +188,7 @@ class StudySearcher(Searcher):
         """
         import ray
 
-        history: dict[int, dict[object, tuple[float, int]]] = {}
+        history: dict[int, dict[object, tuple[float, int, float]]] = {}
         entries = [(t.number, t) for t in self.bound.study.get_trials(deepcopy=False, states=DONE_STATES)]
         entries += [(STATUS_QUO, t) for t in self.bound.status_quo_study.get_trials(deepcopy=False, states=DONE_STATES)]
         for key, trial in entries:
@@ -197,6 +197,7 @@ class StudySearcher(Searcher):
                     history.setdefault(record["level"], {})[key] = (
                         record["score"],
                         trial.user_attrs[keys.TRAINABLE_PARAMS],
+                        record["metrics"]["neg_loss"],
                     )
         stored = self.bound.study.user_attrs.get(keys.FIRST_RUNG) or {}
         settled = stored.get("fraction") if stored.get("settled") else None

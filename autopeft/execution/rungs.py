@@ -18,6 +18,12 @@ rung doubles (up to ``cap``) and every trial below it continues in place to the 
 entry that clears the prior there settles it (for the whole study: it is stored); at the cap it settles
 unlearnt, and the search says so. Ranking at a rung where every model still predicts the label prior
 would rank noise.
+
+**A later rung ranks only once an entry has learnt there.** Above the first rung, a trial scored at a rung
+where no entry (itself included) has yet cleared the label prior goes on unranked, and the search says so;
+once one entry has learnt there, the rung ranks as above, over every entry it has seen. The first rung keeps
+its own rule: raised until it learns, or ranked at its cap, which bounds the compute of a task the proxy
+cannot learn.
 """
 
 from __future__ import annotations
@@ -113,8 +119,8 @@ class RungBoard:
         policy: the successive-halving policy.
         prior: the label prior's ``neg_loss`` on the selection split (``None``: the first rung is not checked).
         first_rung: the first rung already settled in the study (``None``: still to settle).
-        history: rung index -> ``{entry: (score, params)}`` of entries stored earlier (trials by number, the
-            status quo by any other key).
+        history: rung index -> ``{entry: (score, params, neg_loss)}`` of entries stored earlier (trials by
+            number, the status quo by any other key).
     """
 
     def __init__(
@@ -122,13 +128,15 @@ class RungBoard:
         policy: SuccessiveHalving,
         prior: float | None = None,
         first_rung: float | None = None,
-        history: dict[int, dict[object, tuple[float, int]]] | None = None,
+        history: dict[int, dict[object, tuple[float, int, float]]] | None = None,
     ) -> None:
         self.policy = policy
         self.prior = prior
         self.first = first_rung if first_rung is not None else policy.first
         self.settled = first_rung is not None
-        self.rungs: dict[int, dict[object, tuple[float, int]]] = {r: dict(v) for r, v in (history or {}).items()}
+        history = history or {}
+        self.rungs = {r: {k: (score, params) for k, (score, params, _) in v.items()} for r, v in history.items()}
+        self.learnt_levels = {r for r, v in history.items() if any(learnt(n, prior) for _, _, n in v.values())}
         self.events: list[str] = []
 
     def first_rung(self) -> float:
@@ -186,9 +194,18 @@ class RungBoard:
         seen = self.rungs.setdefault(level, {})
         peers = [value for key, value in seen.items() if key != entry]
         seen[entry] = (float(score), int(params))
-        if not keep and should_stop(self.policy, score, params, peers):
-            return self._decision(None, level, event)
-        return self._decision(ladder[level + 1], level, event)
+        if learnt(neg_loss, self.prior):
+            self.learnt_levels.add(level)
+        if keep or not should_stop(self.policy, score, params, peers):
+            return self._decision(ladder[level + 1], level, event)
+        if level > 0 and level not in self.learnt_levels:
+            withheld = (
+                f"{entry_text(entry)} goes on past rung {_fraction_text(fraction)} unranked: no entry's neg_loss "
+                f"has cleared the label prior's {self.prior:.4f} there yet"
+            )
+            self.events.append(withheld)
+            return self._decision(ladder[level + 1], level, "; ".join(filter(None, (event, withheld))))
+        return self._decision(None, level, event)
 
     def _decision(self, next_fraction: float | None, level: int | None = None, event: str | None = None) -> Decision:
         return Decision(next_fraction, level, event, self.first, self.settled)

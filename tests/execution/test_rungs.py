@@ -58,7 +58,7 @@ def test_a_non_finite_score_stops_after_the_grace():
 
 def test_the_board_uses_the_history_and_sends_the_promoted_on_up_the_ladder():
     policy = SuccessiveHalving(first=1 / 9, grace=3, reduction=2)
-    board = RungBoard(policy, first_rung=1 / 9, history={0: {0: (0.8, 100), 1: (0.7, 100)}})
+    board = RungBoard(policy, first_rung=1 / 9, history={0: {0: (0.8, 100, 0.0), 1: (0.7, 100, 0.0)}})
     assert board.decide(2, 1 / 9, 0.6, 0.0, 100).next_fraction is None  # two of three rank ahead of it
     promoted = board.decide(3, 1 / 9, 0.9, 0.0, 100)
     assert promoted.next_fraction == pytest.approx(2 / 9) and promoted.level == 0
@@ -76,6 +76,28 @@ def test_a_first_rung_that_learns_after_one_raise_stops_raising():
     assert "settled at 2/9" in settled.event and settled.next_fraction == pytest.approx(2 / 3)
     later = board.decide(1, 2 / 9, PRIOR, PRIOR, 100)  # a trial at the prior no longer raises anything
     assert later.level == 0 and later.event is None and board.first_rung() == pytest.approx(2 / 9)
+
+
+def test_a_later_rung_ranks_nobody_until_an_entry_has_learnt_there():
+    """Above the first rung, an entry that would stop at a rung where nothing has learnt goes on unranked."""
+    policy = SuccessiveHalving(first=1 / 9, reduction=3, grace=2)
+    board = RungBoard(policy, prior=PRIOR, first_rung=1 / 9, history={1: {0: (-0.5, 100, PRIOR), 1: (-0.6, 100, PRIOR)}})
+    spared = board.decide(2, 1 / 3, -0.9, PRIOR, 100)  # behind two of three, and nothing at 1/3 has learnt
+    assert spared.next_fraction == pytest.approx(1.0) and spared.level == 1
+    assert "trial 2 goes on past rung 1/3 unranked" in spared.event and spared.event in board.events
+    assert board.decide("status_quo", 1 / 3, -0.3, -0.3, 10**6, keep=True).level == 1  # the status quo learnt there
+    stopped = board.decide(3, 1 / 3, -0.9, PRIOR, 100)  # the same score now ranks, and stops
+    assert stopped.next_fraction is None and stopped.event is None
+
+
+def test_a_rung_learnt_in_the_stored_history_ranks_at_once_and_the_first_rung_always_ranks():
+    policy = SuccessiveHalving(first=1 / 9, reduction=3, grace=2)
+    learnt_before = RungBoard(policy, prior=PRIOR, first_rung=1 / 9, history={1: {0: (-0.5, 100, -0.4)}})
+    assert learnt_before.decide(1, 1 / 3, -0.9, PRIOR, 100).next_fraction is None
+    first = RungBoard(policy, prior=PRIOR, first_rung=1 / 9, history={0: {0: (-0.5, 100, PRIOR)}})
+    assert first.decide(1, 1 / 9, -0.9, PRIOR, 100).next_fraction is None  # the first rung's own rule: its cap
+    unknown = RungBoard(policy, prior=None, first_rung=1 / 9, history={1: {0: (0.5, 100, PRIOR)}})
+    assert unknown.decide(1, 1 / 3, 0.1, PRIOR, 100).next_fraction is None  # no prior known: everything has learnt
 
 
 def test_a_first_rung_that_never_learns_stops_at_its_cap_and_says_so():
