@@ -81,7 +81,9 @@ def test_a_first_rung_that_learns_after_one_raise_stops_raising():
 def test_a_later_rung_ranks_nobody_until_an_entry_has_learnt_there():
     """Above the first rung, an entry that would stop at a rung where nothing has learnt goes on unranked."""
     policy = SuccessiveHalving(first=1 / 9, reduction=3, grace=2)
-    board = RungBoard(policy, prior=PRIOR, first_rung=1 / 9, history={1: {0: (-0.5, 100, PRIOR), 1: (-0.6, 100, PRIOR)}})
+    board = RungBoard(
+        policy, prior=PRIOR, first_rung=1 / 9, history={1: {0: (-0.5, 100, PRIOR), 1: (-0.6, 100, PRIOR)}}
+    )
     spared = board.decide(2, 1 / 3, -0.9, PRIOR, 100)  # behind two of three, and nothing at 1/3 has learnt
     assert spared.next_fraction == pytest.approx(1.0) and spared.level == 1
     assert "trial 2 goes on past rung 1/3 unranked" in spared.event and spared.event in board.events
