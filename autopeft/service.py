@@ -26,11 +26,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft import keys
 from autopeft.errors import AutopeftError, ConfigError
-from autopeft.study import StudySpec, StudyView, mask_url
+from autopeft.study import StudySpec, mask_url
+
+if TYPE_CHECKING:
+    from autopeft.study import StudyView
 
 STUDY_KEY = keys.JOB_STUDY
 """Job metadata key naming the study a job runs (jobs without it are not autopeft's)."""

@@ -67,15 +67,17 @@ class Search(Command):
         spec_options(parser)
 
     def take_action(self, args: argparse.Namespace) -> int:
+        from autopeft.service import check_confined
+
+        spec = spec_of_args(args)  # bad options fail here, before the training stack is imported
+        check_confined(spec)  # a submitted job reads spec files only from the folder it shipped
+
         from rich.console import Console
 
         from autopeft.display import SearchDisplay, print_pareto
         from autopeft.search import run_search
-        from autopeft.service import check_confined
         from autopeft.study import StudyView
 
-        spec = spec_of_args(args)
-        check_confined(spec)  # a submitted job reads spec files only from the folder it shipped
         console = Console(stderr=True)
         display = SearchDisplay(console)
         try:

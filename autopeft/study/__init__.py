@@ -9,28 +9,21 @@ reads it back.
 
 from __future__ import annotations
 
-from autopeft.study.binding import (
-    STATUS_QUO_SUFFIX,
-    Binding,
-    BoundStudy,
-    bind,
-    open_study,
-    study_settings,
-    write_settings,
-)
-from autopeft.study.spec import Rungs, StudySpec, SuccessiveHalving, mask_url, study_slug
-from autopeft.study.storage import HEARTBEATS_PER_GRACE, connect_storage, fail_stale_trials
-from autopeft.study.view import (
-    DONE,
-    SPLIT_LABELS,
-    Pick,
-    StudyView,
-    dumps,
-    first_rung,
-    status_quo_record,
-    trial_config,
-    trial_record,
-)
+import importlib
+from typing import Any
+
+_HOMES = {
+    "binding": ("STATUS_QUO_SUFFIX", "Binding", "BoundStudy", "bind", "open_study", "study_settings", "write_settings"),
+    "spec": ("Rungs", "StudySpec", "SuccessiveHalving", "mask_url", "study_slug"),
+    "storage": ("HEARTBEATS_PER_GRACE", "connect_storage", "fail_stale_trials"),
+    "view": (
+        "DONE", "SPLIT_LABELS", "Pick", "StudyView", "dumps", "first_rung", "status_quo_record", "trial_config",
+        "trial_record",
+    ),
+}  # fmt: skip
+"""Each public name's submodule. Names are imported on first use, so reading a spec (a CLI's options, a one-line
+error) does not import what binding a study to a backbone needs (torch, the methods)."""
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "DONE",
@@ -58,3 +51,9 @@ __all__ = [
     "trial_record",
     "write_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

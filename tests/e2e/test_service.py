@@ -72,6 +72,8 @@ def service(job_server, mlflow_server, postgres_url, tiny_model, data_dir):
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
         return autopeft(*args, env={**env, **kwargs.pop("env", {})}, **kwargs)
 
+    run.env = env
+
     def search_args(study: str, trials: int, *extra: str) -> list[str]:
         return [
             "--address", address, "--storage", postgres_url, "--tracking-uri", mlflow_server, "--task", "rte",
@@ -90,12 +92,20 @@ def jobs(run, address, storage) -> list[dict]:
 
 
 def wait_for(run, address, storage, job, states=("SUCCEEDED", "FAILED", "STOPPED"), timeout=600) -> dict:
+    """Wait for a job to reach one of ``states``, then return its row as ``autopeft jobs`` prints it.
+
+    The wait polls the job server from this process, with the cluster's token as a bearer header: an
+    ``autopeft jobs`` process per poll would take most of a core from the search it waits for.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    token = run.env["RAY_AUTH_TOKEN"]
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = next(r for r in jobs(run, address, storage) if r["job"] == job)
-        if row["state"] in states:
-            return row
-        time.sleep(3)
+        if str(client.get_job_status(job).value) in states:
+            return next(r for r in jobs(run, address, storage) if r["job"] == job)
+        time.sleep(1)
     raise AssertionError(f"job {job} did not reach {states}")
 
 
