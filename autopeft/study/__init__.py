@@ -25,32 +25,7 @@ _HOMES = {
 error) does not import what binding a study to a backbone needs (torch, the methods)."""
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = [
-    "DONE",
-    "HEARTBEATS_PER_GRACE",
-    "SPLIT_LABELS",
-    "STATUS_QUO_SUFFIX",
-    "Binding",
-    "BoundStudy",
-    "Pick",
-    "Rungs",
-    "StudySpec",
-    "StudyView",
-    "SuccessiveHalving",
-    "bind",
-    "connect_storage",
-    "dumps",
-    "fail_stale_trials",
-    "first_rung",
-    "mask_url",
-    "open_study",
-    "status_quo_record",
-    "study_settings",
-    "study_slug",
-    "trial_config",
-    "trial_record",
-    "write_settings",
-]
+__all__ = sorted(_HOME_OF)
 
 
 def __getattr__(name: str) -> Any:
