@@ -7,13 +7,19 @@ Adding an architecture is one entry there.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from autopeft.errors import AutopeftError
+
+logger = logging.getLogger(__name__)
 
 GENERIC_MODULES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 """The generic modules of a transformer layer, in the order its forward pass runs them."""
@@ -170,6 +176,17 @@ class BackboneInfo:
         """
         return count / self.backbone_params
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but ``model``, as JSON values (:meth:`from_dict` reads it back)."""
+        facts = {key: value for key, value in asdict(self).items() if key not in ("model", "sites")}
+        return {**facts, "sites": [[layer, generic, asdict(site)] for (layer, generic), site in self.sites.items()]}
+
+    @classmethod
+    def from_dict(cls, model: str, facts: dict[str, Any]) -> BackboneInfo:
+        """The facts of :meth:`to_dict`, for the backbone ``model``."""
+        sites = {(layer, generic): LinearSite(**site) for layer, generic, site in facts["sites"]}
+        return cls(model=model, **{**facts, "sites": sites})
+
 
 def _check_model_path(model: str) -> None:
     model = str(model)  # a pathlib.Path (as ``get_model_path()`` gives) names a folder too
@@ -200,16 +217,14 @@ def load_config(model: str, trust_remote_code: bool = False):
 
 @lru_cache(maxsize=8)
 def backbone_info(model: str, num_labels: int, trust_remote_code: bool = False) -> BackboneInfo:
-    """Inspect a backbone on the ``meta`` device (no weights are read).
+    """Inspect a backbone on the ``meta`` device (no weights are read), once per configuration: the facts are
+    kept in the user's cache (``<cache>/backbones/``), by configuration, module map and transformers version.
 
     Args:
         model: HF id or local folder.
         num_labels: output width of the classification head (1 for regression).
         trust_remote_code: allow custom modelling code.
     """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
     config = load_config(model, trust_remote_code)
     config.num_labels = num_labels
     mapping = MODULE_MAPS.get(config.model_type)
@@ -218,6 +233,32 @@ def backbone_info(model: str, num_labels: int, trust_remote_code: bool = False) 
             f"--model {model!r}: architecture {config.model_type!r} has no module map; "
             f"supported: {', '.join(sorted(MODULE_MAPS))}"
         )
+    if trust_remote_code:  # the modelling code may change under an unchanged configuration
+        return _inspect(model, config, mapping, trust_remote_code)
+    import transformers
+
+    from autopeft.runs_dir import user_cache_dir
+
+    text = json.dumps({"config": config.to_json_string(), "mapping": mapping, "v": transformers.__version__})
+    path = user_cache_dir() / "backbones" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    if path.is_file():
+        return BackboneInfo.from_dict(model, json.loads(path.read_text()))
+    info = _inspect(model, config, mapping, trust_remote_code)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(info.to_dict()))
+        os.replace(partial, path)
+    except OSError as exc:
+        logger.warning("backbone facts not cached at %s (%s): the next run inspects the model again", path, exc)
+    return info
+
+
+def _inspect(model: str, config: Any, mapping: dict[str, str], trust_remote_code: bool) -> BackboneInfo:
+    """:func:`backbone_info` of a loaded configuration: build the model on the ``meta`` device and read it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
     with torch.device("meta"):
         net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
     backbone = net.base_model

@@ -10,6 +10,11 @@
     <runs>/predictions/<study>/           per-example validation predictions of retrains and baselines
     <runs>/ray/<study>/                   Ray Tune's trial folders
     <runs>/logs/<study>/                  Ray's own log lines and the search's timings, one file each per run
+
+and, shared by every runs folder of a user, :func:`user_cache_dir` (``$AUTOPEFT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/autopeft``, else ``~/.cache/autopeft``)::
+
+    <cache>/mlflow/empty-<version>.db     an empty MLflow store, migrated once per MLflow version
 """
 
 from __future__ import annotations
@@ -21,6 +26,17 @@ from pathlib import Path
 
 ENV = "AUTOPEFT_RUNS_DIR"
 DEFAULT = "autopeft-runs"
+
+
+CACHE_ENV = "AUTOPEFT_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """What autopeft keeps between runs folders: ``$AUTOPEFT_CACHE_DIR``, else ``$XDG_CACHE_HOME/autopeft``,
+    else ``~/.cache/autopeft``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "autopeft"
 
 
 def default_runs_dir() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from autopeft import failpoints, keys
 from autopeft.locks import sqlite_path, store_lock
+from autopeft.runs_dir import user_cache_dir
 from autopeft.study.spec import mask_url
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,52 @@ def _check_server(uri: str) -> None:
         pass
 
 
+def empty_store_template() -> Path:
+    """An empty SQLite store of this MLflow version, its schema migrated once per user and MLflow version.
+
+    MLflow migrates a new store step by step (seconds of CPU, every new runs folder); a copy of a
+    migrated one is what those steps would leave, less the time. Made beside its final name and
+    renamed into place, so processes making it at once each leave a whole file.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    template = user_cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
+    if not template.is_file():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        building = template.with_name(f".{template.name}.{os.getpid()}")
+        building.unlink(missing_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments(max_results=1)
+        os.replace(building, template)
+    return template
+
+
+def create_local_store(path: Path, artifact_root: Path) -> None:
+    """Create a new SQLite tracking store at ``path`` from :func:`empty_store_template`, under the store's lock.
+
+    The copy's ``Default`` experiment (which autopeft does not write to) keeps its artifacts under
+    ``artifact_root``, not under the folder the template was made from.
+
+    Args:
+        path: the store's file; it does not exist yet.
+        artifact_root: the runs folder's MLflow artifacts folder.
+    """
+    import shutil
+    import sqlite3
+
+    copying = path.with_name(f".{path.name}.{os.getpid()}")
+    shutil.copyfile(empty_store_template(), copying)
+    now = int(time.time() * 1000)
+    with sqlite3.connect(copying) as db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+            "WHERE experiment_id = 0",
+            ((artifact_root / "0").resolve().as_uri(), now, now),
+        )
+    db.close()
+    os.replace(copying, path)
+
+
 class Tracker:
     """A study's experiment in MLflow: its parent run, and child runs written whole.
 
@@ -112,8 +159,14 @@ class Tracker:
             _check_server(self.uri)  # fail in seconds, not after MLflow's minutes of retries
         # A local store's schema is created (migrated) by its first client, and its experiment and
         # parent run by the first of the study's workers: one process at a time.
-        with store_lock(sqlite_path(self.uri)):
+        path = sqlite_path(self.uri)
+        with store_lock(path):
             failpoints.pause("mlflow.open")
+            if path is not None and artifact_dir is not None and not path.exists():
+                try:
+                    create_local_store(path, Path(artifact_dir))
+                except OSError as exc:  # no writable user cache: MLflow creates the store, in seconds more
+                    logger.warning("MLflow store template unavailable (%s): creating %s step by step", exc, path)
             self._open_runs(artifact_dir, spec)
 
     def _open_runs(self, artifact_dir: str | Path | None, spec: dict) -> None:
