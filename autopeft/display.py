@@ -19,7 +19,7 @@ from autopeft.methods.build import describe
 from autopeft.pareto import mean_metric, mean_values
 from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import SPLIT_LABELS, BoundStudy, StudyView, mask_url, trial_record
-from autopeft.timing import confirmation_units, seconds_left
+from autopeft.timing import study_seconds_left
 
 
 def pareto_table(view: StudyView, title: str) -> Table:
@@ -172,12 +172,8 @@ class TrialsEta(ProgressColumn):
 
 
 def bound_seconds_left(bound: BoundStudy) -> float | None:
-    """:func:`autopeft.timing.seconds_left` of a running search."""
-    view, how = StudyView(bound.study), bound.spec.how
-    first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
-    owed = view.status_quo is None
-    confirm = confirmation_units(how.confirm, bound.status_quo.config is not None)
-    return seconds_left(bound.study, bound.spec.what.rungs, how.trials, how.workers, confirm, owed, first)
+    """:func:`autopeft.timing.study_seconds_left` of a running search."""
+    return study_seconds_left(StudyView(bound.study), bound.spec.how)
 
 
 class SearchDisplay:

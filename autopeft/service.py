@@ -261,15 +261,13 @@ def study_status(view: StudyView, target: int | None = None, workers: int | None
         target: done trials it should hold (default: its spec's ``trials``).
         workers: trials at the same time (default: its spec's ``workers``).
     """
-    from autopeft.timing import confirmation_units, seconds_left
+    from autopeft.timing import study_seconds_left
 
-    how = view.spec.how
-    target, workers = target or how.trials, workers or how.workers
+    how = view.spec.how.model_copy(update={"workers": workers}) if workers else view.spec.how
+    target = target or how.trials
     counts = study_counts(view)
     done = counts["finished"] + counts["pruned"]
-    first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
-    confirm = confirmation_units(how.confirm, (view.attrs.get(keys.SETTINGS) or {}).get("status_quo") is not None)
-    left = seconds_left(view.study, view.spec.what.rungs, target, workers, confirm, view.status_quo is None, first)
+    left = study_seconds_left(view, how, target)
     if done >= target and view.status_quo is not None and view.attrs.get(keys.SEARCH_RUNS):
         left = 0.0
     pareto = [view.record(t.number) for t in view.pareto_trials]

@@ -12,12 +12,17 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
+from autopeft import keys
 from autopeft.study import SuccessiveHalving
+
+if TYPE_CHECKING:
+    from autopeft.study import StudyView
+    from autopeft.study.spec import How
 
 # Measured on this project's 2-core CPU machine with all-MiniLM-L6-v2 (22.7M backbone parameters)
 # and one torch thread: seconds per token of a training step and of evaluation.
@@ -210,3 +215,27 @@ def seconds_left(
         if t.datetime_start
     )
     return max(0.0, units * unit_s - underway) / max(1, workers)
+
+
+def study_seconds_left(view: StudyView, how: How | None = None, target: int | None = None) -> float | None:
+    """:func:`seconds_left` of a study as stored: its first rung, its confirmations, and its status quo owed
+    while the study has one (its settings name a configuration) that has not trained to the end.
+
+    Args:
+        view: the study.
+        how: how it runs now (a continued study may change its trials, workers and confirmations; default:
+            as it was created).
+        target: trials it should hold (default: ``how.trials``).
+    """
+    how = how or view.spec.how
+    has_status_quo = (view.attrs.get(keys.SETTINGS) or {}).get("status_quo") is not None
+    first = (view.attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
+    return seconds_left(
+        view.study,
+        view.spec.what.rungs,
+        target or how.trials,
+        how.workers,
+        confirmation_units(how.confirm, has_status_quo),
+        has_status_quo and view.status_quo is None,
+        first,
+    )

@@ -84,3 +84,28 @@ def test_a_running_trial_past_a_rung_owes_what_the_rungs_ahead_may_let_it_train(
 def test_confirmation_rounds_follow_the_workers():
     rounds = {(0, 2): 0, (1, 2): 1, (2, 2): 1, (4, 2): 2, (3, 2): 2, (4, 1): 4, (2, 4): 1, (4, 4): 2}
     assert {key: confirmation_rounds(*key) for key in rounds} == rounds
+
+
+def test_a_study_owes_its_status_quo_only_when_it_has_one(tiny_model, tmp_path):
+    from helpers import make_spec
+
+    from autopeft.study import StudyView, open_study
+    from autopeft.timing import confirmation_units, study_seconds_left
+
+    left = {}
+    for budget in ("2%", "0.03%"):  # LoRA r=1 on query and value needs 384 parameters: 0.03% (302) has no status quo
+        spec = make_spec(
+            task="rte", budget=budget, model=tiny_model, data_dir=None, runs_dir=str(tmp_path), study=budget
+        )
+        bound = open_study(spec)
+        trial(bound.study, optuna.trial.TrialState.COMPLETE, 90, 90, seconds=900)
+        view, how = StudyView(bound.study), spec.how
+        has = bound.status_quo.config is not None
+        assert has == (budget == "2%")
+        expected = seconds_left(
+            bound.study, spec.what.rungs, how.trials, how.workers, confirmation_units(how.confirm, has), has
+        )
+        left[budget] = study_seconds_left(view)
+        assert left[budget] == pytest.approx(expected)
+        assert study_seconds_left(view, how.model_copy(update={"workers": 1})) == pytest.approx(expected * how.workers)
+    assert left["2%"] > left["0.03%"]  # the first owes the status quo's unit and its confirmation
