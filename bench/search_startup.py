@@ -29,25 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def tiny_model(folder: Path) -> str:
-    """A randomly initialised 3-layer BERT (hidden 32) with the default model's tokenizer (the tests' tiny model)."""
-    from transformers import BertConfig, BertModel
-
-    from autopeft.models import default_model, load_tokenizer
-
-    tokenizer = load_tokenizer(default_model())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+from long_search import tiny_model  # the tests' tiny model, built as long_search.py builds it
 
 
 def one_search(model: str, data_dir: str, runs: Path, cache: Path) -> tuple[float, float]:
