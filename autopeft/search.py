@@ -178,7 +178,7 @@ def run_search(
     import torch
 
     from autopeft.execution import StudySearcher, init_ray, run_with_ray
-    from autopeft.execution.confirmations import confirm_picks, status_quo_behind, unconfirmed_picks
+    from autopeft.execution.confirmations import Confirmations, unconfirmed_picks
     from autopeft.execution.trials import fallback_reason, incomplete_trials
 
     torch.set_num_threads(1)  # the driver only fits the optimiser's model: leave the cores to trials
@@ -241,32 +241,37 @@ def run_search(
     def status_quo_ended() -> None:
         tracker.sync(bound.study)  # logs the status quo's run beside the trials
 
+    def confirmed(number: int | str, run: dict[str, Any]) -> None:
+        if "values" in run:
+            record = {**run, "settings": "full"}
+            if number == STATUS_QUO_KEY:
+                config, name = bound.status_quo.config.to_dict(), "confirm-status-quo"
+            else:
+                config = bound.study.get_trials(deepcopy=False)[number].user_attrs[keys.CONFIG]
+                name = f"confirm-trial-{number}"
+            tags = {keys.TAG_TRIAL: str(number)}
+            tracker.log_run("confirm", f"{name}-seed{run['seed']}", record, config, tags)
+        if on_confirmation is not None:
+            on_confirmation(bound, number, run)
+
+    confirmations = Confirmations(bound, make_request, how.confirm, how.workers, confirmed)
     failures_allowed = how.max_failures if how.max_failures is not None else max(5, how.trials // 4)
     searcher = StudySearcher(
-        bound, make_request, how.trials, failures_allowed, trial_ended, say, status_quo_ended, timed
+        bound, make_request, how.trials, failures_allowed, trial_ended, say, status_quo_ended, timed, confirmations
     )
-
-    def to_confirm() -> bool:
-        done = bound.study.get_trials(deepcopy=False, states=DONE)
-        complete = any(t.state == TrialState.COMPLETE for t in done)
-        owed = bool(unconfirmed_picks(bound)) or status_quo_behind(bound)
-        return bool(how.confirm) and len(done) >= how.trials and complete and owed
-
     owed = searcher.status_quo_owed()
     first = (bound.study.user_attrs.get(keys.FIRST_RUNG) or {}).get("fraction")
-    confirm = confirmation_units(how.confirm, bound.status_quo.config is not None) if remaining or to_confirm() else 0
+    confirming = confirmations.owed()
+    confirm = confirmation_units(how.confirm, bound.status_quo.config is not None) if remaining or confirming else 0
     units = search_units(what.rungs, remaining, confirm, owed, first)
     one = unit_seconds(settings, data, bound.info.backbone_params, threads, rungs=len(what.rungs.ladder()) - 1)
     estimate = units * one / how.workers + (20 if remaining or owed else 0)
     if on_start is not None:
         on_start(bound, estimate)
-    confirmations: list[dict[str, Any]] = []
-
-    if remaining or owed or to_confirm():
+    if remaining or owed or confirming:
         cpus = max(os.cpu_count() or 1, how.workers * threads)
         init_ray(how.ray_address, num_cpus=cpus, num_gpus=None, log_file=ray_log)
         say(f"Ray's own log: {ray_log}")
-    if remaining or owed:
         try:
             run_with_ray(searcher, runs.ray, name, how.workers, threads, how.gpus_per_trial, data.prior_neg_loss)
         finally:
@@ -281,31 +286,15 @@ def run_search(
             f"{finished_before + searcher.completed} of {how.trials} trials finished and are kept; "
             f"last failure: {failed[-1].user_attrs.get(keys.FAIL_REASON, '?')}"
         )
-    if to_confirm():
-
-        def confirmed(number: int | str, run: dict[str, Any]) -> None:
-            if "values" in run:
-                record = {**run, "settings": "full"}
-                if number == STATUS_QUO_KEY:
-                    config, name = bound.status_quo.config.to_dict(), "confirm-status-quo"
-                else:
-                    config = bound.study.get_trials(deepcopy=False)[number].user_attrs[keys.CONFIG]
-                    name = f"confirm-trial-{number}"
-                tags = {keys.TAG_TRIAL: str(number)}
-                tracker.log_run("confirm", f"{name}-seed{run['seed']}", record, config, tags)
-            if on_confirmation is not None:
-                on_confirmation(bound, number, run)
-
-        resources = {"num_cpus": threads, "num_gpus": how.gpus_per_trial}
-        confirmations = confirm_picks(bound, make_request, how.confirm, how.workers, resources, confirmed)
+    confirmed_now = confirmations.made
     tracker.sync(bound.study)  # the Pareto tags follow the confirmed means
     tracker.finish()
     seconds = time.perf_counter() - started
-    unconfirmed = [t.number for t in unconfirmed_picks(bound)] if confirmations else []
+    unconfirmed = [t.number for t in unconfirmed_picks(bound)] if confirmed_now else []
     view = StudyView(bound.study)
     best = view.pick("best") if view.states(*DONE) else None
     record = {"trials_run": remaining, "workers": how.workers, "estimate_seconds": estimate, "seconds": seconds}
-    record |= {"confirmations": len(confirmations), "unconfirmed": unconfirmed, "units_estimated": units}
+    record |= {"confirmations": len(confirmed_now), "unconfirmed": unconfirmed, "units_estimated": units}
     record |= {"incomplete_trials": [t.number for t in incomplete_trials(bound)], "status_quo_ran": owed}
     record["verdict"] = best.verdict if best is not None else None
     bound.study.set_user_attr(keys.SEARCH_RUNS, [*view.attrs.get(keys.SEARCH_RUNS, []), record])
@@ -320,7 +309,7 @@ def run_search(
         estimate_seconds=estimate,
         fallbacks=len(reasons),
         fallback_reason=reasons[0] if reasons else None,
-        confirmations=confirmations,
+        confirmations=confirmed_now,
         unconfirmed=unconfirmed,
         verdict=best.verdict if best is not None else None,
     )

@@ -22,12 +22,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import keys
+from autopeft.execution.trials import gathered
 from autopeft.pareto import mean_metric
 from autopeft.results import STATUS_QUO_KEY
-from autopeft.study import BoundStudy, StudyView, trial_config
+from autopeft.study import DONE, BoundStudy, StudyView, trial_config
 from autopeft.training import ProxyRequest
 
 CONFIRM_SEED_OFFSET = 1_000_003
@@ -72,78 +73,118 @@ def confirmation_seed(bound: BoundStudy, number: int, done: int) -> int:
     return bound.spec.how.seed + number + (done + 1) * CONFIRM_SEED_OFFSET
 
 
-def confirm_picks(
-    bound: BoundStudy,
-    make_request: Callable[[int, Any], ProxyRequest],
-    max_runs: int,
-    workers: int,
-    resources: dict[str, float],
-    on_run: Callable[[int, dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Confirm the picks, and the status quo on as many seeds as ``best``, with Ray tasks (``workers`` trials
-    and the status quo at a time), storing each run as it ends.
+@dataclasses.dataclass(frozen=True)
+class ConfirmationRun:
+    """One confirmation run to train.
 
-    A run that fails is stored with its reason and counted against the budget (the trial stays
-    unconfirmed and may be tried again while runs remain).
+    Attributes:
+        key: the confirmed trial's number, or ``STATUS_QUO_KEY``.
+        config: its configuration.
+        seed: the run's seed.
+        request: the worker's request (full fidelity: no rungs).
+    """
+
+    key: int | str
+    config: Any
+    seed: int
+    request: ProxyRequest
+
+
+class Confirmations:
+    """The confirmations of one search run, round by round, whatever runs them (the search runs them on Ray
+    Tune's workers, after the trials and on the same reused processes).
+
+    A round holds the picks not yet confirmed (at most ``workers`` of them and what the budget leaves) and the
+    status quo when it is behind ``best``; the next round is planned once every run of the last one is stored,
+    since each run moves the means the picks are made on. A run that fails is stored with its reason and
+    counted against the budget (the trial stays unconfirmed and may be tried again while runs remain).
 
     Args:
-        bound: the study (with at least one finished trial).
+        bound: the study.
         make_request: builds a trial's request (as the search's trials are built; ``-1`` for the status quo).
-        max_runs: the trials' confirmation runs this call may start (the status quo's as many again, at most).
-        workers: trials' runs at the same time.
-        resources: Ray resources of one run (``{"num_cpus": 1, "num_gpus": 0}``).
-        on_run: called with ``(trial number or "status_quo", stored run)`` after each run.
-
-    Returns:
-        The runs stored by this call.
+        max_runs: the trials' confirmation runs this search run may start (the status quo's as many again, at
+            most).
+        workers: trials' runs in one round.
+        on_run: called with ``(trial number or STATUS_QUO_KEY, stored run)`` after each run is stored.
     """
-    import ray
-    from ray.exceptions import RayError
 
-    from autopeft.training import run_proxy_trial
+    def __init__(
+        self,
+        bound: BoundStudy,
+        make_request: Callable[[int, Any], ProxyRequest],
+        max_runs: int,
+        workers: int,
+        on_run: Callable[[int | str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.bound = bound
+        self.make_request = make_request
+        self.max_runs = max_runs
+        self.workers = workers
+        self.on_run = on_run or (lambda key, run: None)
+        self.made: list[dict[str, Any]] = []
+        """The runs stored by this search run, ``{"trial": key, **run}``."""
+        self._trial_runs = self._quo_runs = 0
 
-    train = ray.remote(run_proxy_trial).options(**resources)
-    made: list[dict[str, Any]] = []
-    trial_runs = quo_runs = 0
-    while True:
-        targets = unconfirmed_picks(bound)[: max(0, min(workers, max_runs - trial_runs))]
-        quo = quo_runs < max_runs and status_quo_behind(bound, targets)
+    def owed(self) -> bool:
+        """Whether confirmations are due: the study holds its trials, one of them trained to the end, and a pick
+        has no confirmation or the status quo is behind ``best``."""
+        done = self.bound.study.get_trials(deepcopy=False, states=DONE)
+        if not self.max_runs or len(done) < self.bound.spec.how.trials:
+            return False
+        if not any(t.state == TrialState.COMPLETE for t in done):
+            return False
+        return bool(unconfirmed_picks(self.bound)) or status_quo_behind(self.bound)
+
+    def next_round(self) -> list[ConfirmationRun]:
+        """The next round's runs, marked in flight in the study (``status`` shows them); none when the picks are
+        confirmed or the budget is spent (then nothing is marked in flight any more).
+
+        Call it only when every run of the last round is stored.
+        """
+        if not self._trial_runs and not self._quo_runs and not self.owed():
+            return self._done()
+        budget = max(0, min(self.workers, self.max_runs - self._trial_runs))
+        targets = unconfirmed_picks(self.bound)[:budget]
+        quo = self._quo_runs < self.max_runs and status_quo_behind(self.bound, targets)
         entries: list[tuple[int | str, Any]] = [(t.number, trial_config(t)) for t in targets]
-        entries += [(STATUS_QUO_KEY, bound.status_quo.config)] if quo else []
+        entries += [(STATUS_QUO_KEY, self.bound.status_quo.config)] if quo else []
         if not entries:
-            break
-        trial_runs, quo_runs = trial_runs + len(targets), quo_runs + int(quo)
-        bound.study.set_user_attr(keys.CONFIRMING, [key for key, _ in entries])  # in flight: status shows it
-        pending = {}
+            return self._done()
+        self._trial_runs, self._quo_runs = self._trial_runs + len(targets), self._quo_runs + int(quo)
+        self.bound.study.set_user_attr(keys.CONFIRMING, [key for key, _ in entries])
+        confirmations = StudyView(self.bound.study).confirmations
+        runs = []
         for key, config in entries:
-            done = len(StudyView(bound.study).confirmations.get(key, []))
             number = -1 if key == STATUS_QUO_KEY else int(key)  # how requests and seeds name the status quo
-            request = make_request(number, config)
-            seed = confirmation_seed(bound, number, done)
-            request = dataclasses.replace(request, seed=seed, rungs=(), masks_path=None)
-            pending[train.remote(request)] = (key, config, seed)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            key, config, seed = pending.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except RayError as exc:  # the run failed: stored with its reason, the search goes on
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
-                run = {"seed": seed, "fail_reason": first}
-            else:
-                run = {
-                    "seed": seed,
-                    "values": bound.objective_values(config, result),
-                    "metric": result["metric"],
-                    "train_seconds": result["train_seconds"],
-                    "seconds": result["seconds"],
-                    "threads": result["threads"],
-                    "train_tokens": result["train_tokens"],
-                }
-            runs = StudyView(bound.study).confirmations.get(key, [])
-            bound.study.set_user_attr(f"{keys.CONFIRM_PREFIX}{key}", [*runs, run])
-            made.append({"trial": key, **run})
-            if on_run is not None:
-                on_run(key, run)
-        bound.study.set_user_attr(keys.CONFIRMING, [])
-    return made
+            seed = confirmation_seed(self.bound, number, len(confirmations.get(key, [])))
+            request = dataclasses.replace(self.make_request(number, config), seed=seed, rungs=(), masks_path=None)
+            runs.append(ConfirmationRun(key, config, seed, request))
+        return runs
+
+    def _done(self) -> list[ConfirmationRun]:
+        if self.bound.study.user_attrs.get(keys.CONFIRMING):
+            self.bound.study.set_user_attr(keys.CONFIRMING, [])
+        return []
+
+    def record(self, run: ConfirmationRun, result: dict[str, Any] | None) -> dict[str, Any]:
+        """Store a run as it ends, and return what was stored.
+
+        Args:
+            run: the run.
+            result: its training's result as the worker reported it (``None`` or ``failed`` when it failed).
+        """
+        if result is None or result.get("failed"):
+            reason = (result or {}).get("fail_reason") or "the worker process running it died"
+            stored: dict[str, Any] = {"seed": run.seed, "fail_reason": reason[:300]}
+        else:
+            result = gathered(result)
+            stored = {
+                "seed": run.seed,
+                "values": self.bound.objective_values(run.config, result),
+                **{key: result[key] for key in ("metric", "train_seconds", "seconds", "threads", "train_tokens")},
+            }
+        runs = StudyView(self.bound.study).confirmations.get(run.key, [])
+        self.bound.study.set_user_attr(f"{keys.CONFIRM_PREFIX}{run.key}", [*runs, stored])
+        self.made.append({"trial": run.key, **stored})
+        self.on_run(run.key, stored)
+        return stored

@@ -1,13 +1,16 @@
 """Run trials with Ray Tune, proposals coming from the Optuna study (its storage is the truth).
 
-:class:`StudySearcher` is a Tune ``Searcher`` that asks the Optuna study for each new trial and tells it
-the result, so every finished trial is in the RDB storage the moment it ends, and a re-run of the same
-command continues where the last one stopped. Each Tune trial trains one configuration on the full
-schedule; at each rung it asks the study's :class:`~autopeft.execution.rungs.RungBoard` (a Ray actor)
-whether to go on, reports the rung (stored on the running trial at once, so the sampler learns from it),
-and continues in place or stops. The status quo runs first, as an entry that never stops, in the
-companion study. Heartbeats mark the trials in flight, so trials of a killed search are recognised as
-stale and failed later (they did not fail on their own: their configurations may be trained again).
+:class:`StudySearcher` is a Tune ``Searcher`` that asks the Optuna study for each new trial and tells it the
+result, so every finished trial is in the RDB storage the moment it ends, and a re-run of the same command
+continues where the last one stopped. Each Tune trial trains one configuration on the full schedule; at each
+rung it asks the study's :class:`~autopeft.execution.rungs.RungBoard` (a Ray actor) whether to go on, reports
+the rung (stored on the running trial at once, so the sampler learns from it), and continues in place or
+stops. The status quo runs first, as an entry that never stops, in the companion study. Once the study holds
+its trials, the searcher hands out the confirmation runs
+(:class:`~autopeft.execution.confirmations.Confirmations`) round by round, so they train on the same reused
+worker processes, which have imported the libraries and read the data already. Heartbeats mark the trials in
+flight, so trials of a killed search are recognised as stale and failed later (they did not fail on their own:
+their configurations may be trained again).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ray.tune.search import Searcher
 
 from autopeft import keys
 from autopeft.execution import trials
+from autopeft.execution.confirmations import ConfirmationRun, Confirmations
 from autopeft.execution.rungs import RungBoard
 from autopeft.methods.config import TrialConfig
 from autopeft.results import STATUS_QUO_KEY as STATUS_QUO
@@ -90,6 +94,7 @@ def proxy_trainable(config: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
         result = {"failed": True, "fail_reason": f"{type(exc).__name__}: {exc}"[:2000], "metric": float("nan")}
     result["worker_rss_mb"] = resident_mb()  # a reused worker's memory, trial after trial
+    result["worker_pid"] = os.getpid()  # which worker process ran it (they are reused: trials, then confirmations)
     if "method_report" in result:  # travels as JSON: Tune would flatten it
         result["method_report"] = json.dumps(result["method_report"])
     tune.report(result)
@@ -128,7 +133,10 @@ class StudySearcher(Searcher):
         on_status_quo_end: called when the status quo's run is stored (finished or failed).
         on_timing: called after each trial with what the search's own work cost around it: ``ask_s`` (its
             proposal), ``bookkeeping_s`` (storing it, its MLflow run, the Pareto tags and plot, the display),
-            ``driver_rss_mb`` and ``worker_rss_mb`` (resident memory of this process and of the worker).
+            ``driver_rss_mb`` and ``worker_rss_mb`` (resident memory of this process and of the worker), and
+            ``worker_pid``; after the status quo's run (``status_quo: True``) and each confirmation run
+            (``confirmation``: the trial's number or ``STATUS_QUO_KEY``) with the worker's.
+        confirmations: the confirmation runs to hand out once the study holds its trials (``None``: none).
     """
 
     def __init__(
@@ -141,6 +149,7 @@ class StudySearcher(Searcher):
         on_event: Callable[[str], None] | None = None,
         on_status_quo_end: Callable[[], None] | None = None,
         on_timing: Callable[[dict[str, Any]], None] | None = None,
+        confirmations: Confirmations | None = None,
     ) -> None:
         super().__init__(metric="metric", mode="max")
         self.bound = bound
@@ -151,6 +160,9 @@ class StudySearcher(Searcher):
         self.on_event = on_event or (lambda line: None)
         self.on_status_quo_end = on_status_quo_end or (lambda: None)
         self.on_timing = on_timing or (lambda timing: None)
+        self.confirmations = confirmations
+        self._round: list[ConfirmationRun] = []  # the confirmation round's runs not yet handed out
+        self._confirming: dict[str, ConfirmationRun] = {}  # handed out, by Tune's trial id
         self.failures = 0
         self.completed = 0
         self.fallbacks = 0
@@ -242,7 +254,7 @@ class StudySearcher(Searcher):
                 )
         done, running = self._counts()
         if done >= self.target or self.failures >= self.max_failures:
-            return Searcher.FINISHED if not self._running else None
+            return self._confirmation(trial_id) if not self._running else None
         # Enough trials in flight. When none of them is ours, they belong to another worker or to
         # a killed run: wait here (Tune need not poll again) until their heartbeats prove them dead.
         deadline = time.monotonic() + 1.5 * self.bound.spec.how.heartbeat_grace
@@ -269,6 +281,23 @@ class StudySearcher(Searcher):
         with self._lock:
             self._running[trial_id] = started
         return self._job_config(started.number, started.count, started, started.config, False)
+
+    def _confirmation(self, trial_id: str) -> dict | str | None:
+        """The next confirmation run once the trials are done (``None``: the round's runs are in flight; Tune asks
+        again when one ends), or ``Searcher.FINISHED``."""
+        if self.confirmations is None:
+            return Searcher.FINISHED
+        if not self._round and not self._confirming:
+            self._round = self.confirmations.next_round()
+            if not self._round:
+                return Searcher.FINISHED
+        if not self._round:
+            return None
+        run = self._round.pop(0)
+        with self._lock:
+            self._confirming[trial_id] = run
+        return {"entry": "confirmation", "trainable_params": 0, "keep": True, "request": run.request.to_dict(),
+                "rung_board": None}  # fmt: skip
 
     def _job_config(self, entry: object, count: int, job, config: TrialConfig, keep: bool) -> dict[str, Any]:
         number = job.number if isinstance(job, trials.StartedTrial) else -1
@@ -318,12 +347,19 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         with self._lock:
             job = self._running.pop(trial_id, None)
+            confirmation = self._confirming.pop(trial_id, None)
+        worker = {"worker_rss_mb": (result or {}).get("worker_rss_mb"), "worker_pid": (result or {}).get("worker_pid")}
+        if confirmation is not None:
+            self.confirmations.record(confirmation, None if error else result)
+            self.on_timing({"confirmation": confirmation.key, "seed": confirmation.seed, **worker})
+            return
         self._rungs.pop(trial_id, None)
         if job is None:
             return
         if isinstance(job, StatusQuoRun):
             self.on_event(finish_status_quo(self.bound, job, None if error else result))
             self.on_status_quo_end()
+            self.on_timing({"status_quo": True, **worker})
             return
         started = time.perf_counter()
         stored = trials.finish(self.bound, job, None if error else result)
@@ -334,7 +370,7 @@ class StudySearcher(Searcher):
         self.on_trial_end(stored)
         timing = {"trial": stored.number, "ask_s": stored.user_attrs.get(keys.ASK_SECONDS), "done": self.completed}
         timing |= {"bookkeeping_s": round(time.perf_counter() - started, 4), "driver_rss_mb": resident_mb()}
-        self.on_timing({**timing, "worker_rss_mb": (result or {}).get("worker_rss_mb")})
+        self.on_timing({**timing, **worker})
 
     def __getstate__(self) -> dict:
         # Tune pickles its configuration for restoring an experiment; this searcher's state lives

@@ -167,6 +167,23 @@ def test_the_picks_were_confirmed_with_other_seeds_and_picked_on_the_mean(search
     assert len(logged) == sum(1 for runs in confirmations.values() for run in runs if "values" in run)
 
 
+def test_the_confirmations_train_on_the_worker_processes_the_trials_used(search):
+    """No new process for the confirmations: Tune's reused workers, which imported the libraries and read the
+    data for the trials, train them too (a new process pays those imports again, seconds per run)."""
+    from autopeft.study import StudyView
+
+    runs, _, _ = search
+    first_run = sorted((runs / "logs" / "e2e").glob("timings-*.jsonl"))[0]
+    rows = [json.loads(line) for line in first_run.read_text().splitlines()]
+    trained = {row["worker_pid"] for row in rows if "trial" in row or row.get("status_quo")}
+    confirmed = [row for row in rows if "confirmation" in row]
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{runs}/optuna.db")
+    stored = StudyView(study).confirmations
+    assert len(confirmed) == sum(len(runs) for runs in stored.values()) > 0
+    assert {row["worker_pid"] for row in confirmed} <= trained
+    assert len(trained) == 2  # --workers 2: two processes, reused from the first trial to the last confirmation
+
+
 def _set_scores(storage_file, study: str, scores: dict[int, float]) -> None:
     """Overwrite the first objective of finished trials in a SQLite store (Optuna has no API to change a value)."""
     import sqlite3
