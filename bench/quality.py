@@ -94,6 +94,27 @@ def core_seconds(run: dict) -> float:
     return float(run["train_seconds"]) * int(run.get("threads") or 1)
 
 
+def trained_by_part(view: StudyView) -> dict[str, list[dict]]:
+    """Everything a search trained, by part: the trials trained to the end, the trials stopped at a rung (each
+    with all it trained before the stop), the status quo, the confirmations.
+
+    Args:
+        view: the study.
+    """
+    quo = view.status_quo
+    return {
+        "trials to the end": [t.user_attrs for t in view.states(TrialState.COMPLETE)],
+        "trials stopped at a rung": [t.user_attrs for t in view.states(TrialState.PRUNED)],
+        "the status quo": [quo.user_attrs] if quo is not None else [],
+        "confirmations": [run for runs in view.confirmations.values() for run in runs if "values" in run],
+    }
+
+
+def tokens(runs: list[dict]) -> float:
+    """Training tokens of runs."""
+    return sum(float(r.get("train_tokens") or 0) for r in runs)
+
+
 def search_compute(view: StudyView) -> tuple[float, float, int]:
     """Training core-seconds and tokens of everything a search trained, and how many trainings: every trial
     at every rung (stopped ones too), the status quo, the confirmations.
@@ -101,11 +122,8 @@ def search_compute(view: StudyView) -> tuple[float, float, int]:
     Args:
         view: the study.
     """
-    runs = [t.user_attrs for t in view.states(TrialState.COMPLETE, TrialState.PRUNED)]
-    runs += [run for runs in view.confirmations.values() for run in runs if "values" in run]
-    quo = view.status_quo
-    runs += [quo.user_attrs] if quo is not None else []
-    return sum(map(core_seconds, runs)), sum(float(r.get("train_tokens") or 0) for r in runs), len(runs)
+    runs = [run for part in trained_by_part(view).values() for run in part]
+    return sum(map(core_seconds, runs)), tokens(runs), len(runs)
 
 
 @dataclass
@@ -287,8 +305,9 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
     if any(k not in rows or len(rows[k].runs) < seeds for k in ("knee", "best", "lora")):
         print(f"{name}: no final line until knee, best and lora hold {seeds} seeds each")
         return None
-    lora_mean, _, lora_seconds, lora_tokens = rows["lora"].summary()
-    print(f"search compute in LoRA fine-tunes by training core-seconds: {search_seconds / lora_seconds:.2f}")
+    lora_mean, _, _, lora_tokens = rows["lora"].summary()
+    parts = [f"{part} {tokens(runs) / lora_tokens:.2f} ({len(runs)})" for part, runs in trained_by_part(view).items()]
+    print(f"search compute in LoRA fine-tunes by part (training tokens; trainings): {', '.join(parts)}")
     figures = {"task": task.name, "name": name, "status_quo": picks["best"].is_status_quo}
     for which in ("knee", "best"):
         figures[f"{which}_minus_lora"] = 100 * (rows[which].summary()[0] - lora_mean)
