@@ -25,7 +25,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import keys
-from autopeft.execution.trials import gathered
+from autopeft.execution.trials import gathered, objective_values
 from autopeft.pareto import mean_metric
 from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import DONE, BoundStudy, StudyView, trial_config
@@ -173,14 +173,18 @@ class Confirmations:
             run: the run.
             result: its training's result as the worker reported it (``None`` or ``failed`` when it failed).
         """
+        values, reason = None, None
         if result is None or result.get("failed"):
             reason = (result or {}).get("fail_reason") or "the worker process running it died"
-            stored: dict[str, Any] = {"seed": run.seed, "fail_reason": reason[:300]}
         else:
             result = gathered(result)
+            values, reason = objective_values(self.bound, run.config, result)
+        if reason is not None:
+            stored: dict[str, Any] = {"seed": run.seed, "fail_reason": reason[:300]}
+        else:
             stored = {
                 "seed": run.seed,
-                "values": self.bound.objective_values(run.config, result),
+                "values": values,
                 **{key: result[key] for key in ("metric", "train_seconds", "seconds", "threads", "train_tokens")},
             }
         runs = StudyView(self.bound.study).confirmations.get(run.key, [])

@@ -122,6 +122,24 @@ def gathered(result: dict[str, Any]) -> dict[str, Any]:
     return whole
 
 
+def objective_values(bound: BoundStudy, config: TrialConfig, result: dict[str, Any]) -> tuple[list[float], str | None]:
+    """The objective values of a gathered result, and why they cannot be stored (``None`` when they can): a field
+    an objective needs is missing, or a value is not finite.
+
+    Args:
+        bound: the study.
+        config: the trained configuration.
+        result: the training's result, gathered (:func:`gathered`).
+    """
+    try:
+        values = bound.objective_values(config, result)
+    except KeyError as exc:
+        return [math.nan], f"the result lacks the objective's field {exc}"
+    if not all(math.isfinite(v) for v in values):
+        return values, f"non-finite objective values {values}"
+    return values, None
+
+
 def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | None) -> FrozenTrial:
     """Store a training's result as the trial's outcome: COMPLETE, PRUNED (stopped early) or FAIL.
 
@@ -141,14 +159,9 @@ def finish(bound: BoundStudy, started: StartedTrial, result: dict[str, Any] | No
         return study.tell(trial, state=TrialState.FAIL)
     result = gathered(result)
     metrics = result["metrics"]
-    try:
-        values = bound.objective_values(started.config, result)
-    except KeyError as exc:
-        values = [math.nan]
-        trial.set_user_attr(keys.FAIL_REASON, f"the result lacks the objective's field {exc}")
-    if not all(math.isfinite(v) for v in values):
-        if keys.FAIL_REASON not in trial.user_attrs:
-            trial.set_user_attr(keys.FAIL_REASON, f"non-finite objective values {values}")
+    values, reason = objective_values(bound, started.config, result)
+    if reason is not None:
+        trial.set_user_attr(keys.FAIL_REASON, reason)
         return study.tell(trial, state=TrialState.FAIL)
     trial.set_user_attr(keys.METRICS, metrics)
     trial.set_user_attr(keys.METRIC, result["metric"])  # the task metric, whatever the first objective (the score)
