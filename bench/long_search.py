@@ -53,6 +53,15 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
+def tiny_search_argv(model: str, data_dir: str, runs: Path, study: str, trials: int) -> list[str]:
+    """``autopeft search`` arguments of a small search: the tiny model, 64 examples of RTE, half an epoch."""
+    return [
+        *("search", "--task", "rte", "--budget", "2%", "--model", model, "--epochs", "0.5"),
+        *("--max-train-samples", "64", "--max-eval-samples", "64", "--data-dir", data_dir),
+        *("--runs-dir", str(runs), "--study", study, "--trials", str(trials)),
+    ]
+
+
 def timings(runs: Path) -> list[dict]:
     """Every trial's timing line the search wrote, in the order the trials ended (the status quo's and the
     confirmations' lines left out)."""

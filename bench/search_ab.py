@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from long_search import tiny_model  # the tests' tiny model, built as long_search.py builds it
+from long_search import tiny_model, tiny_search_argv  # the tests' tiny model, built as long_search.py builds it
 
 TRIAL_LINE = re.compile(r"\btrial \d+ (finished|stopped) ")
 CONFIRMED_LINE = re.compile(r"\bconfirmed (trial \d+|the status quo) ")
@@ -63,11 +63,7 @@ def arm_env(tree: Path) -> dict[str, str]:
 def one_search(model: str, data_dir: str, runs: Path, tree: Path) -> dict[str, float]:
     """Wall seconds, busy core-seconds and the confirmations' seconds of one ``autopeft search`` run from the
     autopeft checkout ``tree``."""
-    args = [
-        *("search", "--task", "rte", "--budget", "2%", "--model", model, "--epochs", "0.5"),
-        *("--max-train-samples", "64", "--max-eval-samples", "64", "--data-dir", data_dir),
-        *("--runs-dir", str(runs), "--study", "ab", "--trials", "4"),
-    ]
+    args = tiny_search_argv(model, data_dir, runs, "ab", 4)
     env = arm_env(tree)
     busy0, total0 = busy_jiffies()
     start = time.perf_counter()

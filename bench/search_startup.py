@@ -29,16 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from long_search import tiny_model  # the tests' tiny model, built as long_search.py builds it
+from long_search import tiny_model, tiny_search_argv  # the tests' tiny model, built as long_search.py builds it
 
 
 def one_search(model: str, data_dir: str, runs: Path, cache: Path) -> tuple[float, float]:
     """Wall seconds and the driver's CPU seconds of ``autopeft search`` with the user cache at ``cache``."""
-    args = [
-        *("search", "--task", "rte", "--budget", "2%", "--model", model, "--epochs", "0.5"),
-        *("--max-train-samples", "64", "--max-eval-samples", "64", "--data-dir", data_dir),
-        *("--runs-dir", str(runs), "--study", "startup", "--trials", "3"),
-    ]
+    args = tiny_search_argv(model, data_dir, runs, "startup", 3)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
