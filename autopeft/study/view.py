@@ -197,7 +197,14 @@ class StudyView:
         """``(trial, mean values, seeds)`` of the noise-aware Pareto set of the trials trained to the end, sorted
         by the first mean value, best first. A confirmed trial counts with the mean of its values over every
         seed, so a lucky draw that did not repeat loses its place."""
-        complete = self.states(TrialState.COMPLETE)
+        return self.pareto_of(self.states(TrialState.COMPLETE))
+
+    def pareto_of(self, complete: list[FrozenTrial]) -> list[tuple[FrozenTrial, list[float], int]]:
+        """:attr:`pareto` of some of the trials trained to the end (what another rung rule would have kept).
+
+        Args:
+            complete: trials of the study trained to the end.
+        """
         if not complete:
             return []
         points = [(t, *mean_values(t, self.confirmations.get(t.number))) for t in complete]
@@ -205,6 +212,12 @@ class StudyView:
         sign = 1.0 if self.maximize[0] else -1.0
         front.sort(key=lambda p: (-sign * p[1][0], p[0].number))
         return front[:1] if len(self.study.directions) == 1 else front
+
+    def knee_of(self, front: list[tuple[FrozenTrial, list[float], int]]) -> FrozenTrial:
+        """The knee of a Pareto set (as :attr:`pareto` gives it): the point farthest from the line through the
+        extremes."""
+        values = np.asarray([values for _, values, _ in front], dtype=float)
+        return front[knee_index(values, self.maximize)][0]
 
     @property
     def pareto_trials(self) -> list[FrozenTrial]:
@@ -221,10 +234,7 @@ class StudyView:
         if which in ("knee", "best"):
             if not self.pareto:
                 raise AutopeftError(f"study {self.name!r} has no finished trial yet")
-            if which == "best":
-                return self.pareto[0][0]
-            values = np.asarray([values for _, values, _ in self.pareto], dtype=float)
-            return self.pareto[knee_index(values, self.maximize)][0]
+            return self.pareto[0][0] if which == "best" else self.knee_of(self.pareto)
         if not which.isdigit():
             raise AutopeftError(f"--pick {which!r}: use knee, best or a trial number")
         number = int(which)
