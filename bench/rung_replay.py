@@ -19,8 +19,9 @@ proposed other configurations after the first stop: the replay cannot tell that 
   knee, through the functions ``autopeft pareto`` uses; ``same`` when they are the search's own.
 
 Variants: the search's own policy (which must reproduce the recorded stops: the first row checks it), fewer
-trials (the first N by number), a stricter reduction on the same rungs, and ranking on the score alone (every
-entry counted with the same size, so a small trial gets no protection). Run::
+trials (the first N by number), a stricter reduction on the same rungs, ranking on the score alone (every
+entry counted with the same size, so a small trial gets no protection), and synchronous halving (every entry
+waits at a rung for all the others: promotion-based halving, which pauses trials). Run::
 
     python bench/rung_replay.py --store bench/results/stores/full-fidelity/mrpc --name quality-mrpc
 
@@ -41,7 +42,7 @@ from optuna.trial import TrialState
 from quality import Row, baseline_runs, tokens
 
 from autopeft import keys
-from autopeft.execution.rungs import RungBoard
+from autopeft.execution.rungs import RungBoard, learnt, should_stop
 from autopeft.pareto import mean_metric
 from autopeft.results import STATUS_QUO_KEY
 from autopeft.runs_dir import RunsDir
@@ -153,6 +154,44 @@ def replay(found: list[Entry], policy: Rungs, first: float, prior: float | None,
     return Outcome(reached, unrecorded)
 
 
+def replay_synchronous(found: list[Entry], policy: Rungs, first: float, prior: float | None) -> Outcome:
+    """Synchronous successive halving on the same records: every entry waits at a rung until all have reached it,
+    then each goes on only within the top ``1 / reduction`` of them all (the rule's own :func:`should_stop`;
+    a later rung where no entry has learnt stops none, as in the search). What promotion-based halving, which
+    pauses trials at a rung, would have trained.
+
+    Args:
+        found: the entries.
+        policy: the rule.
+        first: the settled first rung.
+        prior: the label prior's ``neg_loss``.
+    """
+    reached = {e.key: 0.0 for e in found}
+    alive = list(found)
+    unrecorded = 0
+    for level, fraction in enumerate(policy.ladder(first)[:-1]):
+        at = {}
+        for entry in alive:
+            record = next((r for r in entry.records if abs(r[0] - fraction) < 1e-6), None)
+            if record is None:  # the search stopped it before: the rule would take it on unrecorded
+                unrecorded += 1
+            else:
+                at[entry.key] = (entry, record)
+        ranks = level == 0 or any(learnt(neg_loss, prior) for _, (_, _, neg_loss) in at.values())
+        alive = []
+        for key, (entry, (_, score, _)) in at.items():
+            reached[key] = fraction
+            peers = [(r[1], e.params) for k, (e, r) in at.items() if k != key]
+            if key == STATUS_QUO_KEY or not ranks or not should_stop(policy, score, entry.params, peers):
+                alive.append(entry)
+    for entry in alive:
+        if entry.stopped:
+            unrecorded += 1
+        else:
+            reached[entry.key] = 1.0
+    return Outcome(reached, unrecorded)
+
+
 def picks(view: StudyView, ends: set[int]) -> tuple[int | None, int | None]:
     """Best and knee trial numbers among the trials ``ends`` trained to the end, as ``autopeft pareto`` picks."""
     front = view.pareto_of([t for t in view.states(TrialState.COMPLETE) if t.number in ends])
@@ -201,6 +240,7 @@ def report(store: Path, name: str) -> dict:
             policy = _RecordedLadder(**{**own.model_dump(), "reduction": reduction}, recorded=recorded_ladder)
             variants.append((f"reduction {reduction:g}", found, policy, False))
         variants.append(("score alone", found, own, True))
+        variants.append(("synchronous", found, own, False))
 
         print(f"\n{name}: first rung {first:.3f}, rungs {', '.join(f'{f:.3f}' for f in recorded_ladder)}, then 1")
         quo, _ = view.status_quo_metric()
@@ -211,7 +251,10 @@ def report(store: Path, name: str) -> dict:
         print("|---|---|---|---|---|---|---|---|")
         cells, matches, computes, sames = [], True, {}, {}
         for label, subset, policy, same_size in variants:
-            outcome = replay(subset, policy, first, prior, same_size)
+            if label == "synchronous":
+                outcome = replay_synchronous(subset, policy, first, prior)
+            else:
+                outcome = replay(subset, policy, first, prior, same_size)
             trained = sum(e.full_tokens * outcome.reached[e.key] for e in subset) + confirmed
             compute = trained / lora_tokens
             ends = {k for k, f in outcome.reached.items() if f >= 1.0 and k != STATUS_QUO_KEY}
