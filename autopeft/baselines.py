@@ -85,6 +85,7 @@ def run_baselines(
     tracker=None,
     learning_rate: float | None = None,
     on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
 ) -> list[BaselineResult]:
     """Train each named baseline with each seed; store every run as a trial of ``study`` as it ends.
 
@@ -100,18 +101,24 @@ def run_baselines(
         tracker: the baselines study's :class:`autopeft.tracking.StudyTracker`, or ``None``.
         learning_rate: one learning rate for every baseline instead of their usual ones.
         on_run: called with ``(baseline, seed, result)`` after each run.
+        on_stored: called once, before training, with how many runs are stored already (not trained again).
     """
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise AutopeftError(f"--only: unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
     key = settings_key(plan.settings)
+    done_by_name = {name: set() for name in names}
+    for t in stored_runs(study):
+        if t.user_attrs.get("baseline") in done_by_name and t.user_attrs.get("settings") == key and t.values:
+            done_by_name[t.user_attrs["baseline"]].add(t.user_attrs["seed"])
+    if on_stored is not None:
+        on_stored(sum(len(set(seeds) & done) for done in done_by_name.values()))
     results = []
     for name in names:
         baseline = BASELINES[name]
         config = baseline.config(info, limit, learning_rate)
         count = count_trainable(config, info)
-        stored = [t for t in stored_runs(study) if t.user_attrs.get("baseline") == name]
-        done = {t.user_attrs["seed"] for t in stored if t.user_attrs.get("settings") == key and t.values}
+        done = done_by_name[name]
 
         def store(seed: int, result: dict[str, Any], baseline: Baseline = baseline, config=config) -> None:
             attrs = {"baseline": baseline.name, "label": baseline.label, "config": config.to_dict(), "seed": seed}
@@ -205,6 +212,7 @@ def run_baselines_beside(
     learning_rate: float | None = None,
     trust_remote_code: bool = False,
     on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
 ) -> tuple[str, list[BaselineResult]]:
     """Train the named baselines of a task, backbone and budget into their study (``autopeft baselines``).
 
@@ -222,6 +230,7 @@ def run_baselines_beside(
         learning_rate: one learning rate for every baseline instead of their usual ones.
         trust_remote_code: allow the backbone's own code.
         on_run: called with ``(baseline, seed, result)`` after each run.
+        on_stored: called once, before training, with how many runs are stored already.
 
     Returns:
         The baselines study's name, and each baseline's result.
@@ -247,6 +256,6 @@ def run_baselines_beside(
         data_dir=data_dir,
     )  # fmt: skip
     plan = RunPlan.in_runs_dir(backbone, task_reference(task_ref), data_dir, settings, runs_dir, name)
-    results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run)
+    results = run_baselines(study, names, info, limit, plan, seeds, tracker, learning_rate, on_run, on_stored)
     tracker.finish()
     return name, results

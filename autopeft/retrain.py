@@ -76,6 +76,7 @@ def retrain(
     data_dir: str | None = None,
     tracking_uri: str | None = None,
     on_run: Callable[[int | str, int, dict[str, Any]], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
 ) -> list[Retrained]:
     """Retrain the chosen picks of a study with each seed; store and log every run as it ends.
 
@@ -88,6 +89,7 @@ def retrain(
         data_dir: folder of data_dir tasks (default: the study's).
         tracking_uri: MLflow store (default: the runs folder's).
         on_run: called with ``(trial, seed, result)`` after each run.
+        on_stored: called once, before training, with how many runs are stored already (not trained again).
     """
     study, what = view.study, view.spec.what
     task = get_task(what.task)
@@ -101,11 +103,17 @@ def retrain(
         uri, view.name, runs.artifacts, view.spec.to_dict(), attach=True, task=what.task, data_dir=plan.data_dir
     )
     key = settings_key(settings)
+    done_by_pick = {
+        pick.key: {r["seed"] for r in view.retrains.get(pick.key, []) if r["settings"] == key and "metric" in r}
+        for pick in picks
+    }  # failed seeds run again
+    if on_stored is not None:
+        on_stored(sum(len(set(seeds) & done) for done in done_by_pick.values()))
     results = []
     for pick in picks:
         number, config = pick.key, pick.config
         stored = list(view.retrains.get(number, []))
-        done = {r["seed"] for r in stored if r["settings"] == key and "metric" in r}  # failed seeds run again
+        done = done_by_pick[number]
 
         def store(seed: int, result: dict[str, Any], number=number, config=config, stored: list = stored) -> None:
             if "fail_reason" in result:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
+import time
 from typing import Any
 
 from autopeft.cli.base import (
@@ -81,27 +83,63 @@ def seed_options(parser: argparse.ArgumentParser, seeds: int) -> None:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
 
 
-def seed_progress(total: int, what: str):
-    """A progress bar over seeded runs, with the time elapsed and left."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+class SeedProgress:
+    """Progress over seeded runs: a bar with the time elapsed and left on a terminal; elsewhere (a log file, the
+    job server's log) one line per finished run, with the runs left and the time they take at the pace so far.
 
-    columns = (
-        TextColumn(f"[bold]{what}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    progress = Progress(*columns, console=Console(stderr=True))
-    return progress, progress.add_task(what, total=total)
+    Args:
+        total: the runs the command plans (:meth:`stored` takes out those stored earlier).
+        what: what is training (``retraining``, ``baselines``).
+        metric: the task's metric, named in each line.
+    """
+
+    def __init__(self, total: int, what: str, metric: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, TimeRemainingColumn(), console=self.console)
+        self.task_id = self.progress.add_task(what, total=total)
+        self.what, self.metric, self.total, self.done = what, metric, total, 0
+        self.started = time.monotonic()
+
+    def __enter__(self) -> SeedProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def stored(self, count: int) -> None:
+        """Take out runs stored by an earlier command (not trained again)."""
+        self.total -= count
+        self.progress.update(self.task_id, total=self.total)
+
+    def run_ended(self, label: str, result: dict[str, Any]) -> None:
+        """Count a finished run (``label``: what it trained, e.g. ``trial 7``) and, off a terminal, print its line."""
+        self.done += 1
+        self.progress.advance(self.task_id)
+        if self.console.is_terminal:
+            return
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * max(0, self.total - self.done)
+        self.console.print(
+            f"{self.what}: {self.done}/{self.total} runs done; {label} {run_line(self.metric, result)}; "
+            f"{_clock(elapsed)} elapsed, about {_clock(left)} left",
+            soft_wrap=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 class Evaluate(Command):
@@ -238,6 +276,7 @@ class Retrain(Command):
 
         from autopeft import defaults
         from autopeft.evaluation import require_validation
+        from autopeft.execution.rungs import entry_text
         from autopeft.retrain import chosen_trials, register_picks, retrain
         from autopeft.study import dumps
         from autopeft.tasks import get_task
@@ -249,11 +288,11 @@ class Retrain(Command):
         full = {"epochs": defaults.FULL_EPOCHS, "max_train_samples": None, "max_eval_samples": None}
         settings = training_of(args, what.training, **full, batch_size=defaults.FULL_BATCH_SIZE)
         picks = chosen_trials(view, args.pick)
-        progress, task_id = seed_progress(len(picks) * len(seeds), "retraining")
-        with progress:
+        with SeedProgress(len(picks) * len(seeds), "retraining", get_task(what.task).metric) as progress:
             results = retrain(
                 view, picks, seeds, settings, args.runs_dir, args.data_dir, args.tracking_uri,
-                on_run=lambda trial, seed, result: progress.advance(task_id),
+                on_run=lambda trial, seed, result: progress.run_ended(entry_text(trial), result),
+                on_stored=progress.stored,
             )  # fmt: skip
         registered = register_picks(open_view(args), args.pick, args.runs_dir, args.data_dir, args.tracking_uri)
         for alias, version in registered.items():
@@ -320,13 +359,13 @@ class Baselines(Command):
         from autopeft.tasks import get_task
 
         task = get_task(task_ref)
-        progress, task_id = seed_progress(len(names) * len(seeds), "baselines")
-        with progress:
+        with SeedProgress(len(names) * len(seeds), "baselines", task.metric) as progress:
             name, results = run_baselines_beside(
                 task_ref, budget_text, args.model or (what.model if what else None) or default_model(), names,
                 settings, seeds, storage_of(args), args.runs_dir, args.tracking_uri,
                 args.data_dir or (what.data_dir if what else None), args.learning_rate, args.trust_remote_code,
-                on_run=lambda baseline, seed, result: progress.advance(task_id),
+                on_run=lambda baseline, seed, result: progress.run_ended(baseline, result),
+                on_stored=progress.stored,
             )  # fmt: skip
         if args.json:
             print(dumps([dataclasses.asdict(r) for r in results]))

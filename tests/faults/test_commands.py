@@ -62,6 +62,12 @@ def test_retrain_killed_mid_seed_completes_only_the_missing_seeds(seed, searched
     tally(code == 0 and not lost and not duplicated and sorted(seeds) == [0, 1, 2], lost, duplicated, [first, again])
     assert code == 0, again[-3000:]
     assert after[: len(before)] == before and sorted(seeds) == [0, 1, 2], (before, after)
+    missing = 3 - len(before)  # off a terminal, one line per run, counting only what this command trains
+    lines = [line for line in again.splitlines() if line.startswith("retraining: ")]
+    assert [line.split(" runs done")[0] for line in lines] == [
+        f"retraining: {k}/{missing}" for k in range(1, 1 + missing)
+    ]
+    assert lines[-1].endswith("about 0:00:00 left"), lines
 
 
 @pytest.mark.parametrize("seed", [0])
@@ -90,6 +96,11 @@ def test_baselines_killed_mid_seed_complete_only_the_missing_seeds(seed, searche
     tally(code == 0 and not lost and not duplicated and len(runs) == 6, lost, duplicated, [first, again])
     assert code == 0, again[-3000:]
     assert not lost and not duplicated and len(runs) == 6, runs  # two baselines x three seeds, each once
+    missing = 6 - len(before)
+    lines = [line for line in again.splitlines() if line.startswith("baselines: ")]
+    assert [line.split(" runs done")[0] for line in lines] == [
+        f"baselines: {k}/{missing}" for k in range(1, 1 + missing)
+    ]
 
 
 def worker_pids(session: int) -> list[int]:
