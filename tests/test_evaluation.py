@@ -53,3 +53,16 @@ def test_a_data_problem_is_raised_once_not_recorded_per_seed(tiny_model, tiny_in
     plan = RunPlan(tiny_model, str(task), None, SETTINGS, str(tmp_path / "cache"))
     with pytest.raises(DataError, match="t.yaml: train: file .*a.jsonl' does not exist"):
         train_seeds(lora(1e-3, tiny_info), plan, [0, 1])
+
+
+def test_trainings_outside_a_search_take_omp_num_threads_when_set_and_every_usable_core_otherwise(monkeypatch):
+    import os
+
+    from autopeft.evaluation import training_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert training_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert training_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert training_threads() == len(os.sched_getaffinity(0))
