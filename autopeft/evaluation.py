@@ -96,7 +96,7 @@ def training_threads() -> int:
 
     Set ``OMP_NUM_THREADS`` when other work shares the cores: two trainings that each take every core run far
     slower than one after the other (measured here: a CoLA retrain run took 3,184 s beside another two-thread
-    training on 2 cores, and 175 s alone).
+    training on 2 cores, and for half that time the tests; 175 s alone).
     """
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
