@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 from fractions import Fraction
 
@@ -19,7 +18,7 @@ from autopeft.methods.build import describe
 from autopeft.pareto import mean_metric, mean_values
 from autopeft.results import STATUS_QUO_KEY
 from autopeft.study import SPLIT_LABELS, BoundStudy, StudyView, mask_url, trial_record
-from autopeft.timing import study_seconds_left
+from autopeft.timing import clock, study_seconds_left
 
 
 def pareto_table(view: StudyView, title: str) -> Table:
@@ -165,10 +164,8 @@ class TrialsEta(ProgressColumn):
             self.left, self.at = left, time.monotonic()
 
     def render(self, task) -> Text:
-        if self.left is None:
-            return Text("-:--:--", style="progress.remaining")
-        seconds = max(0, int(self.left - (time.monotonic() - self.at)))
-        return Text(str(datetime.timedelta(seconds=seconds)), style="progress.remaining")
+        left = None if self.left is None else self.left - (time.monotonic() - self.at)
+        return Text(clock(left), style="progress.remaining")
 
 
 def bound_seconds_left(bound: BoundStudy) -> float | None:

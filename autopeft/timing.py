@@ -50,6 +50,17 @@ class DataStatistics:
     prior_neg_loss: float | None = None
 
 
+def clock(seconds: float | None) -> str:
+    """A duration as ``H:MM:SS``, rounded to the second; ``-:--:--`` while it is unknown.
+
+    Args:
+        seconds: the duration, or ``None`` when no estimate exists yet.
+    """
+    if seconds is None:
+        return "-:--:--"
+    return str(datetime.timedelta(seconds=round(max(0.0, seconds))))
+
+
 def unit_seconds(settings: Any, data: DataStatistics, backbone_params: int, threads: int, rungs: int = 0) -> float:
     """A rough CPU estimate of one training on ``settings``, calibrated on this project's reference machine.
 

@@ -11,6 +11,7 @@ import pytest
 from autopeft.study import SuccessiveHalving
 from autopeft.timing import (
     DataStatistics,
+    clock,
     confirmation_rounds,
     expected_units,
     reach,
@@ -109,3 +110,11 @@ def test_a_study_owes_its_status_quo_only_when_it_has_one(tiny_model, tmp_path):
         assert left[budget] == pytest.approx(expected)
         assert study_seconds_left(view, how.model_copy(update={"workers": 1})) == pytest.approx(expected * how.workers)
     assert left["2%"] > left["0.03%"]  # the first owes the status quo's unit and its confirmation
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-:--:--"), (0.4, "0:00:00"), (59.6, "0:01:00"), (3725.0, "1:02:05"), (-3.0, "0:00:00")],
+)
+def test_clock_rounds_to_the_second_and_shows_an_unknown_duration(seconds, shown):
+    assert clock(seconds) == shown

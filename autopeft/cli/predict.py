@@ -65,5 +65,5 @@ class Predict(Command):
         if partial:
             handle.close()
             partial.replace(out)  # whole or not at all
-            Console(stderr=True).print(f"{done:,} rows predicted to {out}")
+            Console(stderr=True, soft_wrap=True).print(f"{done:,} rows predicted to {out}")
         return 0

@@ -78,7 +78,7 @@ class Search(Command):
         from autopeft.search import run_search
         from autopeft.study import StudyView
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         display = SearchDisplay(console)
         try:
             summary = run_search(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import time
 
@@ -41,7 +40,9 @@ class Jobs(Command):
             table.add_row(row["job"], row["study"], row["state"], trials, pareto, row["started"] or "")
         Console().print(table)
         if rows and rows[0]["finished"] is None:
-            Console(stderr=True).print("trials: pass --storage (or $AUTOPEFT_STORAGE) of the jobs' store to count them")
+            Console(stderr=True, soft_wrap=True).print(
+                "trials: pass --storage (or $AUTOPEFT_STORAGE) of the jobs' store to count them"
+            )
         return 0
 
 
@@ -94,16 +95,16 @@ class Status(Command):
         from autopeft.display import pareto_table
         from autopeft.service import study_status
         from autopeft.study import dumps
+        from autopeft.timing import clock
 
-        console = Console()
+        console = Console(soft_wrap=True)
         while True:
             view = open_view(args)
             status = study_status(view)
             if args.json:
                 print(dumps(status), flush=True)
             else:
-                left = status["seconds_left"]
-                eta = "-:--:--" if left is None else str(datetime.timedelta(seconds=int(left)))
+                eta = clock(status["seconds_left"])
                 done = status["finished"] + status["pruned"]
                 confirming = f"; confirming trials {status['confirming']}" if status["confirming"] else ""
                 console.print(

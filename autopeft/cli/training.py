@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import time
 from typing import Any
@@ -104,7 +103,7 @@ class SeedProgress:
             TimeRemainingColumn,
         )
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)
         columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         self.progress = Progress(*columns, TimeRemainingColumn(), console=self.console)
         self.task_id = self.progress.add_task(what, total=total)
@@ -129,17 +128,14 @@ class SeedProgress:
         self.progress.advance(self.task_id)
         if self.console.is_terminal:
             return
+        from autopeft.timing import clock
+
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * max(0, self.total - self.done)
         self.console.print(
             f"{self.what}: {self.done}/{self.total} runs done; {label} {run_line(self.metric, result)}; "
-            f"{_clock(elapsed)} elapsed, about {_clock(left)} left",
-            soft_wrap=True,
+            f"{clock(elapsed)} elapsed, about {clock(left)} left"
         )
-
-
-def _clock(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 class Evaluate(Command):
@@ -185,7 +181,7 @@ class Evaluate(Command):
         model = args.model or origin.get("model") or default_model()
         info = backbone_info(model, task.num_labels, args.trust_remote_code)
         config = check_config(config, info, source=origin["source"])
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         plan = RunPlan(
             model, task_reference(task_ref), args.data_dir, settings, str(RunsDir.at(args.runs_dir).tokenized)
         )
@@ -296,7 +292,7 @@ class Retrain(Command):
             )  # fmt: skip
         registered = register_picks(open_view(args), args.pick, args.runs_dir, args.data_dir, args.tracking_uri)
         for alias, version in registered.items():
-            Console(stderr=True).print(f"registered model {view.name!r} version {version} as @{alias}")
+            Console(stderr=True, soft_wrap=True).print(f"registered model {view.name!r} version {version} as @{alias}")
         if args.json:
             print(dumps([dataclasses.asdict(r) for r in results]))
             return 0
@@ -388,5 +384,5 @@ class Baselines(Command):
             )  # fmt: skip
         Console().print(table)
         where = f"{mask_url(storage_of(args))}) and MLflow {mask_url(tracking_of(args))}"
-        Console(stderr=True).print(f"stored in study {name} ({where}")
+        Console(stderr=True, soft_wrap=True).print(f"stored in study {name} ({where}")
         return 0
