@@ -38,6 +38,7 @@ study, ``retrain`` and ``baselines`` skip the seeds they hold), so a run spannin
     python bench/quality.py --task mrpc --name mrpc-axes --runs-root runs/axes --baselines-from runs/quality ...
                             # an arm pinned to other code, in its own runs root, with the LoRA runs copied
     python bench/quality.py --summary mrpc,cola,stsb,rte,mrpc-seed1   # train nothing: every table, the last line
+    python bench/quality.py --compare mrpc,mrpc-random   # train nothing: what the optimiser adds (below)
 
 Each task has one runs folder (``<runs-root>/<task>``): its runs share the baselines' trainings
 (``--baselines-from`` copies them from another runs root).
@@ -46,6 +47,17 @@ The summary's last line is over the named runs, one figure per task (the mean ov
 ``tasks=<n> mean_best_minus_lora=<points> worst_best_minus_lora=<points> mean_knee_minus_lora=<points>
 knee_params_vs_lora=<ratio> max_search_compute_in_lora_finetunes=<x>``, then how many of the searches
 answered with the status quo.
+
+``--compare A,B`` sets two runs of one task and search seed side by side (the same selection split, status quo
+and LoRA runs; they differ in one option, the sampler): trials trained to the end, compute, the best trial's
+selection metric, the hypervolume of the Pareto set on the selection split (``botorch``'s ``Hypervolume``, in
+metric points x shares of the budget, above the lowest metric of a trial either search trained to the end), the
+picks' validation figures, and one line::
+
+    compare=<A>,<B> knee_difference=<points> knee_difference_ci90=<lo>,<hi> hypervolume_ratio=<A/B>
+        compute_ratio=<A/B>
+
+where the interval is the paired bootstrap above, between A's knee and B's.
 """
 
 from __future__ import annotations
@@ -66,6 +78,7 @@ from optuna.trial import TrialState
 
 from autopeft import cli, keys
 from autopeft.baselines import baselines_study_name, stored_runs
+from autopeft.budget import parse_budget
 from autopeft.runs_dir import RunsDir
 from autopeft.study import StudyView, connect_storage
 from autopeft.tasks import get_task
@@ -242,18 +255,14 @@ def share_baselines(view: StudyView, runs_dir: str, source: str) -> None:
     print(f"baselines: {name} copied from {origin.root}")
 
 
-def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
-    """Print one run's table and final line; return its figures (``None`` until knee, best and LoRA hold every seed).
+def retrained_rows(view: StudyView, storage: str, only: str) -> tuple[dict[str, Row], dict]:
+    """The retrained runs of a study's picks (``knee``, ``best``) and of its baselines, by row, and the picks.
 
     Args:
-        name: the run's name (its study is ``quality-<name>``).
-        runs_dir: its runs folder.
-        seeds: seeds each configuration needs.
-        only: the baselines it trains (``lora,houlsby``).
+        view: the study.
+        storage: its store.
+        only: the baselines (``lora,houlsby``).
     """
-    storage = RunsDir.at(Path(runs_dir).resolve()).storage
-    view = StudyView.load(f"quality-{name}", storage)
-    task = get_task(view.spec.what.task)
     base_runs = baseline_runs(view, storage)
     rows: dict[str, Row] = {}
     for baseline in only.split(","):
@@ -270,6 +279,22 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
         elif stored:
             stored = [r for r in stored if r["settings"] == stored[-1]["settings"]]
             rows[which] = Row(label, pick.trial.user_attrs["trainable_fraction"], stored)
+    return rows, picks
+
+
+def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
+    """Print one run's table and final line; return its figures (``None`` until knee, best and LoRA hold every seed).
+
+    Args:
+        name: the run's name (its study is ``quality-<name>``).
+        runs_dir: its runs folder.
+        seeds: seeds each configuration needs.
+        only: the baselines it trains (``lora,houlsby``).
+    """
+    storage = RunsDir.at(Path(runs_dir).resolve()).storage
+    view = StudyView.load(f"quality-{name}", storage)
+    task = get_task(view.spec.what.task)
+    rows, picks = retrained_rows(view, storage, only)
 
     search_seconds, search_tokens, search_runs = search_compute(view)
     print(
@@ -329,6 +354,91 @@ def report(name: str, runs_dir: str, seeds: int, only: str) -> dict | None:
     return figures
 
 
+def front_hypervolume(view: StudyView, reference: float, limit: float) -> float:
+    """The hypervolume of a search's Pareto set on the selection split (metric, mean over seeds, against trainable
+    fraction), in metric points x shares of the budget, above ``reference`` and below the budget.
+
+    Args:
+        view: the search.
+        reference: the metric the volume starts at.
+        limit: the budget as a trainable fraction.
+    """
+    import torch
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+
+    points = [(100 * values[0], -values[1] / limit) for _, values, _ in view.pareto]
+    above = [p for p in points if p[0] > 100 * reference and p[1] > -1.0]
+    if not above:
+        return 0.0
+    ref = torch.tensor([100 * reference, -1.0], dtype=torch.double)
+    return float(Hypervolume(ref).compute(torch.tensor(above, dtype=torch.double)))
+
+
+def compare(names: list[str], runs_root: str, seeds: int, only: str) -> str:
+    """Two searches of one task and search seed that differ in one option (the sampler): what each found on the
+    selection split, what its picks gave on validation, and the paired interval of the knees' difference.
+
+    Args:
+        names: the two runs' names (``mrpc``, ``mrpc-random``).
+        runs_root: the folder of the tasks' runs folders.
+        seeds: seeds each retrained configuration needs.
+        only: the baselines (``lora,houlsby``).
+    """
+    if len(names) != 2 or task_of(names[0]) != task_of(names[1]):
+        raise SystemExit("--compare takes two runs of one task, e.g. mrpc,mrpc-random")
+    runs_dir = str(Path(runs_root) / task_of(names[0]))
+    storage = RunsDir.at(Path(runs_dir).resolve()).storage
+    views = [StudyView.load(f"quality-{name}", storage) for name in names]
+    if len({v.spec.how.seed for v in views}) != 1:
+        raise SystemExit("--compare: the two searches ran with different search seeds")
+    task = get_task(views[0].spec.what.task)
+    rows = [retrained_rows(view, storage, only)[0] for view in views]
+    if any(k not in r or len(r[k].runs) < seeds for r in rows for k in ("knee", "best", "lora")):
+        raise SystemExit(f"--compare: knee, best and lora need {seeds} retrained seeds in both runs")
+    quo = views[0].status_quo.user_attrs
+    backbone = quo["trainable_params"] / quo["trainable_fraction"]
+    limit = parse_budget(views[0].spec.what.budget).limit(round(backbone)) / backbone
+    reference = min(values[0] for view in views for _, values, _ in view.pareto_of(view.states(TrialState.COMPLETE)))
+    print(
+        f"\n{task.name}: {names[0]} against {names[1]} (search seed {views[0].spec.how.seed}); selection split: "
+        f"mean over seeds; hypervolume in {task.metric} points x budget shares above {reference:.4f}, the lowest "
+        "trial trained to the end of either"
+    )
+    print(
+        "| search | sampler | trained to the end | compute (LoRA fine-tunes) | best trial (selection) | "
+        "Pareto hypervolume (selection) | knee (params vs LoRA) | knee - LoRA (validation) | best |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    figures = []
+    for name, view, row in zip(names, views, rows, strict=True):
+        lora_mean, _, _, lora_tokens = row["lora"].summary()
+        front = view.pareto
+        knee = view.pick("knee")
+        best = view.pick("best")
+        volume = front_hypervolume(view, reference, limit)
+        compute = search_compute(view)[1] / lora_tokens
+        knee_points = 100 * (row["knee"].summary()[0] - lora_mean)
+        figures.append({"volume": volume, "compute": compute})
+        print(
+            f"| {name} | {view.spec.how.sampler} | {len(view.states(TrialState.COMPLETE))} | {compute:.2f} | "
+            f"trial {front[0][0].number}: {front[0][1][0]:.4f} | {volume:.3f} | trial {knee.key} "
+            f"({row['knee'].fraction / row['lora'].fraction:.2f}x) | {knee_points:+.2f} | "
+            f"{'the status quo' if best.is_status_quo else f'trial {best.key}'} "
+            f"({100 * (row['best'].summary()[0] - lora_mean):+.2f}) |"
+        )
+    knees = [row["knee"] for row in rows]
+    difference = 100 * (knees[0].summary()[0] - knees[1].summary()[0])
+    interval = paired_interval(knees[0].runs, knees[1].runs, task.metric, runs_dir)
+    ci = ",".join(f"{x:.2f}" for x in interval) if interval else "n/a"
+    ratio = figures[0]["volume"] / figures[1]["volume"] if figures[1]["volume"] else float("inf")
+    line = (
+        f"compare={names[0]},{names[1]} knee_difference={difference:.2f} knee_difference_ci90={ci} "
+        f"hypervolume_ratio={ratio:.2f} compute_ratio={figures[0]['compute'] / figures[1]['compute']:.2f}"
+    )
+    print(line)
+    return line
+
+
 def task_of(name: str) -> str:
     """The task a run's name starts with (``mrpc-seed1`` -> ``mrpc``)."""
     return name.split("-")[0]
@@ -377,8 +487,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--retrain-args", default="", help="further retrain/baselines options (smoke runs)")
     parser.add_argument("--report", action="store_true", help="train nothing: the table of what the stores hold")
     parser.add_argument("--summary", help="train nothing: every named run's table and line, then the last line")
+    parser.add_argument("--compare", help="train nothing: two runs of one task and seed side by side (A,B)")
     args = parser.parse_args(argv)
     only = "lora,houlsby" + (",full" if args.full else "")
+
+    if args.compare:
+        return compare(args.compare.split(","), args.runs_root, args.seeds, only)
 
     if args.summary:
         names = args.summary.split(",")

@@ -16,6 +16,8 @@ from autopeft import keys
 from autopeft.baselines import baselines_study_name, stored_runs
 from autopeft.study import StudyView
 
+STORES = REPO / "bench" / "results" / "stores" / "full-fidelity"
+
 
 def load_bench():
     spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
@@ -139,3 +141,40 @@ def test_an_arm_in_another_runs_root_shares_the_baselines_it_copies(tmp_path):
         assert bench.read_predictions(run.user_attrs, arm).equals(bench.read_predictions(run.user_attrs, source))
     with pytest.raises(SystemExit, match="holds no study store"):
         bench.share_baselines(view, str(arm), str(tmp_path / "nowhere" / "mrpc"))
+
+
+def test_the_front_hypervolume_is_the_area_above_the_reference_and_below_the_budget():
+    """One point above the reference: (its metric − the reference) × (1 − its share of the budget), in points; none:
+    zero; a lower reference only adds."""
+    bench = load_bench()
+    view = StudyView.load("quality-mrpc", f"sqlite:///{STORES / 'mrpc' / 'optuna.db'}")
+    (top, (metric, fraction), _), (_, (second, _), _) = view.pareto[:2]
+    limit = 0.005
+    reference = (metric + second) / 2  # only the top point lies above it
+    alone = bench.front_hypervolume(view, reference, limit)
+    assert alone == pytest.approx(100 * (metric - reference) * (1 - fraction / limit))
+    assert bench.front_hypervolume(view, metric + 0.01, limit) == 0.0
+    assert bench.front_hypervolume(view, second - 0.01, limit) > alone
+
+
+def test_two_searches_that_differ_in_their_sampler_compare_on_their_picks(tmp_path):
+    """``--compare``: the knees' difference is the difference of what each run's own report says against the same
+    LoRA runs, inside its paired interval; runs of two search seeds or two tasks are refused."""
+    import shutil
+
+    bench = load_bench()
+    shutil.copytree(STORES / "mrpc", tmp_path / "mrpc")
+    line = bench.compare(["mrpc", "mrpc-random"], str(tmp_path), 3, "lora,houlsby")
+    found = dict(part.split("=") for part in line.split())
+    knees = [
+        bench.report(name, str(tmp_path / "mrpc"), 3, "lora,houlsby")["knee_minus_lora"]
+        for name in found["compare"].split(",")
+    ]
+    assert float(found["knee_difference"]) == pytest.approx(knees[0] - knees[1], abs=0.01)
+    low, high = map(float, found["knee_difference_ci90"].split(","))
+    assert low <= float(found["knee_difference"]) <= high
+    assert float(found["hypervolume_ratio"]) > 0 and float(found["compute_ratio"]) > 0
+    with pytest.raises(SystemExit, match="different search seeds"):
+        bench.compare(["mrpc", "mrpc-seed1"], str(tmp_path), 3, "lora,houlsby")
+    with pytest.raises(SystemExit, match="two runs of one task"):
+        bench.compare(["mrpc", "cola"], str(tmp_path), 3, "lora,houlsby")
