@@ -3,6 +3,7 @@ PostgreSQL study store and a real MLflow server, all on 127.0.0.1 and stopped af
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -114,9 +115,16 @@ def submitted_job(result: subprocess.CompletedProcess) -> str:
     return result.stdout.split()[2]  # "submitted job <id> running study <name>"
 
 
+@functools.cache
+def _store(url: str) -> optuna.storages.RDBStorage:
+    """One storage per URL for this test process: polling through a new one each time left an engine per poll
+    until a full garbage collection, and the server ran out of connections ("too many clients")."""
+    return optuna.storages.RDBStorage(url)
+
+
 def complete_trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
     """The study's trials that count towards its target: trained to the end, or stopped at a rung."""
-    loaded = optuna.load_study(study_name=study, storage=storage)
+    loaded = optuna.load_study(study_name=study, storage=_store(storage))
     return loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 
