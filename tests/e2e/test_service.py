@@ -98,16 +98,20 @@ def wait_for(run, address, storage, job, states=("SUCCEEDED", "FAILED", "STOPPED
     The wait polls the job server from this process, with the cluster's token as a bearer header: an
     ``autopeft jobs`` process per poll would take most of a core from the search it waits for.
     """
-    from ray.job_submission import JobSubmissionClient
-
-    token = run.env["RAY_AUTH_TOKEN"]
-    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    client = job_client(run, address)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if str(client.get_job_status(job).value) in states:
             return next(r for r in jobs(run, address, storage) if r["job"] == job)
         time.sleep(1)
     raise AssertionError(f"job {job} did not reach {states}")
+
+
+def job_client(run, address: str):
+    """A client of the job server, with the cluster's token as a bearer header."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address, headers={"Authorization": f"Bearer {run.env['RAY_AUTH_TOKEN']}"})
 
 
 def submitted_job(result: subprocess.CompletedProcess) -> str:
@@ -181,13 +185,20 @@ def test_stop_keeps_the_finished_trials_and_a_resubmit_completes_without_duplica
     run, search_args, address, storage = service
     longer = ["--epochs", "2"]  # trials long enough that the stop lands while the search runs, on a busy machine
     job = submitted_job(run("submit", *search_args("svc-stop", 8, *longer)))
+    client = job_client(run, address)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    while True:
         try:
             if len(complete_trials(storage, "svc-stop")) >= 1:
                 break
         except KeyError:  # the study is not created yet
             pass
+        state = str(client.get_job_status(job).value)
+        if (
+            state not in ("PENDING", "RUNNING") or time.monotonic() > deadline
+        ):  # say why no trial came, not only that none did
+            logs = run("logs", job, "--address", address)
+            raise AssertionError(f"no trial finished; job {state}: {(logs.stdout + logs.stderr)[-3000:]}")
         time.sleep(0.5)
     stopped = run("stop", job, "--address", address)
     assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stdout + stopped.stderr
