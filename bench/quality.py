@@ -51,7 +51,7 @@ answered with the status quo.
 ``--compare A,B`` sets two runs of one task and search seed side by side (the same selection split, status quo
 and LoRA runs; they differ in one option, the sampler): trials trained to the end, compute, the best trial's
 selection metric, the hypervolume of the Pareto set on the selection split (``botorch``'s ``Hypervolume``, in
-metric points x shares of the budget, above the lowest metric of a trial either search trained to the end), the
+metric points x shares of the budget, above the lowest metric of either Pareto set), the
 picks' validation figures, and one line::
 
     compare=<A>,<B> knee_difference=<points> knee_difference_ci90=<lo>,<hi> hypervolume_ratio=<A/B>
@@ -392,17 +392,18 @@ def compare(names: list[str], runs_root: str, seeds: int, only: str) -> str:
     if len({v.spec.how.seed for v in views}) != 1:
         raise SystemExit("--compare: the two searches ran with different search seeds")
     task = get_task(views[0].spec.what.task)
-    rows = [retrained_rows(view, storage, only)[0] for view in views]
+    found = [retrained_rows(view, storage, only) for view in views]
+    rows = [row for row, _ in found]
     if any(k not in r or len(r[k].runs) < seeds for r in rows for k in ("knee", "best", "lora")):
         raise SystemExit(f"--compare: knee, best and lora need {seeds} retrained seeds in both runs")
     quo = views[0].status_quo.user_attrs
     backbone = quo["trainable_params"] / quo["trainable_fraction"]
     limit = parse_budget(views[0].spec.what.budget).limit(round(backbone)) / backbone
-    reference = min(values[0] for view in views for _, values, _ in view.pareto_of(view.states(TrialState.COMPLETE)))
+    reference = min(values[0] for view in views for _, values, _ in view.pareto)
     print(
         f"\n{task.name}: {names[0]} against {names[1]} (search seed {views[0].spec.how.seed}); selection split: "
         f"mean over seeds; hypervolume in {task.metric} points x budget shares above {reference:.4f}, the lowest "
-        "trial trained to the end of either"
+        "point of either Pareto set"
     )
     print(
         "| search | sampler | trained to the end | compute (LoRA fine-tunes) | best trial (selection) | "
@@ -410,11 +411,9 @@ def compare(names: list[str], runs_root: str, seeds: int, only: str) -> str:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     figures = []
-    for name, view, row in zip(names, views, rows, strict=True):
+    for name, view, (row, picks) in zip(names, views, found, strict=True):
         lora_mean, _, _, lora_tokens = row["lora"].summary()
-        front = view.pareto
-        knee = view.pick("knee")
-        best = view.pick("best")
+        front, knee, best = view.pareto, picks["knee"], picks["best"]
         volume = front_hypervolume(view, reference, limit)
         compute = search_compute(view)[1] / lora_tokens
         knee_points = 100 * (row["knee"].summary()[0] - lora_mean)

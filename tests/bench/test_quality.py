@@ -148,7 +148,7 @@ def test_the_front_hypervolume_is_the_area_above_the_reference_and_below_the_bud
     zero; a lower reference only adds."""
     bench = load_bench()
     view = StudyView.load("quality-mrpc", f"sqlite:///{STORES / 'mrpc' / 'optuna.db'}")
-    (top, (metric, fraction), _), (_, (second, _), _) = view.pareto[:2]
+    (_, (metric, fraction), _), (_, (second, _), _) = view.pareto[:2]
     limit = 0.005
     reference = (metric + second) / 2  # only the top point lies above it
     alone = bench.front_hypervolume(view, reference, limit)

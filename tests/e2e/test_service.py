@@ -194,9 +194,8 @@ def test_stop_keeps_the_finished_trials_and_a_resubmit_completes_without_duplica
         except KeyError:  # the study is not created yet
             pass
         state = str(client.get_job_status(job).value)
-        if (
-            state not in ("PENDING", "RUNNING") or time.monotonic() > deadline
-        ):  # say why no trial came, not only that none did
+        # say why no trial came, not only that none did
+        if state not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
             logs = run("logs", job, "--address", address)
             raise AssertionError(f"no trial finished; job {state}: {(logs.stdout + logs.stderr)[-3000:]}")
         time.sleep(0.5)
